@@ -1,0 +1,35 @@
+"""The facecat application factory; ``flask`` and ``facecat`` find ``create_app`` here.
+
+Only assembly happens here: defaults, environment, test overrides, validation, then each
+package's ``init_app``. Routes and logic live in the packages (the Flask tutorial's
+layout), and nothing imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: declared defaults < FACECAT_* environment < ``test_config``."""
+    from catalog import api, config, db, errors, storage
+    from catalog.cli import init_app as init_cli
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(config.defaults())
+    app.config.from_prefixed_env("FACECAT")
+    if test_config:
+        app.config.from_mapping(test_config)
+    os.makedirs(app.instance_path, exist_ok=True)
+    config.apply_instance_defaults(app.config, app.instance_path)
+    config.validate_config(app.config)
+
+    errors.init_app(app)
+    db.init_app(app)
+    storage.init_app(app)
+    api.init_app(app)
+    init_cli(app)
+    return app

@@ -1,0 +1,1 @@
+"""The web catalog: blueprints, SQLAlchemy models, queries, storage, auth and limits."""

