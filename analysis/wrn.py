@@ -228,6 +228,8 @@ class WideResNetEstimator:
         device: str | torch.device | None = "auto",
         batch_size: int = 64,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
         path = Path(weights_path)
         data = path.read_bytes()
         self.checksum: str = hashlib.sha256(data).hexdigest()
@@ -249,10 +251,16 @@ class WideResNetEstimator:
 
     @classmethod
     def from_models_dir(
-        cls, models_dir: str | Path, device: str | torch.device | None = "auto"
+        cls,
+        models_dir: str | Path,
+        device: str | torch.device | None = "auto",
+        batch_size: int = 64,
     ) -> WideResNetEstimator:
-        """Load the verified ``wrn`` artifact from a models folder."""
-        return cls(weight_path("wrn", models_dir), device=device)
+        """Load the verified ``wrn`` artifact from a models folder.
+
+        :raise analysis.weights.WeightsError: the file is missing or fails its checksum.
+        """
+        return cls(weight_path("wrn", models_dir), device=device, batch_size=batch_size)
 
     def forward_bgr(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gender and age softmax outputs for ``(N, 64, 64, 3)`` BGR 0..255 on device."""
