@@ -133,19 +133,22 @@ def load_weights(
             raise ModelSignatureError(f"{entry['name']}: unsupported dtype {entry['dtype']!r}")
         quant = entry.get("quantization")
         if quant is None:
-            nbytes = 4 * count
-            values = np.frombuffer(buffer, "<f4", count, offset).astype(np.float32)
+            stored = np.dtype("<f4")
         elif quant["dtype"] in ("uint8", "uint16"):
-            qtype = np.dtype(quant["dtype"]).newbyteorder("<")
-            nbytes = qtype.itemsize * count
-            q = np.frombuffer(buffer, qtype, count, offset).astype(np.float64)
-            values = (q * float(quant["scale"]) + float(quant["min"])).astype(np.float32)
+            stored = np.dtype(quant["dtype"]).newbyteorder("<")
         else:
             raise ModelSignatureError(
                 f"{entry['name']}: unsupported quantization {quant['dtype']!r}"
             )
+        nbytes = stored.itemsize * count
         if offset + nbytes > len(buffer):
             raise ModelSignatureError(f"weight file too short at {entry['name']}")
+        raw = np.frombuffer(buffer, stored, count, offset)
+        if quant is None:
+            values = raw.astype(np.float32)
+        else:
+            scale, low = float(quant["scale"]), float(quant["min"])
+            values = (raw.astype(np.float64) * scale + low).astype(np.float32)
         tensors[entry["name"]] = values.reshape(shape)
         offset += nbytes
     if offset != len(buffer):
