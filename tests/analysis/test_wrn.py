@@ -9,24 +9,27 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.estimators import ESTIMATORS, load_estimator
 from analysis.types import AgeGenderEstimator
 from analysis.weights import weights_checksum
 from analysis.wrn import WideResNet, WideResNetEstimator, load_keras_weights
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "wrn_reference.npz"
-
 
 @pytest.fixture(scope="module")
 def estimator(models_dir: Path) -> WideResNetEstimator:
-    return WideResNetEstimator.from_models_dir(models_dir, device="cpu")
+    """The real WRN, through the estimator registry, on the CPU."""
+    loaded = load_estimator("wrn", models_dir, device="cpu", batch_size=8)
+    assert isinstance(loaded, WideResNetEstimator)
+    return loaded
 
 
 @pytest.fixture(scope="module")
-def reference() -> dict[str, np.ndarray]:
-    if not REFERENCE.is_file():
-        pytest.skip(f"reference outputs not found at {REFERENCE}")
-    with np.load(REFERENCE) as data:
+def reference(reference_dir: Path) -> dict[str, np.ndarray]:
+    """The Keras model's outputs (../shared/reference; skipped where that is absent)."""
+    path = reference_dir / "wrn_reference.npz"
+    if not path.is_file():
+        pytest.skip(f"WRN reference outputs not found at {path}")
+    with np.load(path) as data:
         return {key: data[key] for key in data.files}
 
 
@@ -37,6 +40,7 @@ def test_fits_the_protocol(estimator: WideResNetEstimator) -> None:
     assert estimator.input_size == 64
     assert estimator.checksum == weights_checksum("wrn")
     assert estimator.device == torch.device("cpu")
+    assert ESTIMATORS["wrn"] is WideResNetEstimator
 
 
 @pytest.mark.model
@@ -114,3 +118,8 @@ def test_non_hdf5_file_is_rejected(tmp_path: Path) -> None:
     path.write_bytes(b"not hdf5")
     with pytest.raises(ValueError, match="Keras HDF5"):
         WideResNetEstimator(path, device="cpu")
+
+
+def test_batch_size_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        WideResNetEstimator(tmp_path / "unused.hdf5", device="cpu", batch_size=0)
