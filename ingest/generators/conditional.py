@@ -1,0 +1,326 @@
+"""A 64x64 face generator conditioned on gender and age, fine-tuned on UTKFace.
+
+Why this design (issue 7): the only training hardware is one shared CPU thread for about
+1.5 hours. Training a conditional GAN from scratch at 64 px needs several CPU hours, so the
+network starts from the default DCGAN (``gan-face-generate`` 1.1.1, trained on
+DigiFace-1M): it already knows face layout, and fine-tuning it on real labelled faces is far
+cheaper than learning faces from nothing. The condition enters in two places, both
+initialised to zero so training starts exactly at the pretrained DCGAN:
+
+* a linear map of the condition added to the first 4x4 feature map, and
+* conditional batch norm: every BatchNorm's output is scaled by ``1 + gamma(c)`` and
+  shifted by ``beta(c)``.
+
+The noise ``z`` is shared between conditions, so one seed rendered at several ages keeps
+the identity as far as the model allows.
+
+The condition vector is gender one-hot (2), age/100 (1) and nine Gaussian bumps over age
+(centres 0, 10, ..., 80 years, width 10): smooth in age, so a continuous age sweep is a
+continuous path, and expressive enough for children and seniors.
+
+Latents are ``latent_dim = 102``: the DCGAN's 100-d noise plus two standard-normal
+coordinates that encode the condition (gender from the sign of the first, age from the
+normal CDF of the second, uniform over 0..100 years). So ``render(latents)`` works
+without a cell, as the ``Generator`` protocol needs, spreads over all cells evenly, and a
+stored latent always remakes its face; ``generate_for`` rewrites those two coordinates.
+
+The weights are fine-tuned on UTKFace, whose licence is non-commercial research only, and
+start from DigiFace-1M-trained weights (also non-commercial): the weights in
+``weights/conditional.pt`` are for non-commercial use only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from analysis.device import resolve_device
+
+logger = logging.getLogger(__name__)
+
+NOISE_DIM = 100
+CONDITION_LATENT_DIMS = 2
+LATENT_DIM = NOISE_DIM + CONDITION_LATENT_DIMS
+NATIVE_SIZE = 64
+MAX_AGE = 100.0
+AGE_CENTRES = tuple(float(a) for a in range(0, 90, 10))
+AGE_WIDTH = 10.0
+CONDITION_DIM = 2 + 1 + len(AGE_CENTRES)
+GENDERS = ("male", "female")
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "conditional.pt"
+DEFAULT_PROVENANCE = WEIGHTS_DIR / "conditional.json"
+
+
+class ConditionalWeightsError(RuntimeError):
+    """The conditional generator's weights are missing, corrupt or do not match."""
+
+
+def encode_condition(female: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` female flags (0/1, float) and ages in years -> ``(N, CONDITION_DIM)``.
+
+    Ages are clamped to 0..100: UTKFace has a few faces up to 116 years, too few to learn
+    from, and users filter with ages up to 100.
+    """
+    female = female.to(torch.float32).reshape(-1)
+    age = age.to(torch.float32).reshape(-1).clamp(0.0, MAX_AGE)
+    centres = torch.tensor(AGE_CENTRES, dtype=torch.float32, device=age.device)
+    bumps = torch.exp(-0.5 * ((age[:, None] - centres[None, :]) / AGE_WIDTH) ** 2)
+    return torch.cat([torch.stack([1.0 - female, female], 1), (age / MAX_AGE)[:, None], bumps], 1)
+
+
+def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def condition_from_latents(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode ``(female, age)`` from the last two latent coordinates (see module doc)."""
+    female = (latents[:, NOISE_DIM] > 0).to(torch.float32)
+    age = _normal_cdf(latents[:, NOISE_DIM + 1]) * MAX_AGE
+    return female, age
+
+
+def latents_with_condition(latents: torch.Tensor, gender: str, age: float) -> torch.Tensor:
+    """Copy of ``latents`` whose condition coordinates encode ``gender`` and ``age``.
+
+    The noise part is untouched, so the identity is kept; storing the result lets the
+    catalog remake the exact face from its latent alone.
+    """
+    if gender not in GENDERS:
+        raise ValueError(f"gender must be one of {GENDERS}, got {gender!r}")
+    if not 0.0 <= float(age) <= MAX_AGE:
+        raise ValueError(f"age must be within 0..{MAX_AGE:g}, got {age}")
+    _check_latents(latents)
+    out = latents.detach().clone().to(torch.float32)
+    magnitude = out[:, NOISE_DIM].abs().clamp_min(0.5)  # keep the seed's own |u| when sane
+    out[:, NOISE_DIM] = magnitude if gender == "female" else -magnitude
+    # Keep the CDF strictly inside (0, 1) so the inverse is finite at ages 0 and 100.
+    p = min(max(float(age) / MAX_AGE, 1e-4), 1.0 - 1e-4)
+    out[:, NOISE_DIM + 1] = math.sqrt(2.0) * torch.special.erfinv(torch.tensor(2.0 * p - 1.0))
+    return out
+
+
+def _check_latents(latents: torch.Tensor) -> None:
+    if latents.ndim != 2 or latents.shape[1] != LATENT_DIM:
+        raise ValueError(f"latents must be (N, {LATENT_DIM}), got {tuple(latents.shape)}")
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm2d (loadable from the DCGAN) plus a zero-initialised conditional affine."""
+
+    def __init__(self, channels: int, condition_dim: int = CONDITION_DIM) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.gamma = nn.Linear(condition_dim, channels)
+        self.beta = nn.Linear(condition_dim, channels)
+        for layer in (self.gamma, self.beta):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        gamma = 1.0 + self.gamma(condition)[:, :, None, None]
+        return self.bn(x) * gamma + self.beta(condition)[:, :, None, None]
+
+
+class ConditionalDCGAN(nn.Module):
+    """The DCGAN generator (nz=100, ngf=64) with the condition injected as described above.
+
+    ``ups[i]`` are the DCGAN's transposed convolutions ``main.{0,3,6,9,12}``; ``norms[i]``
+    wrap its BatchNorms ``main.{1,4,7,10}``; see ``load_dcgan_state``.
+    """
+
+    def __init__(self, features: int = 64) -> None:
+        super().__init__()
+        f = features
+        channels = [NOISE_DIM, f * 8, f * 4, f * 2, f, 3]
+        self.ups = nn.ModuleList(
+            [nn.ConvTranspose2d(channels[0], channels[1], 4, 1, 0, bias=False)]
+            + [
+                nn.ConvTranspose2d(channels[i], channels[i + 1], 4, 2, 1, bias=False)
+                for i in range(1, 5)
+            ]
+        )
+        self.norms = nn.ModuleList([ConditionalBatchNorm(c) for c in channels[1:5]])
+        self.condition_in = nn.Linear(CONDITION_DIM, f * 8 * 16)
+        nn.init.zeros_(self.condition_in.weight)
+        nn.init.zeros_(self.condition_in.bias)
+
+    def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """``(N, 100)`` noise, ``(N, CONDITION_DIM)`` condition -> ``(N, 3, 64, 64)`` in [-1, 1]."""
+        x = self.ups[0](z.reshape(z.shape[0], NOISE_DIM, 1, 1))
+        x = x + self.condition_in(condition).reshape_as(x)
+        for up, norm in zip(self.ups[1:], self.norms, strict=True):
+            x = up(torch.relu(norm(x, condition)))
+        return torch.tanh(x)
+
+    def load_dcgan_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Initialise from the default DCGAN's ``netG_state_dict`` (strict on those keys)."""
+        mapped: dict[str, torch.Tensor] = {}
+        for i, index in enumerate((0, 3, 6, 9, 12)):
+            mapped[f"ups.{i}.weight"] = state[f"main.{index}.weight"]
+        for i, index in enumerate((1, 4, 7, 10)):
+            for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                mapped[f"norms.{i}.bn.{leaf}"] = state[f"main.{index}.{leaf}"]
+        missing, unexpected = self.load_state_dict(mapped, strict=False)
+        if unexpected or any(
+            not k.endswith(("gamma.weight", "gamma.bias", "beta.weight", "beta.bias"))
+            and "condition_in" not in k
+            for k in missing
+        ):
+            raise ValueError(
+                f"DCGAN state does not fit: missing {missing}, unexpected {unexpected}"
+            )
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file, streamed; used for the provenance record and for loading."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_provenance(path: str | Path) -> dict:
+    """The JSON provenance written next to the weights by ``ingest.training``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConditionalWeightsError(
+            f"provenance file {path} is missing; it records the weights' sha256"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConditionalWeightsError(f"provenance file {path} is not valid JSON: {exc}") from exc
+
+
+class ConditionalGenerator:
+    """Seeds plus a target gender and age in, 64x64 RGB faces out.
+
+    Implements ``ingest.generators.Generator``; ``generate_for``/``render_for`` add the
+    target cell. The weight file is refused unless its SHA-256 matches the one in the
+    provenance file, because ``torch.load`` must never see an unverified file and the
+    catalog records ``checksum`` with every face.
+    """
+
+    name = "conditional"
+    latent_dim = LATENT_DIM
+    native_size = NATIVE_SIZE
+
+    def __init__(
+        self,
+        weights_path: str | Path = DEFAULT_WEIGHTS,
+        device: str | torch.device | None = "auto",
+        *,
+        provenance_path: str | Path | None = None,
+        expected_sha256: str | None = None,
+    ) -> None:
+        path = Path(weights_path)
+        if not path.is_file():
+            raise ConditionalWeightsError(
+                f"conditional generator weights {path} are missing; train them with "
+                "`facecat models train DATASET_DIR` or restore the file from git"
+            )
+        if expected_sha256 is None:
+            prov_path = Path(provenance_path) if provenance_path else path.with_suffix(".json")
+            expected_sha256 = read_provenance(prov_path).get("sha256")
+            if not expected_sha256:
+                raise ConditionalWeightsError(f"provenance file {prov_path} has no sha256")
+        data = path.read_bytes()
+        self.checksum: str = hashlib.sha256(data).hexdigest()
+        if self.checksum != expected_sha256:
+            raise ConditionalWeightsError(
+                f"conditional generator weights {path} are corrupt: sha256 {self.checksum} "
+                f"does not match the recorded {expected_sha256}; restore the file from git "
+                "or retrain it"
+            )
+        self.device: torch.device = (
+            device if isinstance(device, torch.device) else resolve_device(device)
+        )
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            network = ConditionalDCGAN()
+            network.load_state_dict(state, strict=True)
+        except Exception as exc:  # torch raises several types for a bad file
+            raise ConditionalWeightsError(
+                f"cannot load conditional generator weights {path}: {exc}"
+            ) from exc
+        network.requires_grad_(False)  # gradients flow to latents only
+        self.network = network.eval().to(self.device)
+        logger.info(
+            "loaded conditional generator from %s (sha256 %s) on %s",
+            path,
+            self.checksum[:12],
+            self.device,
+        )
+
+    @classmethod
+    def from_models_dir(
+        cls, models_dir: str | Path | None = None, device: str | torch.device | None = "auto"
+    ) -> ConditionalGenerator:
+        """Registry entry point; the weights ship in the package, so ``models_dir`` is unused."""
+        del models_dir
+        return cls(DEFAULT_WEIGHTS, device=device)
+
+    def sample_latents(self, seeds: Sequence[int]) -> torch.Tensor:
+        """One standard-normal latent per seed, ``(N, 102)`` float32 on the CPU.
+
+        numpy's PCG64 normal sampler is stable across platforms and versions, so a seed
+        names the same face everywhere; the first 100 coordinates are what the DCGAN would
+        get for that seed.
+        """
+        rows = [
+            np.random.default_rng(int(seed)).standard_normal(self.latent_dim, dtype=np.float32)
+            for seed in seeds
+        ]
+        if not rows:
+            return torch.empty((0, self.latent_dim), dtype=torch.float32)
+        return torch.from_numpy(np.stack(rows))
+
+    def _render_condition(self, z: torch.Tensor, female: torch.Tensor, age: torch.Tensor):
+        condition = encode_condition(female, age).to(self.device)
+        images = self.network(z.to(self.device, torch.float32), condition)
+        return ((images + 1.0) * 127.5).permute(0, 2, 3, 1)
+
+    def render(self, latents: torch.Tensor) -> torch.Tensor:
+        """Differentiable ``(N, 64, 64, 3)`` float32 RGB in [0, 255]; cell read from the latent."""
+        _check_latents(latents)
+        female, age = condition_from_latents(latents)
+        return self._render_condition(latents[:, :NOISE_DIM], female, age)
+
+    def render_for(self, gender: str, age: float, latents: torch.Tensor) -> torch.Tensor:
+        """Like ``render`` but for a target ``gender`` ("male"/"female") and ``age`` (years)."""
+        return self.render(latents_with_condition(latents, gender, age))
+
+    def generate(self, latents: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """``(N, 64, 64, 3)`` uint8 RGB on device, in batches so memory stays bounded."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        _check_latents(latents)
+        with torch.inference_mode():
+            chunks = [
+                self.render(latents[start : start + batch_size])
+                .round()
+                .clamp(0, 255)
+                .to(torch.uint8)
+                for start in range(0, latents.shape[0], batch_size)
+            ]
+        if not chunks:
+            size = self.native_size
+            return torch.empty((0, size, size, 3), dtype=torch.uint8, device=self.device)
+        return torch.cat(chunks)
+
+    def generate_for(
+        self, gender: str, age: float, latents: torch.Tensor, batch_size: int = 256
+    ) -> torch.Tensor:
+        """uint8 faces of ``gender`` and ``age`` for these latents' noise (identity kept)."""
+        return self.generate(latents_with_condition(latents, gender, age), batch_size)

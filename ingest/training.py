@@ -1,0 +1,634 @@
+"""Training the conditional face generator (``facecat models train DATASET_DIR``).
+
+What is trained and why (issue 7, measured on one shared CPU thread):
+
+* G is ``ConditionalDCGAN``, initialised from the default DCGAN so it starts out knowing
+  face layout; its conditional parts start at zero (see ``ingest.generators.conditional``).
+* D is a small spectral-norm CNN with a projection term for the condition (Miyato &
+  Koyama 2018) and hinge loss: the cheapest well-behaved conditional GAN objective.
+* DiffAugment (colour, translation, cutout; Zhao et al. 2020) on both real and fake
+  images, because 4,799 faces are few enough for D to memorise them.
+* Cells are sampled evenly: a (gender x age band) cell uniformly, then a face in it, so
+  the rare cells (teenage boys, seniors) are seen as often as young women.
+* An exponential moving average of G's weights is what gets exported; its BatchNorm
+  statistics are recomputed for the averaged weights before export.
+
+No age or gender estimator is used in training, so the evaluation with the face-api
+estimator (tests/perf/bench_conditional.py) measures the generator, not an adversarial
+fit to the judge.
+
+A run writes under ``--out``: ``last.pt`` (resumable checkpoint), ``samples/`` sheets,
+``train.log``; at the end the EMA generator is exported to a small weights file with a
+JSON provenance record next to it.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import datetime as dt
+import itertools
+import json
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+from tqdm import tqdm
+
+from analysis.device import resolve_device
+from analysis.weights import weight_path
+from ingest.generators import conditional as cond
+from ingest.generators.dcgan import load_state_dict as load_dcgan_state
+
+logger = logging.getLogger(__name__)
+
+BAND_EDGES = ((0, 12), (13, 19), (20, 39), (40, 59), (60, 200))
+BAND_LABELS = ("0-12", "13-19", "20-39", "40-59", "60+")
+SHEET_AGES = (6.0, 16.0, 28.0, 50.0, 75.0)
+LICENCE = (
+    "Non-commercial research use only: fine-tuned on UTKFace (non-commercial research "
+    "licence) from DCGAN weights trained on DigiFace-1M (non-commercial)."
+)
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run; stored in checkpoints and provenance so a run can be repeated."""
+
+    dataset_dir: str
+    out: str
+    steps: int = 20000
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"
+    max_seconds: float | None = None
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    ema_beta: float = 0.999
+    sample_every: int = 500
+    checkpoint_every: int = 250
+    augment: str = "color,translation,cutout"
+    init: str = "dcgan"
+    models_dir: str | None = None
+    threads: int | None = None
+    export: str | None = str(cond.DEFAULT_WEIGHTS)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def band_index(age: int) -> int:
+    """Index of the age band (the catalog's bands) holding ``age``."""
+    for i, (low, high) in enumerate(BAND_EDGES):
+        if low <= age <= high:
+            return i
+    raise ValueError(f"age {age} outside every band")
+
+
+class FaceDataset:
+    """All faces of a utkface-dev-style folder, resized once and kept in memory as uint8.
+
+    4,799 faces at 64x64 are 59 MB, so reading every image once beats a DataLoader with
+    worker processes on a machine with two shared cores.
+    """
+
+    def __init__(self, root: str | Path, size: int = cond.NATIVE_SIZE) -> None:
+        root = Path(root)
+        labels = root / "labels.csv"
+        if not labels.is_file():
+            raise click.ClickException(f"{labels} not found: expected file,age,gender rows")
+        rows = list(csv.DictReader(labels.open()))
+        images, ages, female = [], [], []
+        for row in tqdm(rows, desc="loading faces", unit="face", leave=False):
+            with Image.open(root / "images" / row["file"]) as img:
+                img = img.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+                images.append(np.asarray(img, dtype=np.uint8))
+            ages.append(int(row["age"]))
+            if row["gender"] not in cond.GENDERS:
+                raise click.ClickException(f"{labels}: unknown gender {row['gender']!r}")
+            female.append(row["gender"] == "female")
+        if not rows:
+            raise click.ClickException(f"{labels} lists no faces")
+        self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        self.ages = torch.tensor(ages, dtype=torch.float32)
+        self.female = torch.tensor(female, dtype=torch.float32)
+        cells = np.array(
+            [int(f) * len(BAND_EDGES) + band_index(a) for f, a in zip(female, ages, strict=True)]
+        )
+        self.cells = [np.flatnonzero(cells == c) for c in range(2 * len(BAND_EDGES))]
+        self.cells = [c for c in self.cells if len(c)]
+        self.labels_sha256 = cond.sha256_file(labels)
+        logger.info(
+            "loaded %d faces from %s; per cell: %s",
+            len(rows),
+            root,
+            [len(c) for c in self.cells],
+        )
+
+    def __len__(self) -> int:
+        return len(self.ages)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Indices of ``n`` faces: a cell uniformly, then a face in it (balanced cells)."""
+        which = rng.integers(0, len(self.cells), size=n)
+        return np.array([self.cells[c][rng.integers(0, len(self.cells[c]))] for c in which])
+
+    def batch(self, rng: np.random.Generator, n: int, device: torch.device):
+        """Real images in [-1, 1] (random horizontal flips) with their female flags and ages."""
+        idx = torch.from_numpy(self.sample(rng, n))
+        x = self.images[idx].to(torch.float32) / 127.5 - 1.0
+        flip = torch.from_numpy(rng.random(n) < 0.5)
+        x[flip] = x[flip].flip(3)
+        return x.to(device), self.female[idx].to(device), self.ages[idx].to(device)
+
+
+# --------------------------------------------------------------------------- DiffAugment
+
+
+def _rand(n: int, device: torch.device, *shape: int) -> torch.Tensor:
+    return torch.rand(n, *shape, device=device)
+
+
+def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
+    """Differentiable augmentation (DiffAugment) applied identically to real and fake."""
+    n, device = x.shape[0], x.device
+    for name in filter(None, policy.split(",")):
+        if name == "color":
+            x = x + (_rand(n, device, 1, 1, 1) - 0.5)
+            mean = x.mean(dim=1, keepdim=True)
+            x = (x - mean) * (_rand(n, device, 1, 1, 1) * 2) + mean
+            mean = x.mean(dim=[1, 2, 3], keepdim=True)
+            x = (x - mean) * (_rand(n, device, 1, 1, 1) + 0.5) + mean
+        elif name == "translation":
+            h, w = x.shape[2], x.shape[3]
+            sx, sy = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)
+            tx = torch.randint(-sx, sx + 1, (n, 1, 1), device=device)
+            ty = torch.randint(-sy, sy + 1, (n, 1, 1), device=device)
+            gb, gx, gy = torch.meshgrid(
+                torch.arange(n, device=device),
+                torch.arange(h, device=device),
+                torch.arange(w, device=device),
+                indexing="ij",
+            )
+            gx = torch.clamp(gx + tx + 1, 0, h + 1)
+            gy = torch.clamp(gy + ty + 1, 0, w + 1)
+            padded = F.pad(x, [1, 1, 1, 1])
+            x = padded.permute(0, 2, 3, 1)[gb, gx, gy].permute(0, 3, 1, 2)
+        elif name == "cutout":
+            h, w = x.shape[2], x.shape[3]
+            ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+            ox = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), device=device)
+            oy = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=device)
+            gb, gx, gy = torch.meshgrid(
+                torch.arange(n, device=device),
+                torch.arange(ch, device=device),
+                torch.arange(cw, device=device),
+                indexing="ij",
+            )
+            gx = torch.clamp(gx + ox - ch // 2, 0, h - 1)
+            gy = torch.clamp(gy + oy - cw // 2, 0, w - 1)
+            mask = torch.ones(n, h, w, dtype=x.dtype, device=device)
+            mask[gb, gx, gy] = 0
+            x = x * mask.unsqueeze(1)
+        else:
+            raise ValueError(f"unknown augmentation {name!r}")
+    return x.contiguous()
+
+
+# --------------------------------------------------------------------------- discriminator
+
+
+class ProjectionDiscriminator(nn.Module):
+    """Spectral-norm CNN, 64 -> 4 px (0.7M parameters: D costs as much per image as G
+    otherwise, on a CPU budget), with a projection term for the condition.
+
+    score = psi(phi(x)) + <V c, phi(x)>: the condition is matched against the image's
+    features rather than concatenated to pixels, which is what makes projection D's
+    class-conditional GANs train stably (Miyato & Koyama 2018).
+    """
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        layers: list[nn.Module] = []
+        chans = [3, w, w * 2, w * 4, w * 8]
+        for c_in, c_out in itertools.pairwise(chans):
+            layers += [spectral_norm(nn.Conv2d(c_in, c_out, 4, 2, 1)), nn.LeakyReLU(0.2)]
+        self.body = nn.Sequential(*layers)
+        self.linear = spectral_norm(nn.Linear(chans[-1], 1))
+        self.embed = spectral_norm(nn.Linear(cond.CONDITION_DIM, chans[-1], bias=False))
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        features = self.body(x).sum(dim=[2, 3])
+        return self.linear(features).squeeze(1) + (self.embed(condition) * features).sum(1)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+            p_ema.lerp_(p, 1.0 - beta)
+        for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+            b_ema.copy_(b)
+
+
+def _random_conditions(rng: np.random.Generator, n: int, device: torch.device):
+    """Female flags and ages spread evenly over the 10 cells (ages uniform inside a band)."""
+    female = torch.from_numpy((rng.random(n) < 0.5).astype(np.float32))
+    bands = rng.integers(0, len(BAND_EDGES), size=n)
+    lows = np.array([BAND_EDGES[b][0] for b in bands], dtype=np.float32)
+    highs = np.array([min(BAND_EDGES[b][1], 90) for b in bands], dtype=np.float32)
+    ages = torch.from_numpy(lows + rng.random(n).astype(np.float32) * (highs - lows + 1))
+    return female.to(device), ages.to(device)
+
+
+def recalibrate_batchnorm(
+    net: cond.ConditionalDCGAN, rng: np.random.Generator, device: torch.device, batches: int = 32
+) -> None:
+    """Recompute BatchNorm running statistics for (EMA) weights over balanced conditions.
+
+    The running statistics copied from the live G belong to its weights, not to the
+    averaged ones; a cumulative average over fresh batches matches them again.
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            z = torch.from_numpy(rng.standard_normal((64, cond.NOISE_DIM), dtype=np.float32))
+            female, ages = _random_conditions(rng, 64, device)
+            net(z.to(device), cond.encode_condition(female, ages))
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    net.eval()
+
+
+def sample_sheet(net: cond.ConditionalDCGAN, path: Path, device: torch.device, columns: int = 8):
+    """A PNG grid: rows are the 10 cells (male then female, young to old), columns fixed seeds.
+
+    The same noise in every row shows how well the identity survives a change of cell.
+    """
+    z = torch.from_numpy(
+        np.stack(
+            [
+                np.random.default_rng(s).standard_normal(cond.LATENT_DIM, dtype=np.float32)
+                for s in range(columns)
+            ]
+        )[:, : cond.NOISE_DIM]
+    ).to(device)
+    rows = []
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        for female in (0.0, 1.0):
+            for age in SHEET_AGES:
+                c = cond.encode_condition(
+                    torch.full((columns,), female), torch.full((columns,), age)
+                )
+                rows.append(net(z, c.to(device)))
+    net.train(was_training)
+    grid = torch.stack(rows)  # (rows, cols, 3, H, W)
+    r, c, _, h, w = grid.shape
+    grid = ((grid + 1) * 127.5).clamp(0, 255).round().to(torch.uint8).cpu()
+    grid = grid.permute(0, 3, 1, 4, 2).reshape(r * h, c * w, 3).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+
+
+def _git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "ingest/training.py", "ingest/generators"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return commit + ("+uncommitted-changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(config: TrainConfig, command: Sequence[str] | None = None) -> Path | None:
+    """Run (or resume) training; returns the exported weights path, if exporting.
+
+    Stops at ``steps`` or after ``max_seconds`` of wall-clock time in this process,
+    whichever comes first, always leaving a resumable checkpoint behind.
+    """
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        return _train(config, out, command)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Path | None:
+    started = time.monotonic()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    data = FaceDataset(config.dataset_dir)
+
+    g = cond.ConditionalDCGAN()
+    init_sha = None
+    if config.init == "dcgan":
+        models_dir = config.models_dir or str(
+            Path(__file__).resolve().parents[1] / "instance" / "models"
+        )
+        path = weight_path("dcgan", models_dir)
+        init_sha = cond.sha256_file(path)
+        g.load_dcgan_state(load_dcgan_state(Path(path).read_bytes()))
+    elif config.init != "scratch":
+        raise click.ClickException(f"--init must be dcgan or scratch, got {config.init!r}")
+    d = ProjectionDiscriminator()
+    g.to(device).train()
+    d.to(device).train()
+    g_ema = copy.deepcopy(g).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(g.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
+
+    step, seconds_before = 0, 0.0
+    checkpoint_path = out / "last.pt"
+    if checkpoint_path.exists():
+        ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        g.load_state_dict(ckpt["g"])
+        d.load_state_dict(ckpt["d"])
+        g_ema.load_state_dict(ckpt["g_ema"])
+        opt_g.load_state_dict(ckpt["opt_g"])
+        opt_d.load_state_dict(ckpt["opt_d"])
+        step, seconds_before = ckpt["step"], ckpt["seconds"]
+        rng.bit_generator.state = ckpt["numpy_rng"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        init_sha = ckpt.get("init_sha256", init_sha)
+        logger.info(
+            "resumed from %s at step %d (%.0f s trained)", checkpoint_path, step, seconds_before
+        )
+
+    def save_checkpoint() -> None:
+        tmp = checkpoint_path.with_suffix(".tmp")
+        torch.save(
+            {
+                "g": g.state_dict(),
+                "d": d.state_dict(),
+                "g_ema": g_ema.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "step": step,
+                "seconds": seconds_before + time.monotonic() - loop_start,
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "config": asdict(config),
+                "init_sha256": init_sha,
+            },
+            tmp,
+        )
+        tmp.replace(checkpoint_path)  # atomic: a kill mid-save keeps the previous checkpoint
+
+    n_g = sum(p.numel() for p in g.parameters())
+    n_d = sum(p.numel() for p in d.parameters())
+    logger.info(
+        "G %.2fM params, D %.2fM params, device %s, threads %d",
+        n_g / 1e6,
+        n_d / 1e6,
+        device,
+        torch.get_num_threads(),
+    )
+    loop_start = time.monotonic()
+    bs = config.batch_size
+    progress = tqdm(total=config.steps, initial=step, desc="training", unit="step")
+    stopped_by_clock = False
+    while step < config.steps:
+        if config.max_seconds is not None and time.monotonic() - started >= config.max_seconds:
+            stopped_by_clock = True
+            break
+        real, female, ages = data.batch(rng, bs, device)
+        c_real = cond.encode_condition(female, ages)
+        z = torch.randn(bs, cond.NOISE_DIM, device=device)
+
+        # One fake batch serves both steps (as in the PyTorch DCGAN recipe): a second G
+        # forward pass would cost 12% of a step. Fakes take the real batch's conditions,
+        # which the balanced sampler already spreads evenly over the 10 cells.
+        fake = g(z, c_real)
+
+        # D step: hinge loss on augmented real and fake.
+        d_real = d(diff_augment(real, config.augment), c_real)
+        d_fake = d(diff_augment(fake.detach(), config.augment), c_real)
+        loss_d = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        # G step through the updated D (its weights frozen, so only input gradients).
+        d.requires_grad_(False)
+        loss_g = -d(diff_augment(fake, config.augment), c_real).mean()
+        d.requires_grad_(True)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        _update_ema(g_ema, g, config.ema_beta)
+
+        step += 1
+        progress.update(1)
+        if step % 10 == 0:
+            progress.set_postfix(
+                d=f"{loss_d.item():.3f}",
+                g=f"{loss_g.item():.3f}",
+                real=f"{d_real.mean().item():.2f}",
+                fake=f"{d_fake.mean().item():.2f}",
+            )
+        if step % 100 == 0:
+            elapsed = seconds_before + time.monotonic() - loop_start
+            logger.info(
+                "step %d loss_d %.4f loss_g %.4f d_real %.3f d_fake %.3f  %.0f s, %.1f img/s",
+                step,
+                loss_d.item(),
+                loss_g.item(),
+                d_real.mean().item(),
+                d_fake.mean().item(),
+                elapsed,
+                step * bs / max(elapsed, 1e-9),
+            )
+        if step % config.checkpoint_every == 0:
+            save_checkpoint()
+        if step % config.sample_every == 0:
+            sample_sheet(g_ema, out / "samples" / f"step_{step:06d}.png", device)
+            torch.save(g_ema.state_dict(), out / "samples" / f"g_ema_{step:06d}.pt")
+    progress.close()
+    save_checkpoint()
+    total_seconds = seconds_before + time.monotonic() - loop_start
+    logger.info(
+        "stopped at step %d after %.0f s of training (%s)",
+        step,
+        total_seconds,
+        "time budget" if stopped_by_clock else "step count",
+    )
+    sample_sheet(g_ema, out / "samples" / f"step_{step:06d}.png", device)
+    if not config.export:
+        return None
+    return export(g_ema, config, data, step, total_seconds, init_sha, command)
+
+
+def export(
+    g_ema: cond.ConditionalDCGAN,
+    config: TrainConfig,
+    data: FaceDataset,
+    step: int,
+    seconds: float,
+    init_sha: str | None,
+    command: Sequence[str] | None,
+) -> Path:
+    """Write the EMA generator (BN recalibrated, CPU float32) and its provenance JSON."""
+    net = copy.deepcopy(g_ema).cpu()
+    recalibrate_batchnorm(net, np.random.default_rng(config.seed + 1), torch.device("cpu"))
+    path = Path(config.export)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    sha = cond.sha256_file(path)
+    provenance = {
+        "generator": cond.ConditionalGenerator.name,
+        "architecture": "ConditionalDCGAN (DCGAN nz=100 ngf=64 + conditional BN + condition "
+        "added to the 4x4 map), projection discriminator, hinge loss, DiffAugment, EMA",
+        "sha256": sha,
+        "data": {
+            "path": str(Path(config.dataset_dir).resolve()),
+            "faces": len(data),
+            "labels_csv_sha256": data.labels_sha256,
+            "name": "UTKFace (utkface-dev subset, whole 200x200 chips resized to 64x64)",
+        },
+        "init": {"from": config.init, "dcgan_weights_sha256": init_sha},
+        "code_commit": _git_commit(),
+        "command": shlex.join(command) if command else None,
+        "config": asdict(config),
+        "steps": step,
+        "images_seen": step * config.batch_size,
+        "seconds": round(seconds, 1),
+        "torch": torch.__version__,
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "licence": LICENCE,
+    }
+    path.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n")
+    logger.info("exported %s (sha256 %s) and its provenance", path, sha[:12])
+    return path
+
+
+@click.command("train")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--out",
+    default="runs/conditional",
+    show_default=True,
+    help="Run folder for checkpoints, sample sheets and the log (keep it out of git).",
+)
+@click.option("--steps", default=20000, show_default=True, help="Total training steps.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seeds data order, noise and init.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt instead of refusing.")
+@click.option(
+    "--max-seconds",
+    type=float,
+    default=None,
+    help="Wall-clock budget for this invocation; stops cleanly and exports.",
+)
+@click.option(
+    "--threads", type=int, default=None, help="torch CPU threads (leave cores to others)."
+)
+@click.option("--sample-every", default=500, show_default=True)
+@click.option("--checkpoint-every", default=250, show_default=True)
+@click.option(
+    "--init",
+    type=click.Choice(["dcgan", "scratch"]),
+    default="dcgan",
+    show_default=True,
+    help="Start G from the default DCGAN's weights or from random weights.",
+)
+@click.option(
+    "--export",
+    "export_path",
+    default=str(cond.DEFAULT_WEIGHTS),
+    show_default=True,
+    help="Where the final EMA generator goes (its provenance JSON goes next to it).",
+)
+def train_command(
+    dataset_dir: str,
+    out: str,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: str,
+    resume: bool,
+    max_seconds: float | None,
+    threads: int | None,
+    sample_every: int,
+    checkpoint_every: int,
+    init: str,
+    export_path: str,
+) -> None:
+    """Train the gender- and age-conditioned generator on a utkface-dev-style folder.
+
+    Example: ``facecat models train ../shared/data/utkface-dev --threads 1 --max-seconds 5400``.
+    """
+    if (Path(out) / "last.pt").exists() and not resume:
+        raise click.ClickException(f"{out}/last.pt exists: pass --resume or choose another --out")
+    models_dir = None
+    try:
+        from flask import current_app
+
+        models_dir = current_app.config.get("MODELS_DIR")
+    except RuntimeError:  # run outside an app context (python -m ingest.training)
+        pass
+    config = TrainConfig(
+        dataset_dir=dataset_dir,
+        out=out,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        max_seconds=max_seconds,
+        sample_every=sample_every,
+        checkpoint_every=checkpoint_every,
+        init=init,
+        models_dir=models_dir,
+        threads=threads,
+        export=export_path or None,
+    )
+    path = train(config, command=sys.argv)
+    if path:
+        click.echo(f"exported {path}")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    train_command()
