@@ -84,10 +84,11 @@ class FaceApiEstimator:
         p_female: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
-                chunk = torch.from_numpy(
-                    np.ascontiguousarray(images[start : start + self.batch_size])
-                )
-                age, female = self.predict_tensor(chunk.to(self.device))
+                chunk = images[start : start + self.batch_size]
+                if not (chunk.flags.c_contiguous and chunk.flags.writeable):
+                    # torch.from_numpy warns on read-only arrays (e.g. from PIL images).
+                    chunk = np.array(chunk, order="C")
+                age, female = self.predict_tensor(torch.from_numpy(chunk).to(self.device))
                 ages.append(age.float().cpu().numpy())
                 p_female.append(female.float().cpu().numpy())
         if not ages:
