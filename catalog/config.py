@@ -264,6 +264,28 @@ SETTINGS: tuple[Setting, ...] = (
         "ingest",
     ),
     Setting(
+        "INGEST_UPLOAD_RETRIES",
+        4,
+        "Retries of a failed image upload (exponential backoff) before ingest gives "
+        "up the batch.",
+        _int_range(0, 20),
+        "ingest",
+    ),
+    Setting(
+        "INGEST_UPLOAD_BACKOFF_SECONDS",
+        0.5,
+        "First retry delay of a failed upload; doubled on each further retry.",
+        _float_range(0.0, 60.0),
+        "ingest",
+    ),
+    Setting(
+        "INGEST_UPLOAD_THREADS",
+        4,
+        "Threads that encode and upload a batch's images in parallel.",
+        _int_range(1, 64),
+        "ingest",
+    ),
+    Setting(
         "TARGET_COMPOSITION",
         None,
         "Target share per gender × age band, JSON like "
