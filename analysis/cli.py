@@ -49,3 +49,53 @@ def check_command() -> None:
         failed |= state != "ok" and not optional
     if failed:
         raise click.ClickException(f"some weights are missing: run `{weights.FETCH_COMMAND}`")
+
+
+@models_cli.command("evaluate")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--estimator",
+    "estimator_names",
+    multiple=True,
+    default=("faceapi",),
+    show_default=True,
+    help="Estimator to measure (repeat to compare several, e.g. faceapi and wrn).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Measure a seeded random sample of N faces instead of all of them.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1…")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+def evaluate_command(
+    dataset_dir: str,
+    estimator_names: tuple[str, ...],
+    limit: int | None,
+    device: str,
+    batch_size: int,
+) -> None:
+    """Measure age/gender estimators on a labelled folder; print a Markdown table.
+
+    DATASET_DIR holds labels.csv (file,age,gender) and images/. Examples:
+
+        facecat models evaluate ../shared/data/utkface-dev
+
+        facecat models evaluate ../shared/data/utkface-dev --estimator faceapi
+        --estimator wrn --limit 500
+    """
+    # Imported here so that other `facecat` commands start without loading torch.
+    from analysis.estimators import load_estimator
+    from analysis.evaluation import evaluate, format_markdown
+
+    models_dir = current_app.config["MODELS_DIR"]
+    try:
+        estimators = [
+            load_estimator(name, models_dir, device=device, batch_size=batch_size)
+            for name in dict.fromkeys(estimator_names)
+        ]
+        result = evaluate(dataset_dir, estimators, limit=limit)
+    except (ValueError, OSError, weights.WeightsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_markdown(result), nl=False)
