@@ -17,7 +17,7 @@ from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app, g
 from flask.cli import AppGroup
 from sqlalchemy import MetaData, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -38,6 +38,18 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def engine_url(url: str) -> URL:
+    """The URL with an explicit driver: plain ``postgresql://`` means psycopg2 here.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, but facecat depends on
+    psycopg2 (``psycopg2-binary``), so the documented URL form would fail to import.
+    """
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the settings each backend needs to serve concurrent requests."""
     if url.startswith("sqlite"):
@@ -53,7 +65,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(engine_url(url), pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 def get_engine(app: Flask | None = None) -> Engine:
@@ -107,7 +119,8 @@ def alembic_config(app: Flask | None = None) -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation would mangle % in passwords.
-    cfg.set_main_option("sqlalchemy.url", app.config["DATABASE_URL"].replace("%", "%%"))
+    url = engine_url(app.config["DATABASE_URL"]).render_as_string(hide_password=False)
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["engine"] = get_engine(app)
     return cfg
 
