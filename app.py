@@ -1,8 +1,8 @@
 """The facecat application factory; ``flask`` and ``facecat`` find ``create_app`` here.
 
 Only assembly happens here: defaults, environment, test overrides, validation, then each
-package's ``init_app``. Routes and logic live in the packages (the Flask tutorial's
-layout), and nothing imports this module.
+package's ``init_app`` and the blueprints. Routes and logic live in the packages (the
+Flask tutorial's layout), and nothing imports this module.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ from flask import Flask
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: declared defaults < FACECAT_* environment < ``test_config``."""
-    from catalog import api, config, db, errors, storage
+    from catalog import api, config, db, errors, images, openapi, status, storage
     from catalog.cli import init_app as init_cli
 
-    app = Flask(__name__, instance_relative_config=True)
+    # No static folder: every URL is an API route, and /static would be an undocumented one.
+    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    # Keep "//" in paths as written: silently merging them would give one image two URLs
+    # and turn /img//etc/passwd into a redirect instead of a rejected key.
+    app.url_map.merge_slashes = False
     app.config.from_mapping(config.defaults())
     app.config.from_prefixed_env("FACECAT")
     if test_config:
@@ -30,6 +34,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     db.init_app(app)
     storage.init_app(app)
-    api.init_app(app)
+    for blueprint in (api.bp, images.bp, status.bp, openapi.bp):
+        app.register_blueprint(blueprint)
     init_cli(app)
     return app

@@ -27,3 +27,4 @@ def init_app(app: Flask) -> None:
 
     app.cli.add_command(db_cli)
     app.cli.add_command(models_cli)
+    models_cli.add_command(importlib.import_module("ingest.training").train_command)

@@ -248,6 +248,9 @@ class S3Storage:
         bucket = parts.path.strip("/")
         if not bucket or "/" in bucket:
             raise ValueError("s3 URL path must be exactly one bucket name: …@host:9000/bucket")
+        from minio.helpers import check_bucket_name
+
+        check_bucket_name(bucket)  # ValueError naming the bucket: fail at start-up
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         unknown = set(query) - {"secure", "region"}
         if unknown:

@@ -1,0 +1,133 @@
+"""The face endpoints: fakeface.rest's ``/face/json``, ``/face/view``, ``/thumb/view`` and
+the v1 JSON API (``/api/v1/faces/random``, ``/api/v1/faces/<id>``).
+
+Views only parse parameters, pick through ``catalog.selection``, fall back to
+``catalog.fallback.supply_unmet`` when nothing matches, and render. HEAD works on every
+route (Flask runs the GET view) but does not count as serving a face.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.http import http_date
+
+from catalog import fallback
+from catalog.db import get_session
+from catalog.errors import ApiError
+from catalog.images import image_url
+from catalog.models import Face
+from catalog.params import parse_filters, parse_int
+from catalog.selection import Filters, get_face, pick_random, record_served
+
+bp = Blueprint("api", __name__)
+
+# SystemRandom reads the OS's entropy, so pre-forked workers never share a sequence
+# (a module-level Random() would be copied into every gunicorn worker with its state).
+_SYSTEM_RNG = random.SystemRandom()
+RNG_EXTENSION = "facecat.rng"
+
+
+def get_rng() -> random.Random:
+    """The source of randomness for picks; tests install a seeded one in app.extensions."""
+    return current_app.extensions.get(RNG_EXTENSION) or _SYSTEM_RNG
+
+
+def face_json(face: Face) -> dict[str, Any]:
+    """A face as fakeface.rest sent it, plus facecat's extra keys.
+
+    ``last_served`` is the previous serving time (null if never): call this before
+    ``record_served``.
+    """
+    confidence = face.p_female if face.gender == "female" else 1.0 - face.p_female
+    return {
+        "id": face.id,
+        "age": int(face.age),
+        "gender": face.gender,
+        "gender_confidence": round(confidence, 4),
+        "filename": face.filename,
+        "image_url": image_url(face.image_key),
+        "thumb_url": image_url(face.thumb_key),
+        "width": face.width,
+        "height": face.height,
+        "date_added": http_date(face.date_added),
+        "last_served": http_date(face.last_served) if face.last_served else None,
+        "source": face.generator,
+    }
+
+
+def pick_faces(filters: Filters, count: int = 1) -> list[Face]:
+    """Up to ``count`` distinct matching faces; the on-demand hook when none is stored.
+
+    :raise ApiError: 404 ``no_match`` when neither the catalog nor the hook has a face.
+    """
+    faces = pick_random(get_session(), filters, get_rng(), count=count)
+    if not faces:
+        supplied = fallback.supply_unmet(filters)
+        if supplied is None:
+            raise fallback.no_match(filters)
+        faces = [supplied]
+    return faces
+
+
+def mark_served(faces: list[Face]) -> None:
+    """Record the serving, except for HEAD requests, which only look."""
+    if request.method != "HEAD":
+        record_served(get_session(), faces)
+
+
+def no_store_redirect(location: str) -> Response:
+    """A 302 browsers must not cache, so every <img src=…/face/view> load is a new face."""
+    # No HTML "Redirecting..." body: clients follow Location, and the API never sends HTML.
+    return Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+@bp.get("/face/json")
+def face_json_view() -> Response:
+    """One random face matching the filters, as JSON."""
+    (face,) = pick_faces(parse_filters(request.args))
+    body = face_json(face)
+    mark_served([face])
+    return jsonify(body)
+
+
+@bp.get("/face/view", defaults={"anything": ""})
+@bp.get("/face/view/<path:anything>")
+def face_view(anything: str) -> Response:
+    """302 to a random face's image; the path suffix only defeats browser caches."""
+    (face,) = pick_faces(parse_filters(request.args))
+    location = image_url(face.image_key)
+    mark_served([face])
+    return no_store_redirect(location)
+
+
+@bp.get("/thumb/view", defaults={"anything": ""})
+@bp.get("/thumb/view/<path:anything>")
+def thumb_view(anything: str) -> Response:
+    """302 to a random face's thumbnail."""
+    (face,) = pick_faces(parse_filters(request.args))
+    location = image_url(face.thumb_key)
+    mark_served([face])
+    return no_store_redirect(location)
+
+
+@bp.get("/api/v1/faces/random")
+def random_faces() -> Response:
+    """``count`` distinct random faces; fewer when fewer match, 404 when none do."""
+    limit = current_app.config["MAX_RANDOM_COUNT"]
+    count = parse_int(request.args, "count", 1, 1, limit)
+    faces = pick_faces(parse_filters(request.args), count)
+    body = {"results": [face_json(face) for face in faces]}
+    mark_served(faces)
+    return jsonify(body)
+
+
+@bp.get("/api/v1/faces/<int(max=2147483647):face_id>")
+def face_by_id(face_id: int) -> Response:
+    """One face's metadata (looking it up does not count as serving it)."""
+    face = get_face(get_session(), face_id)
+    if face is None:
+        raise ApiError(404, "not_found", f"No face has id {face_id}.", id=face_id)
+    return jsonify(face_json(face))

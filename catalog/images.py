@@ -1,0 +1,69 @@
+"""Image bytes under stable URLs: ``/img/<key>``, or ``FACECAT_PUBLIC_BASE_URL + key``.
+
+Objects never change once written (a new image gets a new key), so responses are cached
+for a year as ``immutable`` with a strong ETag; a revalidation costs a 304. Only keys
+under ``faces/`` and ``thumbs/`` are served, so other objects in a shared bucket stay
+private, and keys are validated by ``catalog.storage.validate_key`` before any backend
+sees them, so ``..`` and friends are rejected with a 400.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, request, url_for
+
+from catalog.errors import ApiError
+from catalog.storage import (
+    FACES_PREFIX,
+    THUMBS_PREFIX,
+    InvalidKey,
+    ObjectNotFound,
+    get_storage,
+    validate_key,
+)
+
+bp = Blueprint("images", __name__)
+
+ONE_YEAR = 31536000
+_CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".png": "image/png",
+}
+
+
+def content_type_for(key: str) -> str:
+    """MIME type from the key's extension (the local backend keeps no metadata)."""
+    return _CONTENT_TYPES.get(PurePosixPath(key).suffix.lower(), "application/octet-stream")
+
+
+def image_url(key: str) -> str:
+    """The absolute, never-expiring URL of a stored image."""
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if base:
+        return f"{base.rstrip('/')}/{quote(key)}"
+    return url_for("images.image", key=key, _external=True)
+
+
+@bp.get("/img/<path:key>")
+def image(key: str) -> Response:
+    """The stored bytes, with ETag and one-year immutable caching; 304 on If-None-Match."""
+    try:
+        validate_key(key)
+    except InvalidKey as exc:
+        raise ApiError(400, "invalid_key", str(exc), key=key) from None
+    if not key.startswith((FACES_PREFIX, THUMBS_PREFIX)):
+        raise ApiError(404, "not_found", "Only faces/ and thumbs/ images are served.", key=key)
+    try:
+        data = get_storage().get(key)
+    except ObjectNotFound:
+        raise ApiError(404, "not_found", "No image is stored under this key.", key=key) from None
+    response = Response(data, mimetype=content_type_for(key))
+    response.add_etag()
+    response.cache_control.public = True
+    response.cache_control.max_age = ONE_YEAR
+    response.cache_control.immutable = True
+    return response.make_conditional(request)

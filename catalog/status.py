@@ -1,0 +1,116 @@
+"""``/stats`` (what the catalog holds, against the target composition) and ``/healthz``.
+
+Both read only the ``face_cell`` counters (at most 202 rows) or ping the backends, so they
+stay cheap enough for a load balancer to poll.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from catalog.bands import BANDS, DEFAULT_COMPOSITION, GENDERS, band_of
+from catalog.db import get_session
+from catalog.errors import ApiError
+from catalog.params import parse_choice
+from catalog.selection import CellCount, all_cells
+from catalog.storage import StorageError, get_storage
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("status", __name__)
+
+
+def target_composition() -> dict[str, float]:
+    """Target share per ``gender:band`` cell: FACECAT_TARGET_COMPOSITION or the default."""
+    return current_app.config.get("TARGET_COMPOSITION") or DEFAULT_COMPOSITION
+
+
+def catalog_stats(cells: list[CellCount], targets: dict[str, float]) -> dict[str, Any]:
+    """Counts per gender × age band with actual and target shares (the /stats JSON)."""
+    counts = {f"{g}:{b.label}": 0 for g in GENDERS for b in BANDS}
+    for cell in cells:
+        counts[f"{cell.gender}:{band_of(cell.age).label}"] += cell.n
+    total = sum(counts.values())
+    rows = []
+    for gender in GENDERS:
+        for band in BANDS:
+            key = f"{gender}:{band.label}"
+            rows.append(
+                {
+                    "gender": gender,
+                    "band": band.label,
+                    "minimum_age": band.low,
+                    "maximum_age": band.high,
+                    "count": counts[key],
+                    "share": round(counts[key] / total, 4) if total else 0.0,
+                    "target": round(targets.get(key, 0.0), 4),
+                }
+            )
+    by_gender = {g: sum(counts[f"{g}:{b.label}"] for b in BANDS) for g in GENDERS}
+    return {"total": total, "genders": by_gender, "bands": rows}
+
+
+def _wants_json() -> bool:
+    """``?format=json`` or ``text``; otherwise the Accept header (text when indifferent)."""
+    fmt = parse_choice(request.args, "format", ("text", "json"))
+    if fmt is not None:
+        return fmt == "json"
+    best = request.accept_mimetypes.best_match(["text/plain", "application/json"])
+    return best == "application/json"
+
+
+@bp.get("/stats")
+def stats() -> Response:
+    """fakeface.rest's "N faces" as text/plain, or counts per gender × band as JSON."""
+    body = catalog_stats(all_cells(get_session()), target_composition())
+    if _wants_json():
+        response = jsonify(body)
+    else:
+        noun = "face" if body["total"] == 1 else "faces"
+        response = Response(f"{body['total']} {noun}\n", mimetype="text/plain")
+    response.vary.add("Accept")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def check_database() -> str | None:
+    """None if the database answers, else why not."""
+    try:
+        get_session().execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        logger.warning("healthz: database unreachable: %s", exc)
+        return "unreachable"
+    return None
+
+
+def check_storage() -> str | None:
+    """None if the storage backend answers, else why not."""
+    try:
+        get_storage().ping()
+    except StorageError as exc:
+        logger.warning("healthz: storage unreachable: %s", exc)
+        return "unreachable"
+    return None
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """200 when the database and the storage backend are reachable, else 503 JSON."""
+    checks = {"database": check_database(), "storage": check_storage()}
+    failed = sorted(name for name, problem in checks.items() if problem)
+    if failed:
+        raise ApiError(
+            503,
+            "unhealthy",
+            f"Not reachable: {', '.join(failed)}.",
+            checks={name: problem or "ok" for name, problem in checks.items()},
+            headers={"Cache-Control": "no-store", "Retry-After": "10"},
+        )
+    response = jsonify({"status": "ok", "checks": {name: "ok" for name in checks}})
+    response.headers["Cache-Control"] = "no-store"
+    return response
