@@ -23,8 +23,10 @@ main = FlaskGroup(create_app=_create_app, help="facecat: a self-hosted catalog o
 def init_app(app: Flask) -> None:
     """Attach the command groups of every package to the app's CLI."""
     from analysis.cli import models_cli
+    from catalog.commands import catalog_cli
     from catalog.db import db_cli
 
     app.cli.add_command(db_cli)
+    app.cli.add_command(catalog_cli)
     app.cli.add_command(models_cli)
     models_cli.add_command(importlib.import_module("ingest.training").train_command)
