@@ -123,8 +123,7 @@ def test_pick_is_uniform_over_all_faces(db_session: Session) -> None:
     rng = random.Random(20240601)
     draws = 1200
     seen = Counter(
-        face.id
-        for face in (pick_random(db_session, Filters(), rng)[0] for _ in range(draws))
+        face.id for face in (pick_random(db_session, Filters(), rng)[0] for _ in range(draws))
     )
     statistic = chi_square(seen, [f.id for f in faces], draws)
     assert statistic < CHI2_CRITICAL_0_001[len(faces) - 1], (statistic, seen)
