@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from ingest.generators.conditional import ConditionalGenerator
 from ingest.generators.dcgan import DCGANGenerator
 
 
@@ -47,6 +48,7 @@ class Generator(Protocol):
 # resolves and verifies its own weight files.
 GENERATORS: dict[str, type] = {
     DCGANGenerator.name: DCGANGenerator,
+    ConditionalGenerator.name: ConditionalGenerator,
 }
 
 

@@ -1,0 +1,175 @@
+"""The conditional generator: loading, verification, determinism, shapes, committed weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ingest.generators import GENERATORS, Generator
+from ingest.generators import conditional as cond
+from ingest.generators.conditional import (
+    ConditionalGenerator,
+    ConditionalWeightsError,
+    condition_from_latents,
+    latents_with_condition,
+)
+
+MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised network with a provenance file, made by the test itself."""
+    torch.manual_seed(0)
+    net = cond.ConditionalDCGAN()
+    # Give the conditional parts non-zero weights so the condition changes the output.
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "gamma" in name or "beta" in name or "condition_in" in name:
+                p.normal_(0.0, 0.1)
+    folder = tmp_path_factory.mktemp("conditional")
+    path = folder / "conditional.pt"
+    torch.save(net.state_dict(), path)
+    (folder / "conditional.json").write_text(json.dumps({"sha256": cond.sha256_file(path)}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def generator(weights_file: Path) -> ConditionalGenerator:
+    return ConditionalGenerator(weights_file, device="cpu")
+
+
+def test_attributes_and_protocol(generator: ConditionalGenerator, weights_file: Path) -> None:
+    assert isinstance(generator, Generator)
+    assert generator.name == "conditional"
+    assert generator.latent_dim == 102
+    assert generator.native_size == 64
+    assert generator.device == torch.device("cpu")
+    assert generator.checksum == cond.sha256_file(weights_file)
+
+
+def test_registered() -> None:
+    assert GENERATORS["conditional"] is ConditionalGenerator
+
+
+def test_corrupt_weights_are_refused(weights_file: Path, tmp_path: Path) -> None:
+    data = bytearray(weights_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "conditional.pt"
+    bad.write_bytes(bytes(data))
+    (tmp_path / "conditional.json").write_text(weights_file.with_suffix(".json").read_text())
+    with pytest.raises(ConditionalWeightsError, match="corrupt"):
+        ConditionalGenerator(bad, device="cpu")
+
+
+def test_missing_files_name_the_remedy(weights_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConditionalWeightsError, match="facecat models train"):
+        ConditionalGenerator(tmp_path / "absent.pt", device="cpu")
+    lonely = tmp_path / "lonely.pt"
+    lonely.write_bytes(weights_file.read_bytes())
+    with pytest.raises(ConditionalWeightsError, match="provenance"):
+        ConditionalGenerator(lonely, device="cpu")
+
+
+def test_a_different_network_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(3)}, path)
+    (tmp_path / "other.json").write_text(json.dumps({"sha256": cond.sha256_file(path)}))
+    with pytest.raises(ConditionalWeightsError, match="cannot load"):
+        ConditionalGenerator(path, device="cpu")
+
+
+def test_sample_latents_follow_the_numpy_rule(generator: ConditionalGenerator) -> None:
+    latents = generator.sample_latents([7, 8])
+    assert latents.shape == (2, 102) and latents.dtype == torch.float32
+    expected = np.random.default_rng(7).standard_normal(102, dtype=np.float32)
+    np.testing.assert_array_equal(latents[0].numpy(), expected)
+    assert generator.sample_latents([]).shape == (0, 102)
+
+
+def test_generate_is_deterministic_with_the_right_shape(generator: ConditionalGenerator) -> None:
+    latents = generator.sample_latents(range(5))
+    a = generator.generate(latents, batch_size=2)
+    b = generator.generate(latents)
+    assert a.shape == (5, 64, 64, 3) and a.dtype == torch.uint8
+    assert torch.equal(a, b)
+    assert generator.generate(latents[:0]).shape == (0, 64, 64, 3)
+    with pytest.raises(ValueError):
+        generator.generate(latents, batch_size=0)
+
+
+def test_render_is_differentiable(generator: ConditionalGenerator) -> None:
+    latents = generator.sample_latents([1, 2]).requires_grad_(True)
+    images = generator.render(latents)
+    assert images.shape == (2, 64, 64, 3) and images.dtype == torch.float32
+    assert float(images.detach().min()) >= 0.0 and float(images.detach().max()) <= 255.0
+    images.mean().backward()
+    assert latents.grad is not None and latents.grad[:, :100].abs().sum() > 0
+
+
+def test_condition_round_trips_through_the_latent() -> None:
+    latents = torch.randn(4, 102)
+    for gender, age in (("female", 0.0), ("male", 37.5), ("female", 100.0)):
+        moved = latents_with_condition(latents, gender, age)
+        assert torch.equal(moved[:, :100], latents[:, :100])  # identity noise untouched
+        female, decoded_age = condition_from_latents(moved)
+        assert bool((female == (gender == "female")).all())
+        np.testing.assert_allclose(decoded_age.numpy(), age, atol=0.02)
+
+
+def test_generate_for_keeps_noise_and_changes_the_cell(generator: ConditionalGenerator) -> None:
+    latents = generator.sample_latents([3, 4])
+    young = generator.generate_for("female", 8.0, latents)
+    old = generator.generate_for("female", 70.0, latents)
+    male = generator.generate_for("male", 70.0, latents)
+    assert not torch.equal(young, old) and not torch.equal(old, male)
+    assert torch.equal(old, generator.generate_for("female", 70.0, latents))
+    rendered = generator.render_for("female", 70.0, latents)
+    stored = latents_with_condition(latents, "female", 70.0)
+    assert torch.allclose(rendered, generator.render(stored))  # the stored latent remakes it
+
+
+@pytest.mark.parametrize(("gender", "age"), [("other", 30.0), ("male", -1.0), ("male", 101.0)])
+def test_bad_targets_are_refused(generator: ConditionalGenerator, gender: str, age: float) -> None:
+    with pytest.raises(ValueError):
+        generator.generate_for(gender, age, generator.sample_latents([0]))
+
+
+def test_wrong_latent_shape_is_refused(generator: ConditionalGenerator) -> None:
+    with pytest.raises(ValueError, match="102"):
+        generator.generate(torch.zeros(2, 100))
+
+
+@pytest.mark.model
+def test_zero_conditional_parts_reproduce_the_dcgan(models_dir: Path) -> None:
+    """Training starts exactly at the default DCGAN: the condition paths start at zero."""
+    from analysis.weights import weight_path
+    from ingest.generators.dcgan import DCGANNetwork, load_state_dict
+
+    state = load_state_dict(weight_path("dcgan", models_dir).read_bytes())
+    dcgan = DCGANNetwork()
+    dcgan.load_state_dict(state)
+    net = cond.ConditionalDCGAN()
+    net.load_dcgan_state(state)
+    z = torch.randn(3, 100)
+    c = cond.encode_condition(torch.tensor([0.0, 1.0, 1.0]), torch.tensor([5.0, 40.0, 90.0]))
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(z, c), dcgan.eval()(z), atol=1e-5, rtol=1e-4)
+
+
+def test_committed_weights_load_and_match_their_provenance() -> None:
+    path = cond.DEFAULT_WEIGHTS
+    assert path.is_file(), f"{path} is not in the checkout"
+    assert path.stat().st_size <= MAX_WEIGHTS_BYTES
+    provenance = json.loads(cond.DEFAULT_PROVENANCE.read_text())
+    for key in ("sha256", "data", "code_commit", "command", "steps", "seconds", "licence"):
+        assert provenance.get(key), key
+    assert "non-commercial" in provenance["licence"].lower()
+    generator = ConditionalGenerator.from_models_dir(None, device="cpu")
+    assert generator.checksum == provenance["sha256"]
+    faces = generator.generate_for("male", 70.0, generator.sample_latents([0, 1]))
+    assert faces.shape == (2, 64, 64, 3)
