@@ -15,3 +15,43 @@ def models_dir() -> Path:
     """``FACECAT_MODELS_DIR`` if set (CI fetches there), else the repo's instance folder."""
     env = os.environ.get("FACECAT_MODELS_DIR")
     return Path(env) if env else REPO_ROOT / "instance" / "models"
+
+
+# --- ingest pipeline fixtures (fake models, real database and storage) -------------------
+
+
+@pytest.fixture
+def session_maker(app):  # type: ignore[no-untyped-def]
+    """The app's sessionmaker, as the pipeline and fsck take it."""
+    from catalog.db import session_factory
+
+    return session_factory(app)
+
+
+@pytest.fixture
+def ingest(app, session_maker, tmp_path):  # type: ignore[no-untyped-def]
+    """``ingest(count, **kw)``: ``run_ingest`` with fake models and local storage defaults.
+
+    Keyword arguments override any ``run_ingest`` argument; ``settings=`` may be a dict of
+    ``IngestSettings`` fields.
+    """
+    from catalog.storage import get_storage
+    from ingest.pipeline import IngestSettings, run_ingest
+    from tests.ingest.fakes import FakeEstimator, FakeGenerator
+
+    def call(count: int, **kwargs):  # type: ignore[no-untyped-def]
+        settings = kwargs.pop("settings", {})
+        if isinstance(settings, dict):
+            settings = IngestSettings(**{"batch_size": 8, "upload_backoff": 0.0, **settings})
+        arguments = {
+            "generator": FakeGenerator(),
+            "estimator": FakeEstimator(),
+            "storage": get_storage(app),
+            "session_factory": session_maker,
+            "settings": settings,
+            "trigger": "test",
+            **kwargs,
+        }
+        return run_ingest(count, **arguments)
+
+    return call
