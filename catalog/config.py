@@ -266,8 +266,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "INGEST_UPLOAD_RETRIES",
         4,
-        "Retries of a failed image upload (exponential backoff) before ingest gives "
-        "up the batch.",
+        "Retries of a failed image upload (exponential backoff) before ingest gives up the batch.",
         _int_range(0, 20),
         "ingest",
     ),

@@ -1,0 +1,236 @@
+"""``facecat ingest``: a one-shot run with a progress bar, and the scheduled worker.
+
+Commands only parse options and assemble the pieces (models, storage, sessions,
+settings); the work is ``ingest.pipeline.run_ingest`` and ``ingest.scheduling``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import func, select
+
+from catalog.db import session_factory
+from catalog.models import FaceCell
+from catalog.storage import get_storage
+from ingest.pipeline import BatchOutcome, IngestReport, IngestSettings, run_ingest
+from ingest.scheduling import IngestWorker
+
+if TYPE_CHECKING:  # torch is imported only when a command loads the models
+    from analysis.types import AgeGenderEstimator
+    from ingest.generators import Generator
+
+logger = logging.getLogger(__name__)
+
+ingest_cli = AppGroup("ingest", help="Generate, annotate, gate and store faces.")
+
+# Without --count, --if-empty generates at most this many times INGEST_SEED_COUNT while
+# trying to admit INGEST_SEED_COUNT faces (about 4 in 10 generated faces pass).
+SEED_GENERATION_FACTOR = 10
+
+
+def load_models(
+    app: Flask, device: str | None = None, batch_size: int | None = None
+) -> tuple[Generator, AgeGenderEstimator]:
+    """The configured generator and estimator, on one device, with verified weights."""
+    from analysis.device import configure_threads
+    from analysis.estimators import load_estimator
+    from analysis.weights import WeightsError
+    from ingest.generators import load_generator
+
+    configure_threads(app.config["TORCH_THREADS"])
+    models_dir = app.config["MODELS_DIR"]
+    try:
+        generator = load_generator(
+            app.config["GENERATOR"], models_dir, device=device or app.config["DEVICE"]
+        )
+        estimator = load_estimator(
+            app.config["ESTIMATOR"],
+            models_dir,
+            device=generator.device,
+            batch_size=batch_size or app.config["INGEST_BATCH_SIZE"],
+        )
+    except (WeightsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return generator, estimator
+
+
+def catalog_size(app: Flask) -> int:
+    """Faces in the catalog, from the per-cell counters."""
+    with session_factory(app)() as session:
+        return int(session.scalar(select(func.coalesce(func.sum(FaceCell.n), 0))) or 0)
+
+
+def catalog_is_full(app: Flask, settings: IngestSettings) -> bool:
+    """Whether every band with a target has reached it."""
+    from ingest.curation import curator_for
+
+    with session_factory(app)() as session:
+        return curator_for(session, settings.composition, settings.target_size).is_full()
+
+
+def ingest_once(
+    app: Flask,
+    count: int,
+    *,
+    generator: Generator,
+    estimator: AgeGenderEstimator,
+    settings: IngestSettings,
+    trigger: str,
+    stop: threading.Event | None = None,
+    max_admitted: int | None = None,
+    progress: Callable[[BatchOutcome], None] | None = None,
+) -> IngestReport:
+    """``run_ingest`` with the app's storage and database."""
+    return run_ingest(
+        count,
+        generator=generator,
+        estimator=estimator,
+        storage=get_storage(app),
+        session_factory=session_factory(app),
+        settings=settings,
+        trigger=trigger,
+        stop=stop,
+        max_admitted=max_admitted,
+        progress=progress,
+    )
+
+
+@ingest_cli.command("run")
+@click.option("--count", type=click.IntRange(1), default=None, help="Faces to generate.")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Torch device."
+)
+@click.option("--batch", type=click.IntRange(1, 4096), default=None, help="Faces per batch.")
+@click.option(
+    "--max-admitted",
+    type=click.IntRange(1),
+    default=None,
+    help="Stop once this many faces were admitted (emptiest bands first).",
+)
+@click.option(
+    "--if-empty",
+    is_flag=True,
+    help="Do nothing unless the catalog is empty; then admit INGEST_SEED_COUNT faces "
+    "(unless --count/--max-admitted say otherwise).",
+)
+def run_command(
+    count: int | None,
+    device: str | None,
+    batch: int | None,
+    max_admitted: int | None,
+    if_empty: bool,
+) -> None:
+    """Generate COUNT faces once, admit those that pass, print a summary.
+
+    Examples: ``facecat ingest run --count 500``,
+    ``facecat ingest run --count 5000 --device cuda --batch 512``,
+    ``facecat ingest run --if-empty`` (what ``make run`` does first).
+    """
+    from tqdm import tqdm
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if if_empty:
+        existing = catalog_size(app)
+        if existing:
+            click.echo(f"catalog already holds {existing} faces; nothing to do")
+            return
+        seed_count = app.config["INGEST_SEED_COUNT"]
+        if seed_count == 0:
+            click.echo("INGEST_SEED_COUNT is 0; not seeding")
+            return
+        if count is None:
+            max_admitted = max_admitted or seed_count
+            count = max_admitted * SEED_GENERATION_FACTOR
+    count = count or app.config["INGEST_COUNT"]
+    settings = IngestSettings.from_config(app.config, batch_size=batch)
+    generator, estimator = load_models(app, device, settings.batch_size)
+    admitted = 0
+    with tqdm(total=count, unit="face", desc="ingest", dynamic_ncols=True) as bar:
+
+        def progress(outcome: BatchOutcome) -> None:
+            nonlocal admitted
+            admitted += outcome.admitted
+            bar.update(outcome.generated)
+            bar.set_postfix(admitted=admitted)
+
+        report = ingest_once(
+            app,
+            count,
+            generator=generator,
+            estimator=estimator,
+            settings=settings,
+            trigger="cli",
+            max_admitted=max_admitted,
+            progress=progress,
+        )
+    click.echo(report.summary())
+    if report.status == "failed":
+        raise click.ClickException(report.error or "ingest failed")
+
+
+def make_worker(
+    app: Flask,
+    *,
+    generator: Generator,
+    estimator: AgeGenderEstimator,
+    count: int,
+    interval_seconds: float,
+    settings: IngestSettings,
+) -> IngestWorker:
+    """An ``IngestWorker`` whose runs ingest ``count`` faces into the app's catalog."""
+
+    def run_once(stop: threading.Event) -> IngestReport:
+        return ingest_once(
+            app,
+            count,
+            generator=generator,
+            estimator=estimator,
+            settings=settings,
+            trigger="worker",
+            stop=stop,
+        )
+
+    return IngestWorker(
+        run_once,
+        interval_seconds=interval_seconds,
+        is_full=lambda: catalog_is_full(app, settings),
+    )
+
+
+@ingest_cli.command("worker")
+@click.option(
+    "--interval",
+    type=click.IntRange(1),
+    default=None,
+    help="Seconds between runs (INGEST_INTERVAL_SECONDS).",
+)
+@click.option("--count", type=click.IntRange(1), default=None, help="Faces per run (INGEST_COUNT).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--batch", type=click.IntRange(1, 4096), default=None, help="Faces per batch.")
+def worker_command(
+    interval: int | None, count: int | None, device: str | None, batch: int | None
+) -> None:
+    """Run ingest on an interval until SIGTERM (first: finish the batch; second: abandon).
+
+    Example: ``facecat ingest worker --interval 300 --count 256``.
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = IngestSettings.from_config(app.config, batch_size=batch)
+    generator, estimator = load_models(app, device, settings.batch_size)
+    worker = make_worker(
+        app,
+        generator=generator,
+        estimator=estimator,
+        count=count or app.config["INGEST_COUNT"],
+        interval_seconds=interval or app.config["INGEST_INTERVAL_SECONDS"],
+        settings=settings,
+    )
+    raise SystemExit(worker.run())

@@ -1,0 +1,128 @@
+"""The ingest worker: the ingest job on an APScheduler interval, in its own process.
+
+One job, ``max_instances=1`` (a run never overlaps the previous one in this process) and
+``coalesce=True`` (runs missed while one was slow collapse into one). Several worker
+processes may share one catalog: each run takes the insert lock and re-checks band room
+inside its insert transaction (``ingest.pipeline``), so together they neither overfill a
+band nor count a face twice; they only duplicate generation work, which is why one
+worker per GPU is the intended deployment.
+
+Signals: the first SIGTERM or SIGINT lets the batch in hand finish (its rows are
+committed, the run is recorded ``interrupted``) and then exits 0; a second one abandons
+the batch at once (exit 130): its uploaded objects become orphans for ``facecat catalog
+fsck --delete-orphans``, and no row can point at a missing object because rows are
+committed only after their objects. Never runs inside web workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from ingest.pipeline import IngestReport
+
+logger = logging.getLogger(__name__)
+
+JOB_ID = "ingest"
+
+
+def build_scheduler(job: Callable[[], Any], interval_seconds: float) -> BaseScheduler:
+    """A background scheduler with the ingest job: no overlap, misfires coalesced.
+
+    The first run starts at once, so a fresh worker fills an empty catalog without
+    waiting an interval; ``misfire_grace_time`` of one interval lets a run that starts
+    late (the previous one was slow) still happen, once.
+    """
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(
+        job,
+        IntervalTrigger(seconds=interval_seconds),
+        id=JOB_ID,
+        name="ingest",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=max(int(interval_seconds), 1),
+        next_run_time=datetime.now().astimezone(),
+    )
+    return scheduler
+
+
+class IngestWorker:
+    """Runs ``run_once(stop)`` on an interval until told to stop.
+
+    ``run_once`` receives the stop event and must return promptly once it is set (the
+    pipeline checks it between batches). ``is_full`` lets a worker rest while every band
+    is at target instead of generating faces only to reject them ``band_full``.
+    """
+
+    def __init__(
+        self,
+        run_once: Callable[[threading.Event], IngestReport],
+        *,
+        interval_seconds: float,
+        is_full: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.run_once = run_once
+        self.interval_seconds = interval_seconds
+        self.is_full = is_full
+        self.stop = threading.Event()
+        self.runs = 0
+        self.scheduler = build_scheduler(self.job, interval_seconds)
+        self._signals = 0
+
+    def job(self) -> None:
+        """One scheduled run; errors are logged, never kill the scheduler."""
+        if self.stop.is_set():
+            return
+        try:
+            if self.is_full():
+                logger.info("every band is at its target; skipping this run")
+                return
+            report = self.run_once(self.stop)
+            self.runs += 1
+            logger.info("worker run finished: %s", report.summary().splitlines()[0])
+        except Exception:
+            logger.exception(
+                "ingest run failed; the next one starts in %s s", self.interval_seconds
+            )
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.info(
+                "%s: finishing the current batch, then exiting (again to abandon it)",
+                signal.Signals(signum).name,
+            )
+            self.stop.set()
+            return
+        logger.warning("second signal: abandoning the current batch")
+        # Skips finalisers on purpose: objects already uploaded become orphans for fsck;
+        # rows are committed only after their objects, so none can dangle.
+        os._exit(130)
+
+    def run(self, install_signals: bool = True) -> int:
+        """Block until stopped (a signal, or ``stop`` set by the caller); return 0."""
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        self.scheduler.start()
+        logger.info("ingest worker started: a run every %s s", self.interval_seconds)
+        try:
+            while not self.stop.wait(1.0):
+                pass
+        finally:
+            self.stop.set()
+            # wait=True: the running job sees ``stop`` and finishes its batch first.
+            self.scheduler.shutdown(wait=True)
+            logger.info("ingest worker stopped after %d runs", self.runs)
+        return 0
