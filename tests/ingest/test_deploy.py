@@ -1,0 +1,127 @@
+"""What can be checked of deploy/ without a Docker engine (none runs on these machines)."""
+
+from __future__ import annotations
+
+import json
+import re
+import runpy
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from catalog.config import SETTINGS_BY_NAME
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml"]
+FACECAT_SERVICES = {"migrate", "web", "worker"}
+
+
+def _load(name: str) -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / name).read_text(encoding="utf-8"))
+
+
+def _environment(service: dict[str, Any]) -> dict[str, Any]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return env
+
+
+def _interpolate(value: Any) -> Any:
+    """Compose's ``${VAR:-default}`` with VAR unset, then decoded as Flask decodes env."""
+    text = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_facecat_services_take_only_declared_facecat_settings(name: str) -> None:
+    compose = _load(name)
+    checked = 0
+    for service_name, service in compose["services"].items():
+        if service_name not in FACECAT_SERVICES:
+            continue
+        for variable, value in _environment(service).items():
+            assert variable.startswith("FACECAT_"), f"{service_name} sets {variable}"
+            setting = SETTINGS_BY_NAME.get(variable.removeprefix("FACECAT_"))
+            assert setting is not None, f"{service_name}: {variable} is not a declared setting"
+            if setting.check is not None:
+                setting.check(_interpolate(value))  # raises on a value the app would refuse
+            checked += 1
+    assert checked >= 3
+
+
+def test_every_facecat_variable_anywhere_in_compose_is_declared() -> None:
+    """Also catches one set outside ``environment`` (an anchor, a typo'd key)."""
+    for name in COMPOSE_FILES:
+        text = (DEPLOY / name).read_text(encoding="utf-8")
+        for variable in re.findall(r"\b(FACECAT_[A-Z0-9_]+)\s*:", text):
+            assert variable.removeprefix("FACECAT_") in SETTINGS_BY_NAME, (name, variable)
+
+
+def test_compose_shape() -> None:
+    compose = _load("docker-compose.yml")
+    services = compose["services"]
+    assert {"postgres", "minio", "createbucket", "redis", "web", "worker"} <= set(services)
+    for name in ("postgres", "minio", "redis", "web", "worker", "proxy"):
+        assert "healthcheck" in services[name], f"{name} has no health check"
+    named = set(compose["volumes"])
+    for name in ("postgres", "minio", "redis"):
+        sources = {v.split(":")[0] for v in services[name]["volumes"]}
+        assert sources <= named, f"{name} should keep its data in a named volume"
+    web = services["web"]
+    assert web["command"][:3] == ["gunicorn", "--config", "deploy/gunicorn.conf.py"]
+    assert int(web["command"][web["command"].index("--workers") + 1]) >= 2
+    worker = services["worker"]
+    assert worker["command"] == ["facecat", "ingest", "worker"]
+    assert worker["stop_grace_period"]  # time to finish the batch after SIGTERM
+    assert services["migrate"]["command"] == ["facecat", "db", "upgrade"]
+    for name in ("web", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == (
+            "service_completed_successfully"
+        )
+    gpu = _load("docker-compose.gpu.yml")["services"]["worker"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def test_dockerfile_copies_what_exists() -> None:
+    root = DEPLOY.parent
+    text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line.startswith("COPY") and "--from" not in line:
+            for source in line.split()[1:-1]:
+                assert (root / source).exists(), f"Dockerfile copies missing {source}"
+    assert "deploy/gunicorn.conf.py" in text
+
+
+def test_gunicorn_config_loads() -> None:
+    config = runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))
+    assert config["bind"] == "0.0.0.0:8000" and config["workers"] >= 2
+    assert config["timeout"] > 4  # above the on-demand budget
+
+
+def test_docker_compose_config_validates() -> None:
+    """Runs where the compose plugin exists (not on these machines: see deploy/README)."""
+    docker = shutil.which("docker")
+    if (
+        docker is None
+        or subprocess.run(
+            [docker, "compose", "version"], capture_output=True, check=False
+        ).returncode
+    ):
+        pytest.skip("the `docker compose` plugin is not installed")
+    for extra in ([], ["-f", str(DEPLOY / "docker-compose.gpu.yml")]):
+        result = subprocess.run(
+            [docker, "compose", "-f", str(DEPLOY / "docker-compose.yml"), *extra, "config", "-q"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
