@@ -141,3 +141,33 @@ class IngestRun(Base):
     rejected: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     faces_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class APIKey(Base):
+    """An API key: only its SHA-256 is kept; ``key_id`` is the public part used to find it.
+
+    The full key is ``fc_<key_id>_<secret>`` (see ``catalog/keys.py``); the row never holds
+    the secret, so a database leak does not leak usable keys.
+    """
+
+    __tablename__ = "api_key"
+    __table_args__ = (
+        CheckConstraint("user_class IN ('basic', 'professional', 'enterprise')", name="user_class"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(254), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    user_class: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    @property
+    def active(self) -> bool:
+        """A key works until it is revoked."""
+        return self.revoked_at is None
+
+    def __repr__(self) -> str:
+        return f"<APIKey {self.key_id} {self.owner} {self.user_class}>"
