@@ -108,6 +108,16 @@ def _bool(value: Any) -> bool:
     raise ValueError("must be true or false")
 
 
+def _limit_string(value: Any) -> str:
+    """A rate-limit string such as ``5/minute;120/day`` (checked by the limits library)."""
+    from limits import parse_many  # local: only needed at start-up
+
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError('must be a limit string like "5/minute;120/day"')
+    parse_many(value)
+    return value
+
+
 def _device(value: Any) -> str:
     if not isinstance(value, str) or not (
         value in ("auto", "cpu", "cuda") or value.startswith("cuda:")
@@ -313,10 +323,111 @@ SETTINGS: tuple[Setting, ...] = (
         "limits",
     ),
     Setting(
+        "RATELIMIT_STRATEGY",
+        "moving-window",
+        "Counting strategy of the limits library: moving-window (exact bursts), "
+        "fixed-window (cheapest; up to twice a limit across a window edge) or "
+        "sliding-window-counter.",
+        _choice("moving-window", "fixed-window", "sliding-window-counter"),
+        "limits",
+    ),
+    Setting(
+        "RATELIMIT_GENERATION_ANON",
+        "1/minute;60/day",
+        "Face generations (/api/v1/generate and on-demand fills) per client address "
+        "without a key: burst;sustained in the limits library's notation.",
+        _limit_string,
+        "limits",
+    ),
+    Setting(
+        "RATELIMIT_GENERATION_BASIC",
+        "5/minute;120/day",
+        "Face generations per basic key.",
+        _limit_string,
+        "limits",
+    ),
+    Setting(
+        "RATELIMIT_GENERATION_PROFESSIONAL",
+        "30/minute;1000/day",
+        "Face generations per professional key.",
+        _limit_string,
+        "limits",
+    ),
+    Setting(
+        "RATELIMIT_GENERATION_ENTERPRISE",
+        "120/minute;6000/day",
+        "Face generations per enterprise key.",
+        _limit_string,
+        "limits",
+    ),
+    Setting(
+        "RATELIMIT_LOOKUPS",
+        "300/minute;50000/day",
+        "Catalog lookups (/face/*, /thumb/view, /api/v1/faces/*) per key or client address.",
+        _limit_string,
+        "limits",
+    ),
+    Setting(
+        "RATELIMIT_IMAGES",
+        "1200/minute",
+        "Image fetches (/img/*, /avatar/*) per key or client address.",
+        _limit_string,
+        "limits",
+    ),
+    Setting(
+        "TRUSTED_PROXY_COUNT",
+        0,
+        "Reverse proxies in front of facecat whose X-Forwarded-For is trusted (0: use the "
+        "socket's address, so clients cannot pick their own rate-limit identity).",
+        _int_range(0, 10),
+        "limits",
+    ),
+    Setting(
+        "KEY_CACHE_SECONDS",
+        5.0,
+        "How long a worker reuses a looked-up API key before reading it again; a revoked "
+        "key keeps working at most this long in other processes. 0 disables the cache.",
+        _float_range(0.0, 300.0),
+        "limits",
+    ),
+    Setting(
+        "AVATAR_MAX_AGE",
+        86400,
+        "Cache-Control max-age (seconds) of /avatar responses: the face for an identifier "
+        "only changes when the catalog changes.",
+        _int_range(0, 31536000),
+        "api",
+    ),
+    Setting(
+        "AVATAR_CACHE_SIZE",
+        512,
+        "Resized avatars each worker keeps in memory (LRU) in front of the avatars/ "
+        "objects in storage; 0 disables the memory cache.",
+        _int_range(0, 100000),
+        "api",
+    ),
+    Setting(
         "MAX_RANDOM_COUNT",
         100,
         "Largest count accepted by /api/v1/faces/random.",
         _int_range(1, 1000),
+        "api",
+    ),
+    Setting(
+        "CELL_CACHE_SECONDS",
+        1.0,
+        "How long a web process reuses the per-(gender, age) face counts for random picks "
+        "before reading them again; 0 reads them on every request. Faces added since are "
+        "picked once it expires; a filter with no cached match is always re-checked.",
+        _float_range(0.0, 60.0),
+        "api",
+    ),
+    Setting(
+        "SERVED_FLUSH_SECONDS",
+        1.0,
+        "Seconds a web process buffers last_served/times_served before writing them in one "
+        "batch; 0 writes on every request. A crash loses at most this much counting.",
+        _float_range(0.0, 60.0),
         "api",
     ),
 )
