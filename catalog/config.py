@@ -295,6 +295,15 @@ SETTINGS: tuple[Setting, ...] = (
         "ingest",
     ),
     Setting(
+        "INGEST_ROBUST_GATE",
+        True,
+        "Admit a face only if its age/gender verdict survives augmentation (median over "
+        "flip, shifts, scale, JPEG) and store that median as its label; about doubles "
+        "estimation time.",
+        _bool,
+        "ingest",
+    ),
+    Setting(
         "TARGET_COMPOSITION",
         None,
         "Target share per gender × age band, JSON like "

@@ -171,3 +171,80 @@ class APIKey(Base):
 
     def __repr__(self) -> str:
         return f"<APIKey {self.key_id} {self.owner} {self.user_class}>"
+
+
+class CellYield(Base):
+    """How often a generation strategy robustly reaches one (gender, age band) cell.
+
+    ``tried`` counts candidates that could have landed in the cell (every candidate of an
+    untargeted strategy such as plain sampling; only candidates aimed at the cell for a
+    targeted one), ``passed`` those whose augmentation-robust verdict did, and
+    ``seconds`` the generation + estimation + gate time spent on those ``tried``. On-demand
+    generation picks its strategy and answers hopeless filters at once from these rows
+    (``ingest.ondemand.yields``); ingest, on-demand and backfill runs and ``facecat ingest
+    measure-yields`` keep them up to date.
+    """
+
+    __tablename__ = "cell_yield"
+    __table_args__ = (
+        CheckConstraint("gender IN ('female', 'male')", name="gender"),
+        CheckConstraint("age_low >= 0 AND age_low <= age_high AND age_high <= 100", name="band"),
+        CheckConstraint("passed >= 0 AND passed <= tried", name="counts"),
+    )
+
+    strategy: Mapped[str] = mapped_column(String(16), primary_key=True)
+    gender: Mapped[str] = mapped_column(String(6), primary_key=True)
+    age_low: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    age_high: Mapped[int] = mapped_column(SmallInteger)
+    tried: Mapped[int] = mapped_column(BigInteger, default=0)
+    passed: Mapped[int] = mapped_column(BigInteger, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OndemandJob(Base):
+    """The claim on one generation run per normalised filter: single flight across processes.
+
+    The primary key is the normalised filter (``female:40-49``), so only one request in any
+    process can hold a ``running`` row for it; the others see the row and wait for its
+    outcome. A row whose ``expires_at`` passed (its process died) may be taken over.
+    ``runs`` counts the generation runs ever started for the filter.
+    """
+
+    __tablename__ = "ondemand_job"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # running | done | failed
+    owner: Mapped[str] = mapped_column(String(64))
+    strategy: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    face_id: Mapped[int | None] = mapped_column(
+        ForeignKey("face.id", ondelete="SET NULL"), nullable=True
+    )
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BackfillRequest(Base):
+    """A filter users asked for that the catalog could not serve at once (404 or slow).
+
+    The worker fills these cells in the background, most requested first, so the catalog
+    grows where users asked. ``status`` is ``pending``, ``done`` (faces admitted) or
+    ``unreachable`` (no strategy can reach the filter even with the backfill budget).
+    """
+
+    __tablename__ = "backfill_request"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    gender: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    minimum_age: Mapped[int] = mapped_column(SmallInteger)
+    maximum_age: Mapped[int] = mapped_column(SmallInteger)
+    reason: Mapped[str] = mapped_column(String(16))  # not_found | slow
+    requests: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    admitted: Mapped[int] = mapped_column(Integer, default=0)
+    first_requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    fulfilled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
