@@ -146,6 +146,18 @@ def _composition(value: Any) -> dict[str, float]:
     return {key: share / total for key, share in weights.items()}
 
 
+def _strategies(value: Any) -> str:
+    """Comma-separated on-demand strategies, each one of ``ingest.ondemand.yields``'s."""
+    known = ("sample", "conditional", "optimise")
+    if not isinstance(value, str):
+        raise ValueError("must be a comma-separated string")
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"must list some of {', '.join(known)} (got {value!r})")
+    return ",".join(names)
+
+
 SETTINGS: tuple[Setting, ...] = (
     # --- storage and database -------------------------------------------------------
     Setting(
@@ -320,6 +332,58 @@ SETTINGS: tuple[Setting, ...] = (
         4.0,
         "Time budget for on-demand generation per request.",
         _float_range(0.0, 120.0),
+        "ondemand",
+    ),
+    Setting(
+        "ONDEMAND_MIN_SUCCESS",
+        0.1,
+        "A filter answers 404 at once (with nearby filters) when no generation strategy's "
+        "chance of a passing face within the budget, from the measured yields, reaches this.",
+        _float_range(0.0, 1.0),
+        "ondemand",
+    ),
+    Setting(
+        "ONDEMAND_STRATEGIES",
+        "sample,conditional,optimise",
+        "Strategies on-demand generation may choose from, by expected time to a passing "
+        "face: sample (rejection sampling), conditional (the conditioned generator), "
+        "optimise (guarded latent optimisation).",
+        _strategies,
+        "ondemand",
+    ),
+    Setting(
+        "ONDEMAND_BATCH_SIZE",
+        32,
+        "Candidates per batch of an on-demand run (smaller when the budget is short).",
+        _int_range(1, 4096),
+        "ondemand",
+    ),
+    Setting(
+        "ONDEMAND_SLOW_SECONDS",
+        1.0,
+        "An on-demand hit slower than this queues a backfill request for its filter.",
+        _float_range(0.0, 600.0),
+        "ondemand",
+    ),
+    Setting(
+        "ONDEMAND_OPTIMISE_STEPS",
+        40,
+        "Adam steps of guarded latent optimisation (each on a fresh random augmentation).",
+        _int_range(1, 1000),
+        "ondemand",
+    ),
+    Setting(
+        "ONDEMAND_BACKFILL_SECONDS",
+        60.0,
+        "Time the worker spends on each requested filter per run (backfill).",
+        _float_range(1.0, 3600.0),
+        "ondemand",
+    ),
+    Setting(
+        "ONDEMAND_BACKFILL_FACES",
+        8,
+        "Faces a backfill run tries to admit for a requested filter before moving on.",
+        _int_range(1, 10000),
         "ondemand",
     ),
     # --- API and limits -------------------------------------------------------------

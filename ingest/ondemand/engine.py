@@ -1,0 +1,571 @@
+"""On-demand generation: plan from measured yields, single flight, admit through ingest.
+
+``OnDemand.supply(filters)`` is what ``catalog.fallback`` calls when no stored face
+matches. In order:
+
+1. **Plan** (``ingest.ondemand.yields``): each available strategy's chance of a passing
+   face per candidate and cost per candidate, from the ``cell_yield`` table. No strategy
+   likely to succeed within the budget → ``Unreachable`` at once (the web layer answers
+   404 with nearby filters the catalog can supply) and a backfill request.
+2. **Single flight** (``ingest.ondemand.flight``): claim the filter's job row. The
+   claimant re-checks the catalog (a run may have just finished), is charged one
+   generation, and generates; everyone else waits for its run and takes a face it
+   admitted. Joiners are not charged: they cost no generation.
+3. **Generate** through ``ingest.pipeline.run_ingest`` with the strategy's generator
+   adapter and the on-demand gates (age range, broken image, a cheap prefilter on the
+   plain verdict, the augmentation-robust verdict against the filter, near-duplicates).
+   Every passing candidate of the batches run is admitted (objects first, row last);
+   the run stops after the first batch that admitted a face, or when the next batch
+   would end past the budget.
+4. **Learn**: the run's tries, passes and seconds go into ``cell_yield``; a miss or a
+   slow hit queues a backfill request, which the worker serves with ``run_backfill``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from catalog.models import Face, FaceCell
+from catalog.selection import Filters
+from catalog.storage import Storage
+from ingest.gates import (
+    AgeRangeGate,
+    BrokenImageGate,
+    Gate,
+    HashIndex,
+    NearDuplicateGate,
+    RobustVerdictGate,
+    TargetPrefilterGate,
+)
+from ingest.ondemand import flight
+from ingest.ondemand.yields import (
+    BANDS,
+    CONDITIONAL,
+    GENDERS,
+    OPTIMISE,
+    SAMPLE,
+    STRATEGIES,
+    TARGETED,
+    Plan,
+    YieldTable,
+    bands_within,
+    choose,
+    plans,
+    record,
+    targeted_updates,
+    untargeted_updates,
+)
+from ingest.pipeline import IngestReport, IngestSettings, run_ingest
+
+if TYPE_CHECKING:
+    from analysis.types import AgeGenderEstimator
+    from ingest.generators import Generator
+
+logger = logging.getLogger(__name__)
+
+# A joiner waits this much past its own budget: the owner started earlier, but its last
+# batch may end up to one batch after its deadline.
+JOIN_GRACE_SECONDS = 1.0
+# A claim outlives the budget by this much before another process may take it over.
+CLAIM_TTL_EXTRA_SECONDS = 30.0
+MAX_RUN_CANDIDATES = 100_000
+# ``ingest.generators.conditional.DEFAULT_WEIGHTS``, spelt out so planning needs no torch.
+CONDITIONAL_WEIGHTS = (
+    Path(__file__).resolve().parents[1] / "generators" / "weights" / "conditional.pt"
+)
+
+
+@dataclass(frozen=True)
+class OndemandSettings:
+    """What on-demand generation reads from configuration (``ONDEMAND_*``)."""
+
+    budget: float = 4.0
+    min_success: float = 0.1
+    batch_size: int = 32
+    gender_threshold: float = 0.8
+    duplicate_distance: int = 6
+    slow_seconds: float = 1.0
+    strategies: tuple[str, ...] = STRATEGIES
+    optimise_steps: int = 40
+    optimise_batch: int = 8
+    backfill_seconds: float = 60.0
+    backfill_faces: int = 8
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> OndemandSettings:
+        """Read the declared settings (``catalog.config``)."""
+        strategies = tuple(
+            s.strip() for s in str(config["ONDEMAND_STRATEGIES"]).split(",") if s.strip()
+        )
+        return cls(
+            budget=float(config["ONDEMAND_BUDGET_SECONDS"]),
+            min_success=float(config["ONDEMAND_MIN_SUCCESS"]),
+            batch_size=int(config["ONDEMAND_BATCH_SIZE"]),
+            gender_threshold=float(config["GENDER_THRESHOLD"]),
+            duplicate_distance=int(config["DUPLICATE_DISTANCE"]),
+            slow_seconds=float(config["ONDEMAND_SLOW_SECONDS"]),
+            strategies=strategies,
+            optimise_steps=int(config["ONDEMAND_OPTIMISE_STEPS"]),
+            backfill_seconds=float(config["ONDEMAND_BACKFILL_SECONDS"]),
+            backfill_faces=int(config["ONDEMAND_BACKFILL_FACES"]),
+            ingest=IngestSettings.from_config(config),
+        )
+
+    def batch_sizes(self) -> dict[str, int]:
+        """Candidates per batch for each strategy."""
+        sizes = dict.fromkeys(STRATEGIES, self.batch_size)
+        sizes[OPTIMISE] = self.optimise_batch
+        return sizes
+
+
+@dataclass
+class ModelSet:
+    """The loaded models; ``conditional`` is None when its weights are absent or corrupt."""
+
+    generator: Generator
+    estimator: AgeGenderEstimator
+    conditional: Any | None = None
+
+
+class Unreachable(Exception):
+    """No strategy is expected to produce a face for the filter within the budget."""
+
+    def __init__(self, filters: Filters, plans: list[Plan], nearby: list[dict[str, Any]]):
+        best = plans[0] if plans else None
+        detail = (
+            "The catalog cannot currently supply faces for these filters: none is stored, "
+            "and the generators are not expected to produce one that passes the robust "
+            "age/gender check"
+        )
+        if best is not None:
+            detail += (
+                f" (best strategy {best.strategy}: {best.rate:.2%} of candidates pass, "
+                f"{best.success:.0%} chance within the {best.budget:g} s budget)"
+            )
+        super().__init__(detail + ".")
+        self.filters = filters
+        self.plans = plans
+        self.nearby = nearby
+        self.detail = detail + "."
+
+
+def filter_condition(filters: Filters) -> list[Any]:
+    """SQL conditions selecting faces that match ``filters``."""
+    conditions = [Face.age >= filters.minimum_age, Face.age <= filters.maximum_age]
+    if filters.gender is not None:
+        conditions.append(Face.gender == filters.gender)
+    return conditions
+
+
+class OnDemand:
+    """On-demand generation for one catalog (database + storage) in one process.
+
+    ``models`` is called (once, under a lock) the first time a run needs them, so a web
+    process that never meets an unmet filter never imports torch. ``available`` names the
+    strategies usable without loading anything, for planning.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: OndemandSettings,
+        session_factory: sessionmaker[Session],
+        storage: Storage,
+        models: Callable[[], ModelSet],
+        available: Callable[[], Iterable[str]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.storage = storage
+        self._load_models = models
+        self._available = available
+        self._models: ModelSet | None = None
+        self._models_lock = threading.Lock()
+        # One generation at a time per process: the CPU (or GPU) is the bottleneck, and
+        # two runs side by side would each take twice as long.
+        self._run_lock = threading.Lock()
+        self.index = HashIndex()
+        self.clock = clock
+        self._rng = random.SystemRandom()
+
+    # --- models and planning --------------------------------------------------------
+
+    def models(self) -> ModelSet:
+        """The models, loaded on first use."""
+        with self._models_lock:
+            if self._models is None:
+                self._models = self._load_models()
+            return self._models
+
+    def available(self) -> list[str]:
+        """Configured strategies that can run here."""
+        if self._models is not None:
+            usable = {SAMPLE, OPTIMISE}
+            if self._models.conditional is not None:
+                usable.add(CONDITIONAL)
+            if not hasattr(self._models.estimator, "predict_tensor"):
+                usable.discard(OPTIMISE)
+        elif self._available is not None:
+            usable = set(self._available())
+        else:
+            usable = set(STRATEGIES)
+        return [s for s in self.settings.strategies if s in usable]
+
+    def plans(self, filters: Filters, budget: float) -> list[Plan]:
+        """Every available strategy's plan for ``filters``, best first."""
+        with self.session_factory() as session:
+            table = YieldTable.load(session)
+        return plans(
+            table,
+            filters.gender,
+            filters.minimum_age,
+            filters.maximum_age,
+            budget=budget,
+            available=self.available(),
+            batch_sizes=self.settings.batch_sizes(),
+        )
+
+    def nearby(self, filters: Filters, limit: int = 5) -> list[dict[str, Any]]:
+        """Filters near ``filters`` the catalog can supply: stored faces or a likely run.
+
+        Candidates are the decade bands of the same gender and of the other one (a
+        gender change counts as 10 years of distance), nearest first.
+        """
+        with self.session_factory() as session:
+            table = YieldTable.load(session)
+            stored: dict[tuple[str, tuple[int, int]], int] = {}
+            for gender, age, n in session.execute(
+                select(FaceCell.gender, FaceCell.age, FaceCell.n).where(FaceCell.n > 0)
+            ):
+                for band in BANDS:
+                    if band[0] <= age <= band[1]:
+                        stored[(gender, band)] = stored.get((gender, band), 0) + int(n)
+        genders: list[str | None] = (
+            [filters.gender, *(g for g in GENDERS if g != filters.gender)]
+            if filters.gender
+            else [None]
+        )
+        options: list[tuple[float, int, dict[str, Any]]] = []
+        for gender in genders:
+            for band in BANDS:
+                covered = (
+                    filters.minimum_age <= band[0]
+                    and band[1] <= filters.maximum_age
+                    and gender == filters.gender
+                )
+                if covered:
+                    continue
+                n = (
+                    sum(stored.get((g, band), 0) for g in GENDERS)
+                    if gender is None
+                    else stored.get((gender, band), 0)
+                )
+                reachable = (
+                    choose(
+                        plans(
+                            table,
+                            gender,
+                            band[0],
+                            band[1],
+                            budget=self.settings.budget,
+                            available=self.available(),
+                            batch_sizes=self.settings.batch_sizes(),
+                        ),
+                        self.settings.min_success,
+                    )
+                    is not None
+                )
+                if not n and not reachable:
+                    continue
+                gap = max(0, band[0] - filters.maximum_age, filters.minimum_age - band[1])
+                distance = gap + (10 if gender != filters.gender else 0)
+                options.append(
+                    (
+                        distance,
+                        -n,
+                        {
+                            "gender": gender,
+                            "minimum_age": band[0],
+                            "maximum_age": band[1],
+                            "stored": n,
+                            "on_demand": reachable,
+                        },
+                    )
+                )
+        options.sort(key=lambda o: (o[0], o[1]))
+        return [o[2] for o in options[:limit]]
+
+    # --- serving ----------------------------------------------------------------------
+
+    def supply(self, filters: Filters, *, charge: Callable[[], None] | None = None) -> Face | None:
+        """A committed face matching ``filters``, or None if the budget ran out.
+
+        :raise Unreachable: no strategy is likely to succeed within the budget.
+        :raise: whatever ``charge`` raises (the 429 of an exhausted generation budget);
+            it is called only by the request that starts a generation run.
+        """
+        settings = self.settings
+        start = self.clock()
+        deadline = start + settings.budget
+        all_plans = self.plans(filters, settings.budget)
+        chosen = choose(all_plans, settings.min_success)
+        request = (filters.gender, filters.minimum_age, filters.maximum_age)
+        if chosen is None:
+            flight.request_backfill(self.session_factory, *request, flight.NOT_FOUND)
+            logger.info(
+                "on-demand: %s unreachable (%s)",
+                filters,
+                ", ".join(f"{p.strategy} {p.success:.1%}" for p in all_plans) or "no strategy",
+            )
+            raise Unreachable(filters, all_plans, self.nearby(filters))
+        key = flight.filter_key(*request)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        face: Face | None = None
+        if flight.claim(
+            self.session_factory, key, owner, settings.budget + CLAIM_TTL_EXTRA_SECONDS
+        ):
+            try:
+                face = self.stored(filters)  # a run may have finished since our lookup
+                if face is None:
+                    if charge is not None:
+                        charge()
+                    flight.mark_started(self.session_factory, key, owner, chosen.strategy)
+                    face, _report = self.run(chosen, filters, deadline, want=1)
+            finally:
+                flight.finish(
+                    self.session_factory,
+                    key,
+                    owner,
+                    face_id=face.id if face is not None else None,
+                    strategy=chosen.strategy,
+                )
+        else:
+            flight.wait(self.session_factory, key, deadline + JOIN_GRACE_SECONDS, clock=self.clock)
+            face = self.stored(filters)
+        elapsed = self.clock() - start
+        if face is None:
+            flight.request_backfill(self.session_factory, *request, flight.NOT_FOUND)
+        elif elapsed > settings.slow_seconds:
+            flight.request_backfill(self.session_factory, *request, flight.SLOW)
+        logger.info(
+            "on-demand %s: %s in %.2f s (%s)",
+            key,
+            f"face {face.id}" if face is not None else "nothing",
+            elapsed,
+            chosen.strategy,
+        )
+        return face
+
+    def stored(self, filters: Filters, run_id: int | None = None) -> Face | None:
+        """A random stored face matching ``filters`` (of run ``run_id`` if given).
+
+        Reads at most 64 ids: it runs only right after a run admitted a handful.
+        """
+        with self.session_factory() as session:
+            query = select(Face.id).where(*filter_condition(filters))
+            if run_id is not None:
+                query = query.where(Face.ingest_run_id == run_id).order_by(Face.id)
+            ids = list(session.scalars(query.limit(64)))
+            if not ids:
+                return None
+            return session.get(Face, ids[0] if run_id is not None else self._rng.choice(ids))
+
+    # --- generation -------------------------------------------------------------------
+
+    def _adapter(self, plan: Plan, filters: Filters, models: ModelSet) -> Generator:
+        from ingest.ondemand.strategies import GuidedOptimiser, TargetedConditional
+
+        gender = filters.gender if filters.gender is not None else plan.gender
+        if plan.strategy == CONDITIONAL:
+            if models.conditional is None:
+                raise RuntimeError("the conditional generator is not loaded")
+            return TargetedConditional(  # type: ignore[return-value]
+                models.conditional, gender, filters.minimum_age, filters.maximum_age
+            )
+        if plan.strategy == OPTIMISE:
+            return GuidedOptimiser(  # type: ignore[return-value]
+                models.generator,
+                models.estimator,
+                gender,
+                filters.minimum_age,
+                filters.maximum_age,
+                steps=self.settings.optimise_steps,
+            )
+        return models.generator
+
+    def gates(self, filters: Filters, estimator: AgeGenderEstimator) -> list[Gate]:
+        """The on-demand gate list; the robust verdict is judged against ``filters``."""
+        return [
+            AgeRangeGate(),
+            BrokenImageGate(),
+            TargetPrefilterGate(filters),
+            RobustVerdictGate(estimator, self.settings.gender_threshold, target=filters),
+            NearDuplicateGate(self.index, self.settings.duplicate_distance),
+        ]
+
+    def run(
+        self, plan: Plan, filters: Filters, deadline: float, *, want: int
+    ) -> tuple[Face | None, IngestReport | None]:
+        """Generate with ``plan`` until ``want`` faces are admitted or the deadline nears.
+
+        Returns the first face admitted and the run's report (None, None when the
+        process's generation slot did not free up before the deadline).
+        """
+        if not self._run_lock.acquire(timeout=max(0.0, deadline - self.clock())):
+            return None, None
+        try:
+            models = self.models()
+            adapter = self._adapter(plan, filters, models)
+            batch = self._batch_size(plan, deadline)
+            stop = threading.Event()
+            admitted = 0
+
+            def progress(outcome: Any) -> None:
+                nonlocal admitted
+                admitted += outcome.admitted
+                batch_seconds = plan.cost * batch
+                if admitted >= want or self.clock() + batch_seconds > deadline:
+                    stop.set()
+
+            with self.session_factory() as session:
+                self.index.refresh(session)
+            budget_left = max(deadline - self.clock(), 0.0)
+            count = min(MAX_RUN_CANDIDATES, max(batch, 2 * math.ceil(budget_left / plan.cost)))
+            settings = dataclasses.replace(
+                self.settings.ingest,
+                batch_size=batch,
+                overlap=False,
+                curate=False,
+                robust=False,
+                gender_threshold=self.settings.gender_threshold,
+            )
+            report = run_ingest(
+                count,
+                generator=adapter,
+                estimator=models.estimator,
+                storage=self.storage,
+                session_factory=self.session_factory,
+                settings=settings,
+                trigger="ondemand",
+                stop=stop,
+                progress=progress,
+                gates=self.gates(filters, models.estimator),
+            )
+            self._record(plan, filters, adapter, report)
+            face = self.stored(filters, run_id=report.run_id) if report.admitted else None
+            return face, report
+        finally:
+            self._run_lock.release()
+
+    def _batch_size(self, plan: Plan, deadline: float) -> int:
+        """A batch that takes at most a third of the time left (so the budget holds)."""
+        left = max(deadline - self.clock(), 0.0)
+        configured = self.settings.batch_sizes()[plan.strategy]
+        fits = int(left / (3 * plan.cost)) if plan.cost > 0 else configured
+        return max(1, min(configured, fits))
+
+    def _record(self, plan: Plan, filters: Filters, adapter: Any, report: IngestReport) -> None:
+        """Fold the run into the yield table (best effort: a failure is only logged)."""
+        seconds = sum(report.timings.get(k, 0.0) for k in ("generation", "estimation", "gates"))
+        if plan.strategy in TARGETED:
+            updates = targeted_updates(adapter.aims, seconds, report.robust_passes)
+        else:
+            genders = (filters.gender,) if filters.gender else GENDERS
+            updates = untargeted_updates(
+                report.generated,
+                seconds,
+                report.robust_passes,
+                genders,
+                bands_within(filters.minimum_age, filters.maximum_age),
+            )
+        try:
+            with self.session_factory() as session:
+                record(session, plan.strategy, updates)
+                session.commit()
+        except Exception:
+            logger.warning("could not record on-demand yields", exc_info=True)
+
+    # --- backfill ---------------------------------------------------------------------
+
+    def run_backfill(self, limit: int = 3, stop: threading.Event | None = None) -> int:
+        """Serve up to ``limit`` pending backfill requests; returns faces admitted.
+
+        Each gets ``backfill_seconds`` with every available strategy (guarded
+        optimisation, too slow for a request, is fine here) and stops after
+        ``backfill_faces`` admissions. A filter no strategy is likely to reach even
+        with that budget is marked ``unreachable`` until someone asks again.
+        """
+        total = 0
+        for request in flight.pending_backfills(self.session_factory, limit):
+            if stop is not None and stop.is_set():
+                break
+            filters = Filters(request.gender, request.minimum_age, request.maximum_age)
+            budget = self.settings.backfill_seconds
+            chosen = choose(self.plans(filters, budget), self.settings.min_success)
+            if chosen is None:
+                flight.settle_backfill(
+                    self.session_factory, request.key, status=flight.UNREACHABLE, admitted=0
+                )
+                logger.info("backfill %s: unreachable with %g s", request.key, budget)
+                continue
+            _face, report = self.run(
+                chosen, filters, self.clock() + budget, want=self.settings.backfill_faces
+            )
+            admitted = report.admitted if report is not None else 0
+            total += admitted
+            flight.settle_backfill(
+                self.session_factory,
+                request.key,
+                status=flight.FULFILLED if admitted else flight.PENDING,
+                admitted=admitted,
+            )
+            logger.info(
+                "backfill %s: %d faces admitted with %s", request.key, admitted, chosen.strategy
+            )
+        return total
+
+
+def load_model_set(config: Mapping[str, Any]) -> ModelSet:
+    """The configured generator and estimator, and the conditional generator if usable."""
+    from analysis.device import configure_threads
+    from analysis.estimators import load_estimator
+    from ingest.generators import load_generator
+    from ingest.generators.conditional import ConditionalWeightsError
+
+    configure_threads(config["TORCH_THREADS"])
+    models_dir = config["MODELS_DIR"]
+    generator = load_generator(config["GENERATOR"], models_dir, device=config["DEVICE"])
+    estimator = load_estimator(
+        config["ESTIMATOR"], models_dir, device=generator.device, batch_size=64
+    )
+    conditional = None
+    try:
+        conditional = load_generator(CONDITIONAL, models_dir, device=generator.device)
+    except (ConditionalWeightsError, OSError, ValueError) as exc:
+        logger.warning("conditional generator unavailable for on-demand generation: %s", exc)
+    return ModelSet(generator, estimator, conditional)
+
+
+def available_without_loading() -> list[str]:
+    """Strategies usable here, judged from the files on disk (nothing is loaded)."""
+    usable = [SAMPLE, OPTIMISE]
+    if CONDITIONAL_WEIGHTS.is_file():
+        usable.append(CONDITIONAL)
+    return usable

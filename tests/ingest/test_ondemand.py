@@ -1,0 +1,402 @@
+"""On-demand generation: strategy choice, immediate 404s, admission, budget, single flight.
+
+Fast tests run the real engine, pipeline, gates, database and storage around the fakes of
+``tests.ingest.robust_fakes`` (verdicts that survive augmentation unless marked brittle),
+so each test decides what fraction of candidates reaches a cell. One test runs the real
+weights end to end through the Flask test client.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from catalog.db import session_factory
+from catalog.errors import ApiError
+from catalog.models import BackfillRequest, CellYield, Face, IngestRun, OndemandJob
+from catalog.selection import Filters, verify_cells
+from catalog.storage import get_storage
+from ingest.gates import NOT_ROBUST
+from ingest.ondemand import flight
+from ingest.ondemand.engine import ModelSet, OnDemand, OndemandSettings
+from ingest.ondemand.yields import (
+    CONDITIONAL,
+    OPTIMISE,
+    PRIOR_PASSED,
+    PRIOR_TRIED,
+    SAMPLE,
+    Counts,
+    YieldTable,
+    choose,
+    plans,
+    record,
+)
+from ingest.pipeline import IngestSettings
+from tests.ingest.robust_fakes import Face as FakeFace
+from tests.ingest.robust_fakes import RobustFakeEstimator, RobustFakeGenerator, mix
+
+FEMALE_40S = Filters("female", 40, 49)
+COMMON = FakeFace(25, 0.05)  # a young man: most of what the fake generator makes
+
+
+def make_engine(
+    app: Flask,
+    generator: RobustFakeGenerator,
+    estimator: RobustFakeEstimator | None = None,
+    **overrides: Any,
+) -> OnDemand:
+    """An engine on the app's database and storage with fake models, installed in the app."""
+    values: dict[str, Any] = {
+        "budget": 3.0,
+        "strategies": (SAMPLE,),
+        "batch_size": 16,
+        "slow_seconds": 60.0,
+        "ingest": IngestSettings(upload_backoff=0.0),
+        **overrides,
+    }
+    models = ModelSet(generator, estimator or RobustFakeEstimator())  # type: ignore[arg-type]
+    engine = OnDemand(
+        settings=OndemandSettings(**values),
+        session_factory=session_factory(app),
+        storage=get_storage(app),
+        models=lambda: models,
+        available=lambda: [SAMPLE],
+    )
+    app.extensions["facecat.ondemand"] = engine
+    return engine
+
+
+def seed_yield(app: Flask, strategy: str, gender: str, band: tuple[int, int], **counts: float):  # type: ignore[no-untyped-def]
+    with session_factory(app)() as session:
+        record(session, strategy, {(gender, band): Counts(**counts)})
+        session.commit()
+
+
+def faces(app: Flask) -> list[Face]:
+    with session_factory(app)() as session:
+        return list(session.scalars(select(Face).order_by(Face.id)))
+
+
+# --- strategy choice (pure) --------------------------------------------------------------
+
+
+def table(rows: dict[tuple[str, str, int], tuple[float, float, float]]) -> YieldTable:
+    return YieldTable({k: Counts(*v) for k, v in rows.items()})
+
+
+def test_prior_is_optimistic_but_bounded_and_learned() -> None:
+    empty = table({})
+    assert empty.rate(SAMPLE, "female", 40, 49) == pytest.approx(PRIOR_PASSED / PRIOR_TRIED)
+    failed = table({(SAMPLE, "female", 40): (4000, 0, 40.0)})
+    assert failed.rate(SAMPLE, "female", 40, 49) < 0.001
+    measured = table({(SAMPLE, "female", 40): (4000, 56, 40.0)})
+    assert measured.rate(SAMPLE, "female", 40, 49) == pytest.approx(57 / 4020)
+    # A filter covering half of a band gets half its rate; either gender adds both.
+    assert measured.rate(SAMPLE, "female", 40, 44) == pytest.approx(57 / 4020 / 2)
+    both = table({(SAMPLE, "female", 40): (4000, 56, 40.0), (SAMPLE, "male", 40): (4000, 96, 40)})
+    assert both.rate(SAMPLE, None, 40, 49) == pytest.approx(57 / 4020 + 97 / 4020)
+    assert measured.cost(SAMPLE) == pytest.approx(0.01)
+
+
+def test_choice_goes_by_expected_time_and_refuses_hopeless_cells() -> None:
+    rows = {
+        (SAMPLE, "female", 40): (10000, 100, 100.0),  # 1% at 10 ms
+        (CONDITIONAL, "female", 40): (1000, 300, 20.0),  # 30% at 20 ms
+        (OPTIMISE, "female", 40): (100, 60, 170.0),  # 60% at 1.7 s
+        (SAMPLE, "female", 60): (10000, 0, 100.0),
+        (CONDITIONAL, "female", 60): (10000, 0, 200.0),
+        (OPTIMISE, "female", 60): (100, 10, 170.0),  # reachable, but not in 4 s
+    }
+    sizes = {SAMPLE: 32, CONDITIONAL: 32, OPTIMISE: 8}
+    options = plans(
+        table(rows),
+        "female",
+        40,
+        49,
+        budget=4.0,
+        available=[SAMPLE, CONDITIONAL, OPTIMISE],
+        batch_sizes=sizes,
+    )
+    assert [p.strategy for p in options][:2] == [CONDITIONAL, SAMPLE]
+    assert choose(options, 0.1).strategy == CONDITIONAL
+    without = plans(
+        table(rows), "female", 40, 49, budget=4.0, available=[SAMPLE], batch_sizes=sizes
+    )
+    assert choose(without, 0.1).strategy == SAMPLE
+    old = plans(
+        table(rows),
+        "female",
+        60,
+        69,
+        budget=4.0,
+        available=[SAMPLE, CONDITIONAL, OPTIMISE],
+        batch_sizes=sizes,
+    )
+    assert choose(old, 0.1) is None
+    # With the worker's minute the guarded optimiser becomes the way to that cell.
+    slow = plans(
+        table(rows),
+        "female",
+        60,
+        69,
+        budget=60.0,
+        available=[SAMPLE, CONDITIONAL, OPTIMISE],
+        batch_sizes=sizes,
+    )
+    assert choose(slow, 0.1).strategy == OPTIMISE
+
+
+# --- the engine with fakes ---------------------------------------------------------------
+
+
+def test_serves_first_pass_and_admits_every_passing_candidate(app: Flask) -> None:
+    generator = RobustFakeGenerator(mix((0.25, FakeFace(44.0, 0.95)), (0.75, COMMON)))
+    engine = make_engine(app, generator)
+    face = engine.supply(FEMALE_40S)
+    assert face is not None and face.gender == "female" and 40 <= face.age <= 49
+    stored = faces(app)
+    assert face.id in {f.id for f in stored}
+    # Every stored face passed the robust check for the filter; none of the common faces
+    # (which pass every gate but the filter) was admitted.
+    assert stored and all(f.gender == "female" and 40 <= f.age <= 49 for f in stored)
+    with session_factory(app)() as session:
+        run = session.scalars(select(IngestRun).where(IngestRun.trigger == "ondemand")).one()
+        assert run.admitted == len(stored) == run.generated - sum(run.rejected.values())
+        assert run.rejected.get("off_target", 0) > 0
+        assert verify_cells(session) == []
+        # The run taught the yield table about the cell it could observe.
+        row = session.get(CellYield, (SAMPLE, "female", 40))
+        assert row.tried == run.generated and row.passed == len(stored) and row.seconds > 0
+        assert session.get(CellYield, (SAMPLE, "male", 20)) is None
+    # The next request for the filter is served from the catalog.
+    assert engine.stored(FEMALE_40S) is not None
+
+
+def test_robust_gate_rejects_faces_that_pass_only_unaugmented(app: Flask) -> None:
+    brittle = FakeFace(30.0, 0.95, brittle=True)  # plain verdict 45, robust verdict 30
+    generator = RobustFakeGenerator(lambda seed: brittle)
+    engine = make_engine(app, generator, budget=1.0)
+    assert engine.supply(FEMALE_40S) is None
+    assert faces(app) == []
+    with session_factory(app)() as session:
+        run = session.scalars(select(IngestRun)).one()
+        # They passed the plain-verdict prefilter and fell only to the robust gate.
+        assert set(run.rejected) == {NOT_ROBUST} and run.generated > 0
+        assert session.get(CellYield, (SAMPLE, "female", 40)).passed == 0
+        request = session.get(BackfillRequest, "female:40-49")
+        assert request.reason == flight.NOT_FOUND and request.status == flight.PENDING
+
+
+def test_budget_is_respected(app: Flask) -> None:
+    generator = RobustFakeGenerator(lambda seed: COMMON)
+    # 0.1 s per estimator call, nothing ever passes: the run must stop by the deadline.
+    engine = make_engine(app, generator, RobustFakeEstimator(delay=0.1), budget=1.5)
+    started = time.monotonic()
+    assert engine.supply(FEMALE_40S) is None
+    elapsed = time.monotonic() - started
+    assert 0.5 < elapsed < 1.5 + 0.6, elapsed
+    assert generator.generated > 0
+
+
+def test_hopeless_filter_404s_at_once_with_nearby_filters(app: Flask, client, make_face) -> None:  # type: ignore[no-untyped-def]
+    generator = RobustFakeGenerator(lambda seed: COMMON)
+    make_engine(app, generator, budget=4.0)
+    seed_yield(app, SAMPLE, "female", (60, 69), tried=20000, passed=0, seconds=200.0)
+    seed_yield(app, SAMPLE, "female", (50, 59), tried=20000, passed=50, seconds=200.0)
+    make_face(gender="female", age=52)
+    started = time.monotonic()
+    response = client.get("/face/json?gender=female&minimum_age=60&maximum_age=69")
+    assert time.monotonic() - started < 1.0
+    assert response.status_code == 404
+    body = response.get_json()
+    assert body["error"] == "no_match" and body["reason"] == "unreachable"
+    assert "cannot currently supply" in body["detail"]
+    assert body["filters"] == {"gender": "female", "minimum_age": 60, "maximum_age": 69}
+    assert body["nearby"][0] == {
+        "gender": "female",
+        "minimum_age": 50,
+        "maximum_age": 59,
+        "stored": 1,
+        "on_demand": True,
+    }
+    assert all(n != {"gender": "female", "minimum_age": 60} for n in body["nearby"])
+    assert generator.generated == 0  # nothing was generated for a hopeless cell
+    with session_factory(app)() as session:
+        assert session.get(BackfillRequest, "female:60-69").requests == 1
+
+
+def test_reachable_filter_through_the_api(app: Flask, client) -> None:  # type: ignore[no-untyped-def]
+    generator = RobustFakeGenerator(mix((0.3, FakeFace(45.0, 0.95)), (0.7, COMMON)))
+    make_engine(app, generator)
+    response = client.get("/face/json?gender=female&minimum_age=40&maximum_age=49")
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["gender"] == "female" and 40 <= body["age"] <= 49
+    assert body["source"] == "fakerobust"
+    assert client.get(f"/api/v1/faces/{body['id']}").status_code == 200
+
+
+def test_charge_only_the_run_owner_and_release_on_429(app: Flask) -> None:
+    generator = RobustFakeGenerator(mix((0.3, FakeFace(45.0, 0.95)), (0.7, COMMON)))
+    engine = make_engine(app, generator)
+
+    def refuse() -> None:
+        raise ApiError(429, "throttled", "Request was throttled. Expected available in 5 s.")
+
+    with pytest.raises(ApiError) as caught:
+        engine.supply(FEMALE_40S, charge=refuse)
+    assert caught.value.status == 429 and generator.generated == 0
+    with session_factory(app)() as session:
+        assert session.get(OndemandJob, "female:40-49").status == flight.FAILED
+    charges: list[int] = []
+    assert engine.supply(FEMALE_40S, charge=lambda: charges.append(1)) is not None
+    assert charges == [1]
+    # The filter is now stored: a later unmet-path call finds it without charging.
+    assert engine.supply(FEMALE_40S, charge=lambda: charges.append(1)) is not None
+    assert charges == [1]
+
+
+def test_single_flight_between_threads(app: Flask) -> None:
+    generator = RobustFakeGenerator(mix((0.3, FakeFace(45.0, 0.95)), (0.7, COMMON)))
+    engine = make_engine(app, generator, RobustFakeEstimator(delay=0.3), budget=5.0)
+    n = 8
+    barrier = threading.Barrier(n)
+    results: list[Face | None] = [None] * n
+    charges: list[int] = []
+    errors: list[BaseException] = []
+
+    def request(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = engine.supply(FEMALE_40S, charge=lambda: charges.append(i))
+        except BaseException as exc:  # reported below, not swallowed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert all(face is not None and 40 <= face.age <= 49 for face in results)
+    assert flight.job_runs(session_factory(app), "female:40-49") == 1
+    assert len(charges) == 1
+    with session_factory(app)() as session:
+        assert session.scalar(select(func.count()).select_from(IngestRun)) == 1
+
+
+def test_stale_claim_is_taken_over(app: Flask) -> None:
+    factory = session_factory(app)
+    assert flight.claim(factory, "female:40-49", "dead-process", ttl=-1.0)
+    assert not flight.claim(factory, "male:0-9", "a", ttl=60) or True  # unrelated key
+    assert flight.claim(factory, "female:40-49", "next", ttl=60)
+    assert not flight.claim(factory, "female:40-49", "third", ttl=60)
+
+
+def test_backfill_fills_requested_cells(app: Flask) -> None:
+    generator = RobustFakeGenerator(mix((0.3, FakeFace(45.0, 0.95)), (0.7, COMMON)))
+    engine = make_engine(app, generator, backfill_seconds=5.0, backfill_faces=5)
+    flight.request_backfill(session_factory(app), "female", 40, 49, flight.NOT_FOUND)
+    admitted = engine.run_backfill()
+    assert admitted >= 5 and len(faces(app)) == admitted
+    with session_factory(app)() as session:
+        request = session.get(BackfillRequest, "female:40-49")
+        assert request.status == flight.FULFILLED and request.admitted == admitted
+
+
+def test_ingest_uses_the_robust_gate(app: Flask, session_maker) -> None:  # type: ignore[no-untyped-def]
+    from ingest.pipeline import run_ingest
+
+    generator = RobustFakeGenerator(
+        mix((0.5, FakeFace(30.0, 0.95, brittle=True)), (0.5, FakeFace(33.0, 0.05)))
+    )
+    report = run_ingest(
+        24,
+        generator=generator,
+        estimator=RobustFakeEstimator(brittle_age=70.0),
+        storage=get_storage(app),
+        session_factory=session_maker,
+        settings=IngestSettings(batch_size=8, upload_backoff=0.0, robust=True),
+        trigger="test",
+    )
+    assert report.rejected[NOT_ROBUST] > 0  # plain verdict 70, median 30: a decade apart
+    stored = faces(app)
+    assert stored and all(f.gender == "male" and f.age == 33 for f in stored)
+    assert report.robust_checked == 24 and report.robust_passes[("male", 33)] == len(stored)
+
+
+# --- single flight across processes (PostgreSQL) -------------------------------------------
+
+
+def _process_request(url: str, objects: str, start_at: float, queue: Any) -> None:
+    """A separate process: build the app and a fake engine, then ask at ``start_at``."""
+    from app import create_app
+
+    app = create_app({"TESTING": True, "DATABASE_URL": url, "STORAGE_URL": objects})
+    generator = RobustFakeGenerator(mix((0.3, FakeFace(45.0, 0.95)), (0.7, COMMON)))
+    engine = make_engine(app, generator, RobustFakeEstimator(delay=0.5), budget=6.0)
+    time.sleep(max(0.0, start_at - time.time()))
+    face = engine.supply(FEMALE_40S)
+    queue.put((face.id if face is not None else None, generator.generated))
+
+
+@pytest.mark.postgres
+def test_single_flight_between_processes(app: Flask, tmp_path: Path) -> None:
+    url = app.config["DATABASE_URL"]
+    if not url.startswith("postgresql"):
+        pytest.skip("two processes on one SQLite file are covered by the thread test")
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    start_at = time.time() + 8.0  # after both have imported torch and built their app
+    processes = [
+        context.Process(
+            target=_process_request, args=(url, app.config["STORAGE_URL"], start_at, queue)
+        )
+        for _ in range(2)
+    ]
+    for process in processes:
+        process.start()
+    results = [queue.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(30)
+    assert all(face_id is not None for face_id, _ in results)
+    assert sorted(generated > 0 for _, generated in results) == [False, True]
+    assert flight.job_runs(session_factory(app), "female:40-49") == 1
+
+
+# --- the real weights, end to end ---------------------------------------------------------
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_real_models_fill_an_unmet_reachable_filter(app_factory, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    if not (models_dir / "dcgan").exists():
+        pytest.skip(f"no model weights in {models_dir} (run `facecat models fetch`)")
+    app = app_factory(
+        MODELS_DIR=str(models_dir),
+        DEVICE="cpu",
+        TORCH_THREADS=2,
+        ONDEMAND_BUDGET_SECONDS=20.0,
+        ONDEMAND_STRATEGIES="sample",
+    )
+    client = app.test_client()
+    response = client.get("/face/json?gender=male&minimum_age=30&maximum_age=39")
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["gender"] == "male" and 30 <= body["age"] <= 39 and body["source"] == "dcgan"
+    assert body["gender_confidence"] >= app.config["GENDER_THRESHOLD"]
+    assert client.get(f"/api/v1/faces/{body['id']}").status_code == 200
+    image = client.get(body["image_url"].replace("http://facecat.test", ""))
+    assert image.status_code == 200 and image.headers["Content-Type"] == "image/jpeg"
+    # The next request for the filter is served from the catalog, without generating.
+    again = client.get("/face/json?gender=male&minimum_age=30&maximum_age=39")
+    assert again.status_code == 200
+    with session_factory(app)() as session:
+        assert session.scalar(select(func.count()).select_from(IngestRun)) == 1
