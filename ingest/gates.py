@@ -7,10 +7,11 @@ face the reason of the first gate that stopped it, so counts by reason add up to
 number rejected. Another gate (the augmentation-robust verdict of on-demand generation)
 slots in by being appended to the list.
 
-The thresholds of the broken-image gate come from looking at 2,048 DCGAN faces (README,
+The thresholds of the image gates come from looking at 2,048 DCGAN faces (README,
 "Ingest"): below a mean luma of ~22 faces are not recognisable; the DCGAN's bright
 faces are fine up to ~200 and only washed-out frames are brighter; nothing it makes is
-flat, but another generator's failure mode may be.
+flat, but another generator's failure mode may be; and about 5% carry a solid black
+strip along one side, a crop that ran past the edge of DigiFace's render.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 GENDER_UNCERTAIN = "gender_uncertain"
 NEAR_DUPLICATE = "near_duplicate"
 BROKEN_IMAGE = "broken_image"
+BLACK_BORDER = "black_border"
 AGE_OUT_OF_RANGE = "age_out_of_range"
 
 MIN_AGE, MAX_AGE = 0, 100
@@ -163,6 +165,21 @@ class BrokenImageGate:
         )
 
 
+@dataclass
+class BlackBorderGate:
+    """Rejects faces with a solid black band along an edge (a render that ended early).
+
+    About 5 in 100 DCGAN faces have one at least 4 of 64 px wide; as an avatar it reads
+    as a broken crop. Narrower dark edges are mostly hair or shadow and pass.
+    """
+
+    max_fraction: float = 4 / 64
+    reason: str = BLACK_BORDER
+
+    def reject(self, batch: Candidates, pending: np.ndarray) -> np.ndarray:
+        return batch.stats.black_border >= self.max_fraction
+
+
 class HashIndex:
     """Perceptual hashes of the faces already in the catalog, for the duplicate gate.
 
@@ -257,6 +274,7 @@ def default_gates(
     gates: list[Gate] = [
         AgeRangeGate(),
         BrokenImageGate(),
+        BlackBorderGate(),
         GenderConfidenceGate(gender_threshold),
     ]
     if estimator is not None:

@@ -121,6 +121,7 @@ class ImageStats:
     std: np.ndarray  # luma standard deviation: near 0 for a flat image
     clipped: np.ndarray  # fraction of pixels with luma ≤ 8 or ≥ 247 (blown out / crushed)
     colour_std: np.ndarray  # std of (R-G, G-B): near 0 for grey images, huge for noise
+    black_border: np.ndarray  # widest near-black band along an edge, as a fraction of it
 
     @classmethod
     def of(cls, images: np.ndarray) -> ImageStats:
@@ -136,7 +137,27 @@ class ImageStats:
             std=flat.std(axis=1),
             clipped=((flat <= 8) | (flat >= 247)).mean(axis=1),
             colour_std=chroma.std(axis=1),
+            black_border=black_border(luma),
         )
+
+
+def black_border(luma: np.ndarray, level: float = 16.0) -> np.ndarray:
+    """Width of the widest near-black band along any edge, as a fraction of the side.
+
+    A column (or row) belongs to the band when 95% of its pixels are darker than
+    ``level``: DigiFace's renders sometimes end inside the crop, and the DCGAN learnt to
+    paint that as a solid black strip down one side.
+    """
+    n = len(luma)
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    widest = np.zeros(n, dtype=np.int64)
+    views = (luma, luma[:, :, ::-1], luma.transpose(0, 2, 1), luma.transpose(0, 2, 1)[:, :, ::-1])
+    for view in views:  # left, right, top, bottom: columns of each view run along the edge
+        dark = np.percentile(view, 95, axis=1) < level  # (N, width): whole column dark
+        run = np.where(dark.all(axis=1), dark.shape[1], np.argmin(dark, axis=1))
+        widest = np.maximum(widest, run)
+    return (widest / luma.shape[2]).astype(np.float32)
 
 
 # --- perceptual hash -------------------------------------------------------------------

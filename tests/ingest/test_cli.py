@@ -16,8 +16,13 @@ from tests.ingest.fakes import FakeEstimator, FakeGenerator, Verdict
 
 
 @pytest.fixture
-def fake_models(monkeypatch):  # type: ignore[no-untyped-def]
-    """Make the CLI load the fake models instead of the real weights."""
+def fake_models(app, monkeypatch):  # type: ignore[no-untyped-def]
+    """Make the CLI load the fake models instead of the real weights.
+
+    The robust-verdict gate is off: it re-estimates flipped and shifted copies, and the
+    fake estimator reads its verdict from one pixel, which those move.
+    """
+    app.config["INGEST_ROBUST_GATE"] = False
     loaded: list[tuple[str | None, int | None]] = []
 
     def load(app, device=None, batch_size=None):  # type: ignore[no-untyped-def]
@@ -180,7 +185,7 @@ def test_worker_run_stops_when_asked() -> None:
 
 
 def test_make_worker_uses_the_settings(app) -> None:  # type: ignore[no-untyped-def]
-    settings = IngestSettings.from_config(app.config, batch_size=4)
+    settings = IngestSettings.from_config(app.config, batch_size=4, robust=False)
     worker = ingest.cli.make_worker(
         app,
         generator=FakeGenerator(),

@@ -7,10 +7,12 @@ import pytest
 
 from ingest.gates import (
     AGE_OUT_OF_RANGE,
+    BLACK_BORDER,
     BROKEN_IMAGE,
     GENDER_UNCERTAIN,
     NEAR_DUPLICATE,
     AgeRangeGate,
+    BlackBorderGate,
     BrokenImageGate,
     Candidates,
     GenderConfidenceGate,
@@ -68,6 +70,16 @@ def test_broken_image_gate() -> None:
     gate = BrokenImageGate()
     assert gate.reject(batch, _all(4)).tolist() == [False, True, True, True]
     assert gate.reason == BROKEN_IMAGE
+
+
+def test_black_border_gate() -> None:
+    images = _textures(4)
+    images[1, :, :5] = 0  # a 5 px black strip down the left side
+    images[2, -3:, :] = 0  # 3 px along the bottom: too thin to count
+    images[3, :, -8:] = (20, 10, 5)  # 8 px of almost-black on the right
+    gate = BlackBorderGate()
+    assert gate.reject(_batch(images), _all(4)).tolist() == [False, True, False, True]
+    assert gate.reason == BLACK_BORDER
 
 
 def test_near_duplicate_against_catalog_and_within_batch() -> None:

@@ -103,3 +103,12 @@ def test_image_stats() -> None:
     assert stats.std[1] == pytest.approx(0, abs=1e-3)
     assert stats.std[2] > 20
     assert stats.clipped[0] == 1.0 and stats.clipped[1] == 0.0
+    assert stats.black_border[0] == 1.0 and stats.black_border[1] == 0.0
+
+
+def test_black_border_width() -> None:
+    images = _faces(3)
+    images[0, :6] = 0  # top 6 rows
+    images[1, :, -2:] = 0  # right 2 columns
+    widths = ImageStats.of(images).black_border * 64
+    assert widths.round().tolist() == [6, 2, 0]
