@@ -29,5 +29,6 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(catalog_cli)
     app.cli.add_command(models_cli)
+    app.cli.add_command(importlib.import_module("catalog.keys").keys_cli)
     app.cli.add_command(importlib.import_module("ingest.cli").ingest_cli)
     models_cli.add_command(importlib.import_module("ingest.training").train_command)

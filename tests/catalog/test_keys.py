@@ -1,0 +1,192 @@
+"""API keys: the CLI, hashing, authentication, X-User-Class and the 401s, on both databases."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from catalog import db, keys
+from catalog.models import APIKey, Face
+
+KEY_LINE = re.compile(r"^fc_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$", re.M)
+
+
+def create(runner: FlaskCliRunner, owner: str = "ana@example.com", cls: str = "basic") -> str:
+    """Create a key through the CLI and return the printed key."""
+    result = runner.invoke(
+        args=["keys", "create", "--owner", owner, "--name", "test", "--class", cls]
+    )
+    assert result.exit_code == 0, result.output
+    match = KEY_LINE.search(result.output)
+    assert match, result.output
+    return match.group(0)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Token {key}"}
+
+
+def forge(key: str) -> str:
+    """The same key id with a different (wrong) secret."""
+    return key[:-1] + ("A" if key[-1] != "A" else "B")
+
+
+def test_create_prints_the_key_once_and_stores_only_its_sha256(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    key = create(runner, cls="professional")
+    key_id = keys.parse_key(key)
+    with db.session_scope(app) as session:
+        row = session.scalar(select(APIKey).where(APIKey.key_id == key_id))
+        assert row is not None
+        assert row.user_class == "professional"
+        assert row.owner == "ana@example.com"
+        assert row.key_hash == hashlib.sha256(key.encode()).hexdigest()
+        stored = [str(getattr(row, c.key)) for c in APIKey.__table__.columns]
+    secret = key.rsplit("_", 1)[-1]
+    assert not any(secret in value for value in stored)
+    listing = runner.invoke(args=["keys", "list"]).output
+    assert key_id in listing and secret not in listing and "professional" in listing
+
+
+def test_sixth_active_key_is_refused_and_revoking_frees_a_place(
+    runner: FlaskCliRunner,
+) -> None:
+    made = [create(runner, owner="Bo@Example.com") for _ in range(5)]
+    create(runner, owner="other@example.com")  # other owners are not counted
+    result = runner.invoke(
+        args=["keys", "create", "--owner", "bo@example.com", "--name", "x", "--class", "basic"]
+    )
+    assert result.exit_code == 1
+    assert "already has 5 active keys" in result.output
+    assert not KEY_LINE.search(result.output)
+    revoked = runner.invoke(args=["keys", "revoke", keys.parse_key(made[0])])
+    assert revoked.exit_code == 0, revoked.output
+    create(runner, owner="bo@example.com")
+    listing = runner.invoke(args=["keys", "list", "--owner", "bo@example.com"]).output
+    assert listing.count("active") == 5 and listing.count("revoked") == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--owner", "not-an-email", "--name", "x", "--class", "basic"], "e-mail"),
+        (["--owner", "a@b.co", "--name", "x", "--class", "gold"], "gold"),
+        (["--owner", "a@b.co", "--name", " ", "--class", "basic"], "name"),
+    ],
+)
+def test_create_rejects_bad_input(runner: FlaskCliRunner, args: list[str], message: str) -> None:
+    result = runner.invoke(args=["keys", "create", *args])
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_revoke_unknown_key_id_fails_clearly(runner: FlaskCliRunner) -> None:
+    result = runner.invoke(args=["keys", "revoke", "000000000000"])
+    assert result.exit_code == 1
+    assert "no key has id" in result.output
+
+
+def test_every_response_reports_the_user_class(
+    client: FlaskClient, runner: FlaskCliRunner, make_face: Callable[..., Face]
+) -> None:
+    make_face()
+    assert client.get("/face/json").headers["X-User-Class"] == "anon"
+    assert client.get("/healthz").headers["X-User-Class"] == "anon"
+    assert client.get("/no/such/route").headers["X-User-Class"] == "anon"
+    for cls in keys.KEY_CLASSES:
+        key = create(runner, owner=f"{cls}@example.com", cls=cls)
+        response = client.get("/face/json", headers=auth(key))
+        assert response.status_code == 200
+        assert response.headers["X-User-Class"] == cls
+        assert "Authorization" in response.headers["Vary"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Token fc_0123456789ab_" + "A" * 43,  # well-formed, unknown id
+        "Token not-a-key",
+        "Bearer fc_0123456789ab_" + "A" * 43,
+        "Token",
+    ],
+)
+def test_bad_authorization_is_401_json_not_a_downgrade(
+    client: FlaskClient, make_face: Callable[..., Face], header: str
+) -> None:
+    make_face()
+    response = client.get("/face/json", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+    assert response.headers["X-User-Class"] == "anon"
+    assert response.headers["WWW-Authenticate"].startswith("Token")
+
+
+def test_wrong_secret_for_a_real_key_id_is_401(
+    client: FlaskClient, runner: FlaskCliRunner, make_face: Callable[..., Face]
+) -> None:
+    make_face()
+    key = create(runner)
+    assert client.get("/face/json", headers=auth(forge(key))).status_code == 401
+    assert client.get("/face/json", headers=auth(key)).status_code == 200
+
+
+def test_revoked_key_is_401_at_once_in_this_process(
+    client: FlaskClient, runner: FlaskCliRunner, make_face: Callable[..., Face]
+) -> None:
+    make_face()
+    key = create(runner)
+    assert client.get("/face/json", headers=auth(key)).status_code == 200  # now cached
+    assert runner.invoke(args=["keys", "revoke", keys.parse_key(key)]).exit_code == 0
+    response = client.get("/face/json", headers=auth(key))
+    assert response.status_code == 401
+    assert "revoked" in response.get_json()["detail"]
+
+
+def test_revocation_from_another_process_lands_within_the_cache_time(
+    app_factory: Callable[..., Flask], make_face: Callable[..., Face], db_session: Session
+) -> None:
+    """Without a cache, a revocation written by another process is seen by the next request."""
+    app = app_factory(KEY_CACHE_SECONDS=0)
+    make_face()
+    key = create(app.test_cli_runner())
+    client = app.test_client()
+    assert client.get("/face/json", headers=auth(key)).status_code == 200
+    # Revoke behind the app's back, as `facecat keys revoke` in another process would.
+    keys.revoke_key(db_session, keys.parse_key(key))
+    db_session.commit()
+    assert client.get("/face/json", headers=auth(key)).status_code == 401
+
+
+def test_keys_never_reach_the_logs(
+    client: FlaskClient,
+    runner: FlaskCliRunner,
+    make_face: Callable[..., Face],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    make_face()
+    caplog.set_level(logging.DEBUG)
+    key = create(runner)
+    client.get("/face/json", headers=auth(key))
+    client.get("/face/json", headers=auth(forge(key)))
+    runner.invoke(args=["keys", "revoke", keys.parse_key(key)])
+    client.get("/face/json", headers=auth(key))
+    secret = key.rsplit("_", 1)[-1]
+    assert caplog.records
+    assert not any(secret in record.getMessage() for record in caplog.records)
+    assert any(keys.parse_key(key) in record.getMessage() for record in caplog.records)
+
+
+def test_caller_ordering() -> None:
+    assert keys.Caller("enterprise", "x").at_least("professional")
+    assert keys.Caller("professional", "x").at_least("professional")
+    assert not keys.Caller("basic", "x").at_least("professional")
+    assert not keys.ANONYMOUS.at_least("basic")
