@@ -1,0 +1,215 @@
+"""Rate limits: per-class generation budgets, lookup/image limits, true 429s, proxies, Redis.
+
+Every test uses a fresh client identity (a random address or a new key), so the Redis
+tests need no flush and cannot disturb, or be disturbed by, other runs on the same db.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from catalog import keys, limits
+from catalog.db import session_scope
+from catalog.errors import ApiError
+from catalog.models import Face
+
+THROTTLED = re.compile(r"^Request was throttled\. Expected available in (\d+) seconds\.$")
+DEFAULT_BUDGETS = {"anon": 1, "basic": 5, "professional": 30, "enterprise": 120}
+
+
+def random_address() -> str:
+    return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
+def make_caller(app: Flask, user_class: str) -> keys.Caller:
+    """A caller with a real key of ``user_class`` (anon: no key)."""
+    if user_class == keys.ANON:
+        return keys.ANONYMOUS
+    owner = f"{user_class}-{random.randrange(10**9)}@example.com"
+    with app.app_context(), session_scope(app) as session:
+        row, _key = keys.create_key(session, owner, "limits test", user_class)
+        return keys.Caller(user_class, row.key_id)
+
+
+def charges_until_refused(app: Flask, caller: keys.Caller, address: str, most: int) -> int:
+    """How many generations ``caller`` gets before a 429 (at most ``most`` tries)."""
+    for n in range(most):
+        with app.test_request_context(environ_base={"REMOTE_ADDR": address}):
+            try:
+                limits.charge_generation(caller)
+            except ApiError as exc:
+                assert exc.status == 429
+                return n
+    return most
+
+
+def assert_throttled(response_status: int, body: dict, headers: dict, window: int) -> int:
+    """Check the 429 contract and return N."""
+    assert response_status == 429
+    match = THROTTLED.match(body["detail"])
+    assert match, body
+    seconds = int(match.group(1))
+    assert headers["Retry-After"] == str(seconds)
+    assert 1 <= seconds <= window
+    assert body["error"] == "throttled"
+    return seconds
+
+
+@pytest.mark.parametrize("user_class", keys.USER_CLASSES)
+def test_generation_burst_budget_per_class_has_the_documented_default(
+    app: Flask, user_class: str
+) -> None:
+    caller = make_caller(app, user_class)
+    budget = DEFAULT_BUDGETS[user_class]
+    assert charges_until_refused(app, caller, random_address(), budget + 5) == budget
+
+
+def test_the_refusal_carries_a_true_retry_after(app: Flask) -> None:
+    address = random_address()
+    with app.test_request_context(environ_base={"REMOTE_ADDR": address}):
+        limits.charge_generation(keys.ANONYMOUS)
+        with pytest.raises(ApiError) as refused:
+            limits.charge_generation(keys.ANONYMOUS)
+    error = refused.value
+    assert_throttled(error.status, error.to_dict(), error.headers, 60)
+    assert error.extra["retry_after"] >= 59  # the burst window is a minute and just began
+
+
+def test_daily_budget_is_enforced_after_the_burst_budget(
+    app_factory: Callable[..., Flask],
+) -> None:
+    app = app_factory(RATELIMIT_GENERATION_ANON="100/minute;3/day")
+    assert charges_until_refused(app, keys.ANONYMOUS, "10.0.0.1", 10) == 3
+    context = app.test_request_context(environ_base={"REMOTE_ADDR": "10.0.0.1"})
+    with context, pytest.raises(ApiError) as refused:
+        limits.charge_generation(keys.ANONYMOUS)
+    assert refused.value.extra["retry_after"] > 86000  # the day, not the minute
+
+
+def test_keyed_callers_are_counted_per_key_and_anon_per_address(app: Flask) -> None:
+    first, second = make_caller(app, "basic"), make_caller(app, "basic")
+    address = random_address()
+    assert charges_until_refused(app, first, address, 10) == 5
+    assert charges_until_refused(app, second, address, 10) == 5  # same address, own key
+    assert charges_until_refused(app, keys.ANONYMOUS, address, 5) == 1
+    assert charges_until_refused(app, keys.ANONYMOUS, random_address(), 5) == 1
+
+
+def lookups(client: FlaskClient, n: int, **kwargs: object) -> list[int]:
+    return [client.get("/face/json", **kwargs).status_code for _ in range(n)]
+
+
+def test_lookup_limit_returns_json_429_with_true_retry_after(
+    app_factory: Callable[..., Flask], make_face: Callable[..., Face]
+) -> None:
+    app = app_factory(RATELIMIT_LOOKUPS="2 per 3 seconds")
+    face = make_face()
+    client = app.test_client()
+    assert lookups(client, 2) == [200, 200]
+    response = client.get("/thumb/view")  # same family, same budget
+    seconds = assert_throttled(
+        response.status_code, response.get_json(), response.headers, window=3
+    )
+    assert response.headers["X-User-Class"] == "anon"
+    # Images have their own budget.
+    assert client.get(f"/img/{face.image_key}").status_code == 200
+    time.sleep(seconds)  # N is true: after N seconds the next request is admitted
+    assert client.get("/face/json").status_code == 200
+
+
+def test_lookups_are_counted_per_key(
+    app_factory: Callable[..., Flask], make_face: Callable[..., Face]
+) -> None:
+    app = app_factory(RATELIMIT_LOOKUPS="2/minute")
+    make_face()
+    client = app.test_client()
+    runner = app.test_cli_runner()
+    result = runner.invoke(
+        args=["keys", "create", "--owner", "k@example.com", "--name", "n", "--class", "basic"]
+    )
+    key = result.output.strip().splitlines()[-1]
+    header = {"Authorization": f"Token {key}"}
+    assert lookups(client, 3) == [200, 200, 429]
+    assert lookups(client, 3, headers=header) == [200, 200, 429]
+
+
+def test_x_forwarded_for_is_ignored_without_trusted_proxies(
+    app_factory: Callable[..., Flask], make_face: Callable[..., Face]
+) -> None:
+    app = app_factory(RATELIMIT_LOOKUPS="1/minute")
+    make_face()
+    client = app.test_client()
+    statuses = [
+        client.get("/face/json", headers={"X-Forwarded-For": random_address()}).status_code
+        for _ in range(2)
+    ]
+    assert statuses == [200, 429]  # a client cannot mint identities with the header
+
+
+def test_x_forwarded_for_is_honoured_behind_the_configured_proxies(
+    app_factory: Callable[..., Flask], make_face: Callable[..., Face]
+) -> None:
+    app = app_factory(RATELIMIT_LOOKUPS="1/minute", TRUSTED_PROXY_COUNT=1)
+    make_face()
+    client = app.test_client()
+    # With one trusted proxy only the last X-Forwarded-For entry counts; the spoofed
+    # first entry the client wrote itself does not.
+    a = client.get("/face/json", headers={"X-Forwarded-For": "6.6.6.6, 10.1.1.1"})
+    b = client.get("/face/json", headers={"X-Forwarded-For": "7.7.7.7, 10.1.1.1"})
+    c = client.get("/face/json", headers={"X-Forwarded-For": "10.1.1.2"})
+    assert [a.status_code, b.status_code, c.status_code] == [200, 429, 200]
+
+
+@pytest.mark.redis
+def test_two_app_instances_share_one_budget_through_redis(
+    app_factory: Callable[..., Flask], redis_url: str, make_face: Callable[..., Face]
+) -> None:
+    settings = {"RATELIMIT_STORAGE_URL": redis_url, "RATELIMIT_LOOKUPS": "4/minute"}
+    first, second = app_factory(**settings), app_factory(**settings)
+    assert first.extensions["facecat.limiter"] is not second.extensions["facecat.limiter"]
+    caller = make_caller(first, "basic")
+    address = random_address()
+    granted = 0
+    for n in range(10):  # alternate instances: together they get exactly the budget
+        app = (first, second)[n % 2]
+        with app.test_request_context(environ_base={"REMOTE_ADDR": address}):
+            try:
+                limits.charge_generation(caller)
+                granted += 1
+            except ApiError as exc:
+                assert exc.status == 429
+    assert granted == 5
+    make_face()
+    address = random_address()
+    clients = [first.test_client(), second.test_client()]
+    statuses = [
+        clients[n % 2].get("/face/json", environ_base={"REMOTE_ADDR": address}).status_code
+        for n in range(6)
+    ]
+    assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+def test_generation_fails_closed_when_the_limit_store_is_down(
+    app_factory: Callable[..., Flask], make_face: Callable[..., Face]
+) -> None:
+    app = app_factory(RATELIMIT_STORAGE_URL="redis://127.0.0.1:1/0")
+    make_face()
+    with app.test_request_context(), pytest.raises(ApiError) as refused:
+        limits.charge_generation(keys.ANONYMOUS)
+    assert refused.value.status == 503
+    # Lookups keep working on per-process counters (logged) rather than failing.
+    assert app.test_client().get("/face/json").status_code == 200
+
+
+def test_bad_limit_settings_fail_at_start_up(app_factory: Callable[..., Flask]) -> None:
+    from catalog.config import ConfigError
+
+    with pytest.raises(ConfigError, match="FACECAT_RATELIMIT_GENERATION_BASIC"):
+        app_factory(RATELIMIT_GENERATION_BASIC="lots")
