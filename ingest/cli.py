@@ -197,10 +197,16 @@ def make_worker(
             stop=stop,
         )
 
+    def backfill(stop: threading.Event) -> int:
+        from ingest.ondemand import get_ondemand
+
+        return int(get_ondemand(app).run_backfill(stop=stop))
+
     return IngestWorker(
         run_once,
         interval_seconds=interval_seconds,
         is_full=lambda: catalog_is_full(app, settings),
+        backfill=backfill,
     )
 
 

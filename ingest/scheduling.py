@@ -63,6 +63,9 @@ class IngestWorker:
     ``run_once`` receives the stop event and must return promptly once it is set (the
     pipeline checks it between batches). ``is_full`` lets a worker rest while every band
     is at target instead of generating faces only to reject them ``band_full``.
+    ``backfill``, if given, runs first in every job: it fills the filters users asked for
+    and did not get (on-demand 404s and slow hits, ``ingest.ondemand``), which matter more
+    than the band targets and are served even when every band is full.
     """
 
     def __init__(
@@ -71,8 +74,10 @@ class IngestWorker:
         *,
         interval_seconds: float,
         is_full: Callable[[], bool] = lambda: False,
+        backfill: Callable[[threading.Event], Any] | None = None,
     ) -> None:
         self.run_once = run_once
+        self.backfill = backfill
         self.interval_seconds = interval_seconds
         self.is_full = is_full
         self.stop = threading.Event()
@@ -84,6 +89,11 @@ class IngestWorker:
         """One scheduled run; errors are logged, never kill the scheduler."""
         if self.stop.is_set():
             return
+        if self.backfill is not None:
+            try:
+                self.backfill(self.stop)
+            except Exception:
+                logger.exception("backfill failed; ingest goes on")
         try:
             if self.is_full():
                 logger.info("every band is at its target; skipping this run")

@@ -400,3 +400,37 @@ def test_real_models_fill_an_unmet_reachable_filter(app_factory, models_dir: Pat
     assert again.status_code == 200
     with session_factory(app)() as session:
         assert session.scalar(select(func.count()).select_from(IngestRun)) == 1
+
+
+def test_worker_backfills_before_ingest_even_when_full() -> None:
+    from ingest.scheduling import IngestWorker
+
+    calls: list[str] = []
+    worker = IngestWorker(
+        lambda stop: calls.append("ingest"),  # type: ignore[arg-type,return-value]
+        interval_seconds=3600,
+        is_full=lambda: True,
+        backfill=lambda stop: calls.append("backfill"),
+    )
+    worker.job()
+    assert calls == ["backfill"]  # the bands are full, but users' asks still get served
+
+
+def test_measure_yields_command_records_measured_rows(app: Flask, runner, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ingest.ondemand import engine as engine_module
+
+    generator = RobustFakeGenerator(mix((0.25, FakeFace(44.0, 0.95)), (0.75, COMMON)))
+    models = ModelSet(generator, RobustFakeEstimator())  # type: ignore[arg-type]
+    monkeypatch.setattr(engine_module, "load_model_set", lambda config: models)
+    result = runner.invoke(
+        args=["ingest", "measure-yields", "--strategies", "sample", "--samples", "64"]
+    )
+    assert result.exit_code == 0, result.output
+    with session_factory(app)() as session:
+        female = session.get(CellYield, (SAMPLE, "female", 40))
+        male = session.get(CellYield, (SAMPLE, "male", 20))
+        empty = session.get(CellYield, (SAMPLE, "female", 60))
+    assert female.tried == male.tried == empty.tried == 64
+    assert female.passed + male.passed == 64 and 4 <= female.passed <= 30
+    assert empty.passed == 0 and female.seconds > 0
+    assert "| sample | female | 40-49 | 64 |" in result.output
