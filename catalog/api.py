@@ -9,18 +9,19 @@ route (Flask runs the GET view) but does not count as serving a face.
 from __future__ import annotations
 
 import random
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.http import http_date
 
 from catalog import fallback
-from catalog.db import get_session
+from catalog.db import get_connection
 from catalog.errors import ApiError
 from catalog.images import image_url
-from catalog.models import Face
 from catalog.params import parse_filters, parse_int
-from catalog.selection import Filters, get_face, pick_random, record_served
+from catalog.selection import Filters, get_face, pick_random
+from catalog.serving import get_cell_cache, get_recorder
 
 bp = Blueprint("api", __name__)
 
@@ -35,12 +36,15 @@ def get_rng() -> random.Random:
     return current_app.extensions.get(RNG_EXTENSION) or _SYSTEM_RNG
 
 
-def face_json(face: Face) -> dict[str, Any]:
-    """A face as fakeface.rest sent it, plus facecat's extra keys.
+def face_json(face: Any, served_since: datetime | None = None) -> dict[str, Any]:
+    """A face (``Face`` or row) as fakeface.rest sent it, plus facecat's extra keys.
 
-    ``last_served`` is the previous serving time (null if never): call this before
-    ``record_served``.
+    ``last_served`` is the previous serving time (null if never): the stored value, or
+    ``served_since`` when this process served the face later and has not written it yet.
     """
+    last = face.last_served
+    if served_since is not None and (last is None or served_since > last):
+        last = served_since
     confidence = face.p_female if face.gender == "female" else 1.0 - face.p_female
     return {
         "id": face.id,
@@ -53,17 +57,17 @@ def face_json(face: Face) -> dict[str, Any]:
         "width": face.width,
         "height": face.height,
         "date_added": http_date(face.date_added),
-        "last_served": http_date(face.last_served) if face.last_served else None,
+        "last_served": http_date(last) if last else None,
         "source": face.generator,
     }
 
 
-def pick_faces(filters: Filters, count: int = 1) -> list[Face]:
+def pick_faces(filters: Filters, count: int = 1) -> list[Any]:
     """Up to ``count`` distinct matching faces; the on-demand hook when none is stored.
 
     :raise ApiError: 404 ``no_match`` when neither the catalog nor the hook has a face.
     """
-    faces = pick_random(get_session(), filters, get_rng(), count=count)
+    faces = pick_random(get_connection(), filters, get_rng(), count, cache=get_cell_cache())
     if not faces:
         supplied = fallback.supply_unmet(filters)
         if supplied is None:
@@ -72,10 +76,13 @@ def pick_faces(filters: Filters, count: int = 1) -> list[Face]:
     return faces
 
 
-def mark_served(faces: list[Face]) -> None:
-    """Record the serving, except for HEAD requests, which only look."""
+def serve(faces: list[Any]) -> list[dict[str, Any]]:
+    """The faces' JSON, then count the serving (except for HEAD, which only looks)."""
+    recorder = get_recorder()
+    bodies = [face_json(face, recorder.pending_since(face.id)) for face in faces]
     if request.method != "HEAD":
-        record_served(get_session(), faces)
+        recorder.record(face.id for face in faces)
+    return bodies
 
 
 def no_store_redirect(location: str) -> Response:
@@ -87,9 +94,7 @@ def no_store_redirect(location: str) -> Response:
 @bp.get("/face/json")
 def face_json_view() -> Response:
     """One random face matching the filters, as JSON."""
-    (face,) = pick_faces(parse_filters(request.args))
-    body = face_json(face)
-    mark_served([face])
+    (body,) = serve(pick_faces(parse_filters(request.args)))
     return jsonify(body)
 
 
@@ -98,9 +103,8 @@ def face_json_view() -> Response:
 def face_view(anything: str) -> Response:
     """302 to a random face's image; the path suffix only defeats browser caches."""
     (face,) = pick_faces(parse_filters(request.args))
-    location = image_url(face.image_key)
-    mark_served([face])
-    return no_store_redirect(location)
+    serve([face])
+    return no_store_redirect(image_url(face.image_key))
 
 
 @bp.get("/thumb/view", defaults={"anything": ""})
@@ -108,9 +112,8 @@ def face_view(anything: str) -> Response:
 def thumb_view(anything: str) -> Response:
     """302 to a random face's thumbnail."""
     (face,) = pick_faces(parse_filters(request.args))
-    location = image_url(face.thumb_key)
-    mark_served([face])
-    return no_store_redirect(location)
+    serve([face])
+    return no_store_redirect(image_url(face.thumb_key))
 
 
 @bp.get("/api/v1/faces/random")
@@ -118,16 +121,13 @@ def random_faces() -> Response:
     """``count`` distinct random faces; fewer when fewer match, 404 when none do."""
     limit = current_app.config["MAX_RANDOM_COUNT"]
     count = parse_int(request.args, "count", 1, 1, limit)
-    faces = pick_faces(parse_filters(request.args), count)
-    body = {"results": [face_json(face) for face in faces]}
-    mark_served(faces)
-    return jsonify(body)
+    return jsonify({"results": serve(pick_faces(parse_filters(request.args), count))})
 
 
 @bp.get("/api/v1/faces/<int(max=2147483647):face_id>")
 def face_by_id(face_id: int) -> Response:
     """One face's metadata (looking it up does not count as serving it)."""
-    face = get_face(get_session(), face_id)
+    face = get_face(get_connection(), face_id)
     if face is None:
         raise ApiError(404, "not_found", f"No face has id {face_id}.", id=face_id)
-    return jsonify(face_json(face))
+    return jsonify(face_json(face, get_recorder().pending_since(face_id)))

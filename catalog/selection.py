@@ -1,17 +1,23 @@
 """Catalog queries: insert and remove faces, pick uniformly at random, record serving.
 
-Pure functions over a SQLAlchemy ``Session`` (no Flask), shared by the web views, ingest
-and the CLI. The random pick never scans or sorts faces: ``FaceCell`` holds the number
-of faces per (gender, age) cell and every face has a dense ``slot`` 0..n-1 inside its
-cell, so a uniform pick over a filter is
+Pure functions over SQLAlchemy (no Flask), shared by the web views, ingest and the CLI.
+The random pick never scans or sorts faces: ``FaceCell`` holds the number of faces per
+(gender, age) cell and every face has a dense ``slot`` 0..n-1 inside its cell, so a
+uniform pick over a filter is
 
-1. read the matching ``FaceCell`` rows (at most 2 × 101 rows, whatever the catalog size),
-2. draw a position uniformly in 0..total-1 and map it to (cell, slot) by cumulative counts,
+1. read the non-empty ``FaceCell`` rows (at most 2 × 101 rows, whatever the catalog size),
+2. draw a position uniformly in 0..total-1 over the cells inside the filter and map it to
+   (cell, slot) by cumulative counts,
 3. seek the one row with the unique (gender, age, slot) index.
 
 Every face matching the filter owns exactly one position, so the pick is uniform. Steps 1
 and 3 are index lookups, so the cost is flat from 10^3 to 10^6 faces (README, "Benchmark").
-``add_face`` and ``remove_face`` are the only writers of ``slot`` and ``FaceCell.n``.
+Web processes keep step 1 in a ``CellCache`` for a second, so a request costs one indexed
+SELECT. ``add_face`` and ``remove_face`` are the only writers of ``slot`` and ``FaceCell.n``.
+
+The readers accept an ORM ``Session`` (and return ``Face`` objects) or a Core
+``Connection`` (and return rows with the same attribute names, without the ORM's cost):
+the web views use the latter, ingest and the CLI the former.
 """
 
 from __future__ import annotations
@@ -20,25 +26,59 @@ import bisect
 import itertools
 import logging
 import random
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import and_, bindparam, case, func, or_, select, text, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from catalog.models import Face, FaceCell, utcnow
+from catalog.models import Face, FaceCell, UTCDateTime
 
 logger = logging.getLogger(__name__)
 
 MIN_AGE, MAX_AGE = 0, 100
-# Rounds of "re-read counts, draw, seek" before giving up on a racing writer. A round
-# only repeats when a drawn slot vanished between steps 1 and 3 (remove_face moved it)
-# or hit an excluded face, so 8 rounds are never reached in practice.
+# Rounds of "read counts, draw, seek" before giving up on a racing writer. A round only
+# repeats when a drawn slot vanished between steps 1 and 3 (remove_face moved it, or the
+# cached counts were old) or hit an excluded face, so 8 rounds are never reached in
+# practice.
 MAX_ROUNDS = 8
 
 Position = tuple[str, int, int]  # (gender, age, slot)
+Executor = Session | Connection
+
+FACE = Face.__table__
+CELL = FaceCell.__table__
+
+# Built once: constructing a statement costs more than running it on a warm connection.
+_CELLS = (
+    select(CELL.c.gender, CELL.c.age, CELL.c.n)
+    .where(CELL.c.n > 0)
+    .order_by(CELL.c.gender, CELL.c.age)
+)
+_SEEK_ROW = select(FACE).where(
+    FACE.c.gender == bindparam("g"), FACE.c.age == bindparam("a"), FACE.c.slot == bindparam("s")
+)
+_SEEK_FACE = select(Face).where(
+    Face.gender == bindparam("g"), Face.age == bindparam("a"), Face.slot == bindparam("s")
+)
+_served_at = bindparam("t", type_=UTCDateTime())
+_SERVED_UPDATE = (
+    update(FACE)
+    .where(FACE.c.id == bindparam("fid"))
+    .values(
+        times_served=FACE.c.times_served + bindparam("n"),
+        # Keep the latest time when processes flush out of order.
+        last_served=case(
+            (or_(FACE.c.last_served.is_(None), FACE.c.last_served < _served_at), _served_at),
+            else_=FACE.c.last_served,
+        ),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +110,7 @@ class CellCount:
 # --- writers ----------------------------------------------------------------------------
 
 
-def _upsert(session: Session):  # type: ignore[no-untyped-def]
+def _upsert(session: Session) -> Callable[..., Any]:
     """The dialect's INSERT that supports ON CONFLICT … DO UPDATE … RETURNING."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -131,72 +171,90 @@ def remove_face(session: Session, face: Face) -> None:
         )
 
 
-def record_served(session: Session, faces: Sequence[Face], when: datetime | None = None) -> None:
-    """Set ``last_served`` and bump ``times_served`` for ``faces``, then commit.
+def record_served(engine: Engine, served: Mapping[int, tuple[int, datetime]]) -> None:
+    """Add ``n`` to ``times_served`` and raise ``last_served`` to ``t`` for each face id.
 
-    Why this shape: one ``UPDATE … SET times_served = times_served + 1`` per request, in
-    its own short transaction that commits at once. No row is read FOR UPDATE, so two
-    requests serving the same face wait for each other only for that single statement,
-    and requests serving different faces never wait. A batched in-memory flush would save
-    the write but lose counts on a crash, go stale across worker processes, and make the
-    "previous serving time" the JSON reports wrong for up to a flush interval.
-
-    On PostgreSQL the commit skips the WAL fsync (``synchronous_commit = off``): a crash
-    may lose the last few milliseconds of counters, never consistency, and a request no
-    longer waits on the disk. Ids are updated in ascending order so concurrent
-    multi-face updates lock rows in the same order. Counting is best effort: a database
-    error here is logged and swallowed, because failing to count must not fail a request
-    whose face was already chosen.
-
-    The caller reads ``face.last_served`` *before* calling this (the JSON shows the
-    previous serving time); the ORM objects are not refreshed.
+    ``served`` maps face id → (n, t). Why this shape: one UPDATE per face, no row read
+    FOR UPDATE, in its own short transaction that commits at once, so row locks live for
+    one statement and requests serving different faces never wait for each other. Rows
+    are updated in ascending id order (psycopg2 sends them in batches of 100 per round
+    trip), so two processes flushing overlapping sets lock in the same order and cannot
+    deadlock. On PostgreSQL the commit skips the WAL fsync (``synchronous_commit = off``):
+    a crash may lose the last milliseconds of counters, never consistency.
+    ``catalog.serving.ServedRecorder`` calls this once a second with everything a web
+    process served, rather than once per request.
     """
-    ids = sorted({face.id for face in faces})
-    if not ids:
+    if not served:
         return
-    when = when or utcnow()
-    try:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SET LOCAL synchronous_commit = off"))
-        session.execute(
-            update(Face)
-            .where(Face.id.in_(ids))
-            .values(last_served=when, times_served=Face.times_served + 1)
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-    except DBAPIError:
-        session.rollback()
-        logger.warning("could not record serving of faces %s", ids, exc_info=True)
+    params = [{"fid": fid, "n": n, "t": t} for fid, (n, t) in sorted(served.items())]
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SET LOCAL synchronous_commit = off"))
+        connection.execute(_SERVED_UPDATE, params)
 
 
 # --- readers ----------------------------------------------------------------------------
 
 
-def matching_cells(session: Session, filters: Filters) -> list[CellCount]:
-    """Non-empty cells inside the filter, in a fixed order (so a seeded rng replays)."""
-    query = select(FaceCell.gender, FaceCell.age, FaceCell.n).where(
-        FaceCell.n > 0,
-        FaceCell.age >= filters.minimum_age,
-        FaceCell.age <= filters.maximum_age,
-    )
-    if filters.gender is not None:
-        query = query.where(FaceCell.gender == filters.gender)
-    rows = session.execute(query.order_by(FaceCell.gender, FaceCell.age)).all()
-    return [CellCount(gender, int(age), int(n)) for gender, age, n in rows]
+def all_cells(executor: Executor) -> list[CellCount]:
+    """Every non-empty cell (≤ 202 rows), in a fixed order (so a seeded rng replays)."""
+    return [CellCount(g, int(a), int(n)) for g, a, n in executor.execute(_CELLS)]
 
 
-def count_matching(session: Session, filters: Filters) -> int:
+def select_cells(cells: Iterable[CellCount], filters: Filters) -> list[CellCount]:
+    """The cells inside ``filters``."""
+    return [
+        cell
+        for cell in cells
+        if filters.minimum_age <= cell.age <= filters.maximum_age
+        and (filters.gender is None or cell.gender == filters.gender)
+    ]
+
+
+def matching_cells(executor: Executor, filters: Filters) -> list[CellCount]:
+    """Non-empty cells inside the filter, read now from the database."""
+    return select_cells(all_cells(executor), filters)
+
+
+def count_matching(executor: Executor, filters: Filters) -> int:
     """How many faces match ``filters`` (from the counters; no scan)."""
-    return sum(cell.n for cell in matching_cells(session, filters))
+    return sum(cell.n for cell in matching_cells(executor, filters))
 
 
-def all_cells(session: Session) -> list[CellCount]:
-    """Every non-empty cell, for /stats and ``facecat catalog stats``."""
-    return matching_cells(session, Filters())
+class CellCache:
+    """The cell counts of one process, reused for ``max_age`` seconds.
+
+    Reading ≤ 202 counter rows is cheap, but it is half the database work of a pick, and
+    a web process serving hundreds of requests a second needs it once a second. Old
+    counts cannot produce a wrong face: a slot that no longer exists is a miss, and
+    ``pick_random`` then reads fresh counts. They can only keep faces added since the
+    read from being picked, for at most ``max_age``; and an empty result is never
+    trusted, so a face made on demand is found at once.
+    """
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self._cells: list[CellCount] | None = None
+        self._read_at = 0.0
+        self._lock = threading.Lock()
+
+    def get(self, executor: Executor, fresh: bool = False) -> list[CellCount]:
+        """The cached counts, or fresh ones if asked, expired or never read."""
+        cells, read_at = self._cells, self._read_at
+        if not fresh and cells is not None and time.monotonic() - read_at < self.max_age:
+            return cells
+        cells = all_cells(executor)
+        with self._lock:
+            self._cells, self._read_at = cells, time.monotonic()
+        return cells
+
+    def invalidate(self) -> None:
+        """Forget the counts (the next pick reads them)."""
+        with self._lock:
+            self._cells = None
 
 
-def _position_mapper(cells: Sequence[CellCount]):  # type: ignore[no-untyped-def]
+def _position_mapper(cells: Sequence[CellCount]) -> Callable[[int], Position]:
     """A function from an index in 0..total-1 to its (gender, age, slot) position."""
     bounds = list(itertools.accumulate(cell.n for cell in cells))
 
@@ -225,11 +283,11 @@ def draw_positions(
         return []
     position = _position_mapper(cells)
     if not tried:
-        indices = rng.sample(range(total), min(count, total))
-        return [position(i) for i in indices]
+        if count == 1:
+            return [position(rng.randrange(total))]
+        return [position(i) for i in rng.sample(range(total), min(count, total))]
     if total - len(tried) <= count:
-        remaining = [position(i) for i in range(total)]
-        remaining = [p for p in remaining if p not in tried]
+        remaining = [p for p in map(position, range(total)) if p not in tried]
         rng.shuffle(remaining)
         return remaining[:count]
     chosen: dict[Position, None] = {}
@@ -242,50 +300,70 @@ def draw_positions(
     return list(chosen)
 
 
-def _faces_at(session: Session, positions: Sequence[Position]) -> dict[Position, Face]:
+def _faces_at(executor: Executor, positions: Sequence[Position]) -> dict[Position, Any]:
     """The faces stored at ``positions``, each found through the unique slot index."""
-    if not positions:
-        return {}
-    # An OR of equalities on the full unique key plans as one index seek per position on
-    # both databases (PostgreSQL: a BitmapOr of index scans; SQLite: the OR optimisation).
-    condition = or_(
-        *(
-            and_(Face.gender == gender, Face.age == age, Face.slot == slot)
-            for gender, age, slot in positions
+    orm = isinstance(executor, Session)
+    if len(positions) == 1:
+        gender, age, slot = positions[0]
+        params = {"g": gender, "a": age, "s": slot}
+        if orm:
+            rows: Sequence[Any] = executor.scalars(_SEEK_FACE, params).all()
+        else:
+            rows = executor.execute(_SEEK_ROW, params).all()
+    else:
+        # An OR of equalities on the full unique key plans as one index seek per position
+        # on both databases (PostgreSQL: a BitmapOr of index scans; SQLite: the OR
+        # optimisation).
+        columns: Any = Face if orm else FACE.c
+        condition = or_(
+            *(
+                and_(columns.gender == g, columns.age == a, columns.slot == s)
+                for g, a, s in positions
+            )
         )
-    )
-    faces = session.scalars(select(Face).where(condition)).all()
-    return {(face.gender, int(face.age), face.slot): face for face in faces}
+        if orm:
+            rows = executor.scalars(select(Face).where(condition)).all()
+        else:
+            rows = executor.execute(select(FACE).where(condition)).all()
+    return {(row.gender, int(row.age), row.slot): row for row in rows}
 
 
 def pick_random(
-    session: Session,
+    executor: Executor,
     filters: Filters,
     rng: random.Random,
     count: int = 1,
     exclude: Iterable[int] = (),
-) -> list[Face]:
+    cache: CellCache | None = None,
+) -> list[Any]:
     """Up to ``count`` distinct faces drawn uniformly from those matching ``filters``.
 
-    Returns fewer than ``count`` only when fewer match (``[]`` when none do). Faces whose
-    id is in ``exclude`` are never returned. Costs two indexed queries per round whatever
-    the catalog size; a round repeats only when a concurrent ``remove_face`` moved a slot
-    between reading the counts and seeking the row.
+    Returns ``Face`` objects for a Session, rows with the same attribute names for a
+    Connection; fewer than ``count`` only when fewer match (``[]`` when none do). Faces
+    whose id is in ``exclude`` are never returned. Costs one read of the counters (none
+    with a warm ``cache``) and one seek by the unique slot index, whatever the catalog
+    size; a round repeats only when the counts were stale and a drawn slot was missing.
     """
     excluded = set(exclude)
-    chosen: dict[int, Face] = {}
+    chosen: dict[int, Any] = {}
     tried: set[Position] = set()
+    fresh = cache is None
     for _ in range(MAX_ROUNDS):
         need = count - len(chosen)
         if need <= 0:
             break
-        cells = matching_cells(session, filters)
-        positions = draw_positions(rng, cells, need, tried)
+        every = cache.get(executor, fresh=fresh) if cache else all_cells(executor)
+        positions = draw_positions(rng, select_cells(every, filters), need, tried)
         if not positions:
-            break
+            if fresh:
+                break
+            fresh = True  # cached counts say nothing (more) matches: ask the database
+            continue
         tried.update(positions)
-        found = _faces_at(session, positions)
-        for pos in positions:  # draw order, so the results are shuffled too
+        found = _faces_at(executor, positions)
+        if len(found) < len(positions):
+            fresh = True  # a slot vanished: the counts were stale
+        for pos in positions:  # in draw order, so the results come shuffled
             face = found.get(pos)
             if face is None or face.id in excluded or face.id in chosen:
                 continue
@@ -295,9 +373,11 @@ def pick_random(
     return list(chosen.values())
 
 
-def get_face(session: Session, face_id: int) -> Face | None:
-    """One face by id, or None."""
-    return session.get(Face, face_id)
+def get_face(executor: Executor, face_id: int) -> Any:
+    """One face by id (a ``Face`` for a Session, a row for a Connection), or None."""
+    if isinstance(executor, Session):
+        return executor.get(Face, face_id)
+    return executor.execute(select(FACE).where(FACE.c.id == face_id)).first()
 
 
 def verify_cells(session: Session) -> list[str]:

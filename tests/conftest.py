@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from app import create_app
-from catalog import db
+from catalog import db, serving
 from catalog.models import Face
 from catalog.storage import LocalStorage, S3Storage, Storage, get_storage
 from tests.factories import make_face as _make_face
@@ -43,6 +43,7 @@ CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+REPO_ROOT_MODELS = Path(__file__).resolve().parent.parent / "instance" / "models"
 
 
 def unavailable(reason: str) -> None:
@@ -190,6 +191,9 @@ def app_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Fla
             "DATABASE_URL": database_url,
             "STORAGE_URL": (tmp_path / "objects").as_uri(),
             "SERVER_NAME": "facecat.test",
+            # Write serving counters through, so a test can read them right after a
+            # request; tests/catalog/test_serving.py covers the batched mode.
+            "SERVED_FLUSH_SECONDS": 0,
             **overrides,
         }
         app = create_app(config)
@@ -198,6 +202,7 @@ def app_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Fla
 
     yield factory
     for app in made:
+        serving.shutdown(app)
         state = app.extensions.get("facecat.db", {})
         if "engine" in state:
             state["engine"].dispose()

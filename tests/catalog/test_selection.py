@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from catalog import db, selection
 from catalog.models import Face, FaceCell
 from catalog.selection import (
+    CellCache,
     CellCount,
     Filters,
     add_face,
@@ -185,18 +186,46 @@ def test_pick_retries_when_a_slot_vanished(
 ) -> None:
     """Counts read before a concurrent remove_face point at slots that no longer exist."""
     (only,) = add_bare(db_session, {("male", 45): 1})
-    real = selection.matching_cells
+    real = selection.all_cells
     calls = []
 
-    def stale_then_real(session: Session, filters: Filters) -> list[CellCount]:
-        calls.append(filters)
+    def stale_then_real(executor: Session) -> list[CellCount]:
+        calls.append(1)
         if len(calls) == 1:
             return [CellCount("male", 45, 1), CellCount("male", 46, 10_000)]
-        return real(session, filters)
+        return real(executor)
 
-    monkeypatch.setattr(selection, "matching_cells", stale_then_real)
+    monkeypatch.setattr(selection, "all_cells", stale_then_real)
     assert pick_random(db_session, Filters(), random.Random(0)) == [only]
     assert len(calls) == 2
+
+
+def test_cached_counts_never_return_a_removed_face(db_session: Session) -> None:
+    faces = add_bare(db_session, {("female", 50): 6})
+    cache = CellCache(max_age=3600)
+    rng = random.Random(4)
+    assert pick_random(db_session, Filters(), rng, cache=cache)  # warms the cache
+    for face in faces[1:]:
+        remove_face(db_session, face)
+    db_session.commit()
+    for _ in range(20):
+        assert pick_random(db_session, Filters(), rng, cache=cache) == [faces[0]]
+
+
+def test_cached_empty_result_is_rechecked(db_session: Session) -> None:
+    cache = CellCache(max_age=3600)
+    rng = random.Random(2)
+    assert pick_random(db_session, Filters(), rng, cache=cache) == []
+    (face,) = add_bare(db_session, {("female", 90): 1})
+    assert pick_random(db_session, Filters("female", 85, 95), rng, cache=cache) == [face]
+
+
+def test_cache_expires(db_session: Session) -> None:
+    add_bare(db_session, {("male", 20): 1})
+    cache = CellCache(max_age=0)
+    assert cache.get(db_session) == [CellCount("male", 20, 1)]
+    add_bare(db_session, {("male", 21): 1})
+    assert len(cache.get(db_session)) == 2
 
 
 def count_statements(engine, action: Callable[[], object]) -> list[str]:  # type: ignore[no-untyped-def]
@@ -225,7 +254,33 @@ def test_cost_does_not_grow_with_catalog_size(app: Flask, db_session: Session) -
     assert len(small) == len(large) == 2
     for sql in large:
         assert "random" not in sql.lower() and "offset" not in sql.lower()
-    assert "face.slot" in large[1]
+    assert "face_cell" in large[0] and "face.slot" in large[1]
+
+
+def test_warm_cache_pick_is_one_indexed_select(app: Flask, db_session: Session) -> None:
+    add_bare(db_session, {("male", a): 3 for a in range(20, 60)})
+    engine = db.get_engine(app)
+    cache = CellCache(max_age=3600)
+    rng = random.Random(8)
+    with engine.connect() as connection:
+        pick_random(connection, Filters(), rng, cache=cache)
+        statements = count_statements(
+            engine, lambda: pick_random(connection, Filters("male", 33, 34), rng, cache=cache)
+        )
+    assert len(statements) == 1 and "face.slot" in statements[0]
+
+
+def test_connection_path_is_uniform_with_a_warm_cache(app: Flask, db_session: Session) -> None:
+    """The web's path (Core rows, cached counts) draws as uniformly as the ORM path."""
+    faces = add_bare(db_session, UNEVEN)
+    cache = CellCache(max_age=3600)
+    rng = random.Random(31)
+    draws = 1200
+    with db.get_engine(app).connect() as connection:
+        seen = Counter(
+            pick_random(connection, Filters(), rng, cache=cache)[0].id for _ in range(draws)
+        )
+    assert chi_square(seen, [f.id for f in faces], draws) < CHI2_CRITICAL_0_001[19]
 
 
 def test_concurrent_add_face_never_shares_a_slot(app: Flask) -> None:
@@ -252,13 +307,16 @@ def test_concurrent_add_face_never_shares_a_slot(app: Flask) -> None:
         assert counter(session, "female", 22) == 32
 
 
-def test_record_served_sets_time_and_count(db_session: Session) -> None:
+def test_record_served_adds_counts_and_keeps_the_latest_time(
+    app: Flask, db_session: Session
+) -> None:
     faces = add_bare(db_session, {("female", 30): 2})
-    when = datetime(2020, 8, 2, 22, 8, 56, tzinfo=UTC)
-    record_served(db_session, [faces[0]], when)
-    record_served(db_session, [faces[0], faces[1]])
+    early = datetime(2020, 8, 2, 22, 8, 56, tzinfo=UTC)
+    late = datetime(2021, 1, 1, tzinfo=UTC)
+    engine = db.get_engine(app)
+    record_served(engine, {faces[0].id: (2, late)})
+    record_served(engine, {faces[0].id: (1, early), faces[1].id: (3, early)})
     db_session.expire_all()
     first, second = (db_session.get(Face, f.id) for f in faces)
-    assert first.times_served == 2 and second.times_served == 1
-    assert first.last_served is not None and first.last_served > when
-    assert second.last_served.tzinfo is not None
+    assert (first.times_served, first.last_served) == (3, late)
+    assert (second.times_served, second.last_served) == (3, early)

@@ -1,0 +1,146 @@
+"""Per-process serving state: the cached cell counts and the buffered serving counters.
+
+Both exist so a random pick costs one indexed SELECT and no write on the request path
+(README, "Benchmark"). Each web process (gunicorn worker) gets its own, created on first
+use after the fork; nothing here is shared between processes except through the database.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+
+from flask import Flask, current_app
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from catalog.db import get_engine
+from catalog.models import utcnow
+from catalog.selection import CellCache, record_served
+
+logger = logging.getLogger(__name__)
+
+_CACHE = "facecat.cells"
+_RECORDER = "facecat.served"
+_create_lock = threading.Lock()
+
+
+class ServedRecorder:
+    """Counts servings in memory and writes them in one batch every ``interval`` seconds.
+
+    Why a batch rather than an UPDATE per request: the write was half the database work
+    of serving a face, and it made concurrent requests for the same face queue on its row
+    lock. Batched, a face served 50 times in a second costs one UPDATE. What it costs:
+    a crash loses at most ``interval`` seconds of counting (a graceful exit flushes), and
+    another process sees a serving up to ``interval`` late. ``pending_since`` keeps the
+    JSON's "previous serving time" exact within the process. ``interval`` 0 writes
+    through on every call instead (and needs no thread).
+    """
+
+    def __init__(self, engine: Engine, interval: float) -> None:
+        self.engine = engine
+        self.interval = interval
+        self.pid = os.getpid()
+        self._pending: dict[int, tuple[int, datetime]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def record(self, face_ids: Iterable[int], when: datetime | None = None) -> None:
+        """Count one serving of each face at ``when`` (now by default)."""
+        when = when or utcnow()
+        if self.interval <= 0:
+            self._write({face_id: (1, when) for face_id in face_ids})
+            return
+        with self._lock:
+            for face_id in face_ids:
+                count, _ = self._pending.get(face_id, (0, when))
+                self._pending[face_id] = (count + 1, when)
+        if self._thread is None:
+            self._start()
+
+    def pending_since(self, face_id: int) -> datetime | None:
+        """When this process last served the face without having written it yet."""
+        entry = self._pending.get(face_id)
+        return entry[1] if entry else None
+
+    def flush(self) -> int:
+        """Write everything pending now; returns how many faces were written."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if batch and not self._write(batch):
+            with self._lock:  # keep the counts for the next attempt
+                for face_id, (count, when) in batch.items():
+                    newer_count, newer_when = self._pending.get(face_id, (0, when))
+                    self._pending[face_id] = (count + newer_count, max(when, newer_when))
+            return 0
+        return len(batch)
+
+    def close(self) -> None:
+        """Stop the flusher thread and write what is left (at exit, at app teardown)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self.flush()
+
+    def _write(self, batch: dict[int, tuple[int, datetime]]) -> bool:
+        try:
+            record_served(self.engine, batch)
+        except SQLAlchemyError:
+            # Counting is best effort: a database hiccup must not fail serving.
+            logger.warning("could not record servings of %d faces", len(batch), exc_info=True)
+            return False
+        return True
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="facecat-served-flush", daemon=True
+            )
+            self._thread.start()
+        atexit.register(self.close)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+
+def _per_process(app: Flask, key: str, make):  # type: ignore[no-untyped-def]
+    """``app.extensions[key]``, rebuilt in a forked child (threads do not survive a fork)."""
+    value = app.extensions.get(key)
+    if value is None or value[0] != os.getpid():
+        with _create_lock:
+            value = app.extensions.get(key)
+            if value is None or value[0] != os.getpid():
+                value = (os.getpid(), make())
+                app.extensions[key] = value
+    return value[1]
+
+
+def get_cell_cache(app: Flask | None = None) -> CellCache:
+    """This process's cell-count cache (FACECAT_CELL_CACHE_SECONDS)."""
+    app = app or current_app
+    return _per_process(app, _CACHE, lambda: CellCache(app.config["CELL_CACHE_SECONDS"]))
+
+
+def get_recorder(app: Flask | None = None) -> ServedRecorder:
+    """This process's serving counter (FACECAT_SERVED_FLUSH_SECONDS)."""
+    app = app or current_app
+    return _per_process(
+        app,
+        _RECORDER,
+        lambda: ServedRecorder(get_engine(app), app.config["SERVED_FLUSH_SECONDS"]),
+    )
+
+
+def shutdown(app: Flask) -> None:
+    """Flush and stop this process's recorder (tests and graceful shutdowns)."""
+    value = app.extensions.pop(_RECORDER, None)
+    if value is not None and value[0] == os.getpid():
+        value[1].close()
