@@ -239,6 +239,18 @@ COMPONENTS: dict[str, Any] = {
         "Unavailable": _json(
             _ref("schemas", "Error"), "The database or the image storage is unreachable."
         ),
+        "Unauthorized": _json(
+            _ref("schemas", "Error"), "The Authorization header names an unknown or revoked key."
+        ),
+        "Throttled": {
+            **_json(_ref("schemas", "Error"), "Over the caller's rate limit."),
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds until the limit admits the next request.",
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            },
+        },
         "Redirect": {
             "description": "Redirect to the image (absolute URL).",
             "headers": {
@@ -444,8 +456,10 @@ INFO: dict[str, Any] = {
     "version": "1",
     "summary": "A self-hosted catalog of generated faces with a fakeface.rest-compatible API.",
     "description": 'Every error is JSON: `{"error": code, "detail": sentence, ...}`. '
-    "Every response carries `Access-Control-Allow-Origin: *`. HEAD is accepted wherever "
-    "GET is (and does not count as serving a face).",
+    "Every response carries `Access-Control-Allow-Origin: *` and `X-User-Class` "
+    "(anon, basic, professional or enterprise, from `Authorization: Token <key>`; an "
+    "unknown key is a 401). Requests over the caller's limits get 429 with `Retry-After`. "
+    "HEAD is accepted wherever GET is (and does not count as serving a face).",
     "license": {"name": "MIT", "identifier": "MIT"},
 }
 
@@ -458,6 +472,11 @@ def document(max_random_count: int = 100) -> dict[str, Any]:
         "paths": copy.deepcopy(PATHS),
         "components": COMPONENTS,
     }
+    # Keys and limits apply to every operation (catalog.keys, catalog.limits).
+    for item in doc["paths"].values():
+        for operation in item.values():
+            operation["responses"].setdefault("401", _ref("responses", "Unauthorized"))
+            operation["responses"].setdefault("429", _ref("responses", "Throttled"))
     count = doc["paths"]["/api/v1/faces/random"]["get"]["parameters"][0]
     count["schema"]["maximum"] = max_random_count
     count["description"] = f"How many faces (1..{max_random_count})."
