@@ -15,7 +15,19 @@ from flask import Flask
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: declared defaults < FACECAT_* environment < ``test_config``."""
-    from catalog import api, config, db, errors, images, keys, limits, openapi, status, storage
+    from catalog import (
+        api,
+        avatar,
+        config,
+        db,
+        errors,
+        images,
+        keys,
+        limits,
+        openapi,
+        status,
+        storage,
+    )
     from catalog.cli import init_app as init_cli
 
     # No static folder: every URL is an API route, and /static would be an undocumented one.
@@ -37,7 +49,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Authentication first: the limiter's before_request keys on the caller it sets.
     keys.init_app(app)
     limits.init_app(app)
-    for blueprint in (api.bp, images.bp, status.bp, openapi.bp):
+    avatar.init_app(app)
+    for blueprint in (api.bp, images.bp, avatar.bp, status.bp, openapi.bp):
         app.register_blueprint(blueprint)
     init_cli(app)
     # On-demand generation is the supplier catalog.fallback hands unmet filters to.
