@@ -21,6 +21,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         config,
         db,
         errors,
+        generate,
         images,
         keys,
         limits,
@@ -50,7 +51,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     keys.init_app(app)
     limits.init_app(app)
     avatar.init_app(app)
-    for blueprint in (api.bp, images.bp, avatar.bp, status.bp, openapi.bp):
+    for blueprint in (api.bp, images.bp, avatar.bp, generate.bp, status.bp, openapi.bp):
         app.register_blueprint(blueprint)
     init_cli(app)
     # On-demand generation is the supplier catalog.fallback hands unmet filters to.

@@ -146,5 +146,14 @@ def init_app(app: Flask) -> None:
         app,
         origins="*",
         send_wildcard=True,
-        expose_headers=["ETag", "Retry-After", "X-User-Class", "Location"],
+        expose_headers=[
+            "ETag",
+            "Retry-After",
+            "X-User-Class",
+            "Location",
+            "X-Face-Age",
+            "X-Face-Gender",
+            "X-Face-Seed",
+            "X-Face-Id",
+        ],
     )

@@ -1,0 +1,121 @@
+"""``GET /api/v1/generate``: a face made on request (Face Studio's generate endpoint).
+
+Order of checks, so each answer is the cheapest true one: parameters (400 naming the
+parameter), plan (``seed`` needs professional or above: 403), models available (503, and
+no budget spent), generation budget (``catalog.limits.charge_generation``: 429), then the
+render in ``ingest.seeded``. torch is imported only when the first request arrives.
+
+The response is the image itself; ``X-Face-Age`` and ``X-Face-Gender`` say what the
+augmentation-robust estimator sees in it (which may differ from what was asked: the
+generator cannot reach every age), ``X-Face-Seed`` the seed used when one was given.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+
+from catalog.errors import ApiError
+from catalog.keys import require_class
+from catalog.limits import charge_generation
+from catalog.params import invalid, parse_choice, parse_int
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("generate", __name__)
+
+MIN_SEED, MAX_SEED = 1, 2**32
+MIN_RESOLUTION, MAX_RESOLUTION, DEFAULT_RESOLUTION = 64, 1024, 256
+FORMATS = ("jpeg", "webp")
+SEED_CLASS = "professional"
+STUDIO_EXTENSION = "facecat.studio"
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_studio_lock = threading.Lock()
+
+
+def parse_seed(args: Mapping[str, str]) -> int | None:
+    """``seed`` in 1..2^32, or None when absent."""
+    raw = args.get("seed")
+    if raw is None:
+        return None
+    if not _DIGITS.fullmatch(raw) or not MIN_SEED <= int(raw) <= MAX_SEED:
+        raise invalid("seed", f"seed must be an integer from 1 to {MAX_SEED} (got {raw!r}).")
+    return int(raw)
+
+
+def parse_age(args: Mapping[str, str]) -> int | None:
+    """``age`` in 0..100, or None when absent (the seed's own age)."""
+    if args.get("age") is None:
+        return None
+    return parse_int(args, "age", 0, 0, 100)
+
+
+def get_studio(app: Flask | None = None) -> Any:
+    """The app's ``SeededStudio``, created on first use (importing torch only then)."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    studio = app.extensions.get(STUDIO_EXTENSION)
+    if studio is None:
+        with _studio_lock:
+            studio = app.extensions.get(STUDIO_EXTENSION)
+            if studio is None:
+                from ingest.seeded import studio_for
+
+                studio = studio_for(app.config)
+                app.extensions[STUDIO_EXTENSION] = studio
+    return studio
+
+
+def _models_ready(studio: Any) -> None:
+    """Load the models (once) or answer 503 naming what is missing; nothing is charged."""
+    try:
+        studio.models  # noqa: B018 - the property loads them
+    except Exception as exc:
+        logger.error("seeded generation unavailable: %s", exc)
+        raise ApiError(
+            503,
+            "generator_unavailable",
+            "The generation models are not available on this server; try again later.",
+            headers={"Retry-After": "60"},
+        ) from None
+
+
+@bp.get("/api/v1/generate")
+def generate() -> Response:
+    """A generated face as image bytes; same parameters and seed, same bytes."""
+    gender = parse_choice(request.args, "gender", ("male", "female"))
+    age = parse_age(request.args)
+    seed = parse_seed(request.args)
+    resolution = parse_int(
+        request.args, "resolution", DEFAULT_RESOLUTION, MIN_RESOLUTION, MAX_RESOLUTION
+    )
+    image_format = parse_choice(request.args, "image_format", FORMATS) or "jpeg"
+    if seed is not None:
+        require_class(SEED_CLASS, "The seed parameter")
+    studio = get_studio()
+    _models_ready(studio)
+    charge_generation()
+    face = studio.render(
+        seed if seed is not None else MIN_SEED + secrets.randbelow(MAX_SEED),
+        gender=gender,
+        age=age,
+        resolution=resolution,
+        image_format=image_format,
+        quality=current_app.config["JPEG_QUALITY"],
+    )
+    response = Response(face.data, mimetype=face.content_type)
+    response.headers["X-Face-Age"] = str(round(face.estimated_age))
+    response.headers["X-Face-Gender"] = face.estimated_gender
+    if seed is not None:
+        response.headers["X-Face-Seed"] = str(seed)
+        # Deterministic, but only for the key that may ask for it (Vary: Authorization).
+        response.cache_control.private = True
+        response.cache_control.max_age = 86400
+    else:
+        response.cache_control.no_store = True
+    return response

@@ -1,0 +1,223 @@
+"""``/api/v1/generate``: parameters, plan gating, budget, determinism, headers, model loading.
+
+Most tests run the real ``ingest.seeded`` code on a randomly initialised conditional
+network (a real weights file with its checksum, made here) and a fake estimator, so they
+need no trained weights; ``test_real_weights_*`` use the committed weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+from catalog import generate
+from ingest.generators import conditional as cond
+from ingest.seeded import SeededStudio, StudioModels
+from tests.conftest import CI
+from tests.ingest.fakes import FakeEstimator
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A randomly initialised conditional network saved as a weights file, and its sha256."""
+    torch.manual_seed(0)
+    network = cond.ConditionalDCGAN()
+    for module in network.modules():  # non-zero condition paths, so conditions matter
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=0.05)
+    path = tmp_path_factory.mktemp("weights") / "conditional.pt"
+    torch.save(network.state_dict(), path)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fake_studio(weights: tuple[Path, str], loads: list[int] | None = None) -> SeededStudio:
+    def loader() -> StudioModels:
+        if loads is not None:
+            loads.append(1)
+        path, sha = weights
+        generator = cond.ConditionalGenerator(path, device="cpu", expected_sha256=sha)
+        return StudioModels(generator, FakeEstimator())
+
+    return SeededStudio(loader)
+
+
+@pytest.fixture
+def app(app_factory: Callable[..., Flask], random_weights: tuple[Path, str]) -> Flask:
+    app = app_factory()
+    app.extensions[generate.STUDIO_EXTENSION] = fake_studio(random_weights)
+    return app
+
+
+def make_key(app: Flask, user_class: str) -> dict[str, str]:
+    result = app.test_cli_runner().invoke(
+        args=[
+            "keys",
+            "create",
+            "--owner",
+            f"{user_class}{os.urandom(4).hex()}@example.com",
+            "--name",
+            "gen",
+            "--class",
+            user_class,
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    return {"Authorization": f"Token {result.output.strip().splitlines()[-1]}"}
+
+
+def test_anon_gets_one_image_then_429(client: FlaskClient) -> None:
+    response = client.get("/api/v1/generate?gender=female&age=30")
+    assert response.status_code == 200
+    assert response.mimetype == "image/jpeg"
+    assert Image.open(io.BytesIO(response.data)).size == (256, 256)
+    assert response.headers["X-Face-Gender"] in ("male", "female")
+    assert 0 <= int(response.headers["X-Face-Age"]) <= 255
+    assert response.headers["X-User-Class"] == "anon"
+    assert response.headers["Cache-Control"] == "no-store"
+    again = client.get("/api/v1/generate")
+    assert again.status_code == 429
+    assert again.get_json()["error"] == "throttled"
+    assert int(again.headers["Retry-After"]) >= 59
+
+
+@pytest.mark.parametrize(
+    "query, parameter",
+    [
+        ("gender=other", "gender"),
+        ("age=101", "age"),
+        ("age=-1", "age"),
+        ("age=x", "age"),
+        ("seed=0", "seed"),
+        ("seed=4294967297", "seed"),
+        ("seed=1.5", "seed"),
+        ("resolution=63", "resolution"),
+        ("resolution=1025", "resolution"),
+        ("image_format=png", "image_format"),
+    ],
+)
+def test_invalid_parameters_are_400_and_cost_nothing(
+    client: FlaskClient, query: str, parameter: str
+) -> None:
+    response = client.get(f"/api/v1/generate?{query}")
+    assert response.status_code == 400
+    assert response.get_json()["parameter"] == parameter
+    assert client.get("/api/v1/generate").status_code == 200  # the budget is untouched
+
+
+@pytest.mark.parametrize("user_class, status", [("basic", 403), ("professional", 200)])
+def test_seed_needs_professional_or_above(
+    app: Flask, client: FlaskClient, user_class: str, status: int
+) -> None:
+    response = client.get("/api/v1/generate?seed=7", headers=make_key(app, user_class))
+    assert response.status_code == status
+    if status == 403:
+        body = response.get_json()
+        assert body["error"] == "forbidden" and body["required_class"] == "professional"
+
+
+def test_anon_seed_is_403_json(client: FlaskClient) -> None:
+    response = client.get("/api/v1/generate?seed=7")
+    assert response.status_code == 403
+    assert response.get_json()["user_class"] == "anon"
+
+
+def test_same_parameters_give_identical_bytes(app: Flask, client: FlaskClient) -> None:
+    headers = make_key(app, "enterprise")
+    query = "/api/v1/generate?seed=123456&gender=male&age=40&resolution=96&image_format=webp"
+    first = client.get(query, headers=headers)
+    assert first.status_code == 200 and first.mimetype == "image/webp"
+    assert Image.open(io.BytesIO(first.data)).size == (96, 96)
+    assert first.headers["X-Face-Seed"] == "123456"
+    assert "private" in first.headers["Cache-Control"]
+    assert client.get(query, headers=headers).data == first.data
+    older = client.get(query.replace("age=40", "age=70"), headers=headers)
+    assert older.data != first.data  # the condition changes the picture
+    seed_only = "/api/v1/generate?seed=99&resolution=64"
+    assert (
+        client.get(seed_only, headers=headers).data == client.get(seed_only, headers=headers).data
+    )
+
+
+def test_missing_models_are_503_and_cost_nothing(app_factory: Callable[..., Flask]) -> None:
+    app = app_factory()
+
+    def broken() -> StudioModels:
+        raise cond.ConditionalWeightsError("weights are missing")
+
+    app.extensions[generate.STUDIO_EXTENSION] = SeededStudio(broken)
+    client = app.test_client()
+    response = client.get("/api/v1/generate")
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "generator_unavailable"
+    with app.test_request_context():
+        from catalog.limits import generation_budget
+
+        assert [remaining for _, remaining in generation_budget()] == [1, 60]
+
+
+def test_models_load_once_under_concurrent_first_requests(
+    random_weights: tuple[Path, str],
+) -> None:
+    loads: list[int] = []
+    studio = fake_studio(random_weights, loads)
+    threads = [threading.Thread(target=lambda: studio.models) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert loads == [1]
+
+
+# --- the committed weights ---------------------------------------------------------------
+
+
+def real_studio() -> SeededStudio:
+    """The conditional generator's committed weights (or FACECAT_TEST_CONDITIONAL_WEIGHTS)."""
+    from analysis.estimators import load_estimator
+    from tests.ingest.conftest import REPO_ROOT
+
+    override = os.environ.get("FACECAT_TEST_CONDITIONAL_WEIGHTS")
+    weights = Path(override) if override else cond.DEFAULT_WEIGHTS
+    models_dir = os.environ.get("FACECAT_MODELS_DIR") or REPO_ROOT / "instance" / "models"
+    if not weights.is_file():
+        message = f"conditional generator weights {weights} are not here"
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+    def loader() -> StudioModels:
+        generator = cond.ConditionalGenerator(weights, device="cpu")
+        return StudioModels(generator, load_estimator("faceapi", models_dir, device="cpu"))
+
+    return SeededStudio(loader)
+
+
+@pytest.mark.model
+def test_real_weights_are_deterministic_and_keep_identity_across_ages() -> None:
+    studio = real_studio()
+    first = studio.render(2024, gender="female", age=30, resolution=64)
+    assert studio.render(2024, gender="female", age=30, resolution=64).data == first.data
+    assert 0 <= first.estimated_age <= 100 and 0 <= first.estimated_p_female <= 1
+
+    def pixels(seed: int, age: int) -> np.ndarray:
+        latents = studio.models.generator.sample_latents([seed])
+        return studio.models.generator.generate_for("male", age, latents)[0].float().numpy()
+
+    # Identity: one seed at two ages is closer than two seeds at one age, on average.
+    same, other = [], []
+    for seed in range(1, 9):
+        young, old = pixels(seed, 20), pixels(seed, 60)
+        same.append(np.abs(young - old).mean())
+        other.append(np.abs(young - pixels(seed + 1000, 20)).mean())
+    assert np.mean(same) < np.mean(other)
