@@ -227,6 +227,15 @@ COMPONENTS: dict[str, Any] = {
             },
         },
     },
+    "securitySchemes": {
+        "Token": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Authorization: Token <key>` (keys come from `facecat keys "
+            "create`). Optional: without it the caller is anon.",
+        }
+    },
     "responses": {
         "InvalidParameter": _json(
             _ref("schemas", "InvalidParameter"), "A query parameter is invalid; it is named."
@@ -394,6 +403,127 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/avatar/{identifier}": {
+        "get": {
+            "summary": "A stable avatar for an identifier",
+            "description": "A square image of a catalog face chosen by hashing the "
+            "identifier and the filters (rendezvous hashing over the matching faces): the "
+            "same face on every call and every server, and when the catalog grows by 10% "
+            "about 9% of identifiers change face (only to new faces). "
+            "`Cache-Control: public, max-age=FACECAT_AVATAR_MAX_AGE`, a strong ETag, 304 on "
+            "`If-None-Match`. Counted against the image-fetch limit.",
+            "tags": ["images"],
+            "parameters": [
+                {
+                    "name": "identifier",
+                    "in": "path",
+                    "required": True,
+                    "description": "Any string naming the user (an e-mail, a user id).",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                },
+                {
+                    "name": "size",
+                    "in": "query",
+                    "required": False,
+                    "description": "Edge of the square image in pixels.",
+                    "schema": {"type": "integer", "minimum": 16, "maximum": 1024, "default": 128},
+                },
+                *FILTERS,
+                {
+                    "name": "image_format",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["jpeg", "webp"], "default": "jpeg"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The avatar.",
+                    "headers": {
+                        "ETag": {"schema": {"type": "string"}},
+                        "Cache-Control": {"schema": {"type": "string"}},
+                        "X-Face-Id": {
+                            "description": "Id of the catalog face shown.",
+                            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                        },
+                    },
+                    "content": {
+                        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                        "image/webp": {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
+                "304": {"description": "Not modified (If-None-Match matched the ETag)."},
+                **_pick_errors(),
+            },
+        }
+    },
+    "/api/v1/generate": {
+        "get": {
+            "summary": "Generate a face",
+            "description": "A face made on request by the conditional generator: the seed "
+            "fixes the identity, `gender` and `age` the condition, so one seed at ages "
+            "1..75 ages one person. The same parameters give the same bytes. `seed` needs "
+            "a professional or enterprise key (403 otherwise). Charged against the "
+            "caller's generation limit (per class, burst and daily). `X-Face-Age` and "
+            "`X-Face-Gender` report what the estimator robustly sees in the image, which "
+            "can differ from what was asked.",
+            "tags": ["generation"],
+            "parameters": [
+                _ref("parameters", "gender"),
+                {
+                    "name": "age",
+                    "in": "query",
+                    "required": False,
+                    "description": "Age in years to render. Default: the seed's own.",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 100},
+                },
+                {
+                    "name": "seed",
+                    "in": "query",
+                    "required": False,
+                    "description": "Identity seed (professional keys and above).",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 4294967296},
+                },
+                {
+                    "name": "resolution",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 64, "maximum": 1024, "default": 256},
+                },
+                {
+                    "name": "image_format",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["jpeg", "webp"], "default": "jpeg"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The generated image.",
+                    "headers": {
+                        "X-Face-Age": {
+                            "description": "Age the robust estimator sees (years).",
+                            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                        },
+                        "X-Face-Gender": {
+                            "description": "Gender the robust estimator sees.",
+                            "schema": {"type": "string", "enum": ["male", "female"]},
+                        },
+                    },
+                    "content": {
+                        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                        "image/webp": {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
+                "400": _ref("responses", "InvalidParameter"),
+                "403": _json(_ref("schemas", "Error"), "`seed` needs a professional key or above."),
+                "503": _json(
+                    _ref("schemas", "Error"),
+                    "The generation models or the rate-limit store are unavailable.",
+                ),
+            },
+        }
+    },
     "/stats": {
         "get": {
             "summary": "What the catalog holds",
@@ -471,6 +601,8 @@ def document(max_random_count: int = 100) -> dict[str, Any]:
         "info": INFO,
         "paths": copy.deepcopy(PATHS),
         "components": COMPONENTS,
+        # Optional authentication: anonymous ({}) or a token key.
+        "security": [{}, {"Token": []}],
     }
     # Keys and limits apply to every operation (catalog.keys, catalog.limits).
     for item in doc["paths"].values():
