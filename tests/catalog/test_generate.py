@@ -7,7 +7,6 @@ need no trained weights; ``test_real_weights_*`` use the committed weights.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import threading
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
@@ -24,32 +22,17 @@ from PIL import Image
 from catalog import generate
 from ingest.generators import conditional as cond
 from ingest.seeded import SeededStudio, StudioModels
+from tests.catalog import studio_fakes
 from tests.conftest import CI
-from tests.ingest.fakes import FakeEstimator
 
 
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A randomly initialised conditional network saved as a weights file, and its sha256."""
-    torch.manual_seed(0)
-    network = cond.ConditionalDCGAN()
-    for module in network.modules():  # non-zero condition paths, so conditions matter
-        if isinstance(module, torch.nn.Linear):
-            torch.nn.init.normal_(module.weight, std=0.05)
-    path = tmp_path_factory.mktemp("weights") / "conditional.pt"
-    torch.save(network.state_dict(), path)
-    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+    return studio_fakes.random_weights(tmp_path_factory.mktemp("weights"))
 
 
-def fake_studio(weights: tuple[Path, str], loads: list[int] | None = None) -> SeededStudio:
-    def loader() -> StudioModels:
-        if loads is not None:
-            loads.append(1)
-        path, sha = weights
-        generator = cond.ConditionalGenerator(path, device="cpu", expected_sha256=sha)
-        return StudioModels(generator, FakeEstimator())
-
-    return SeededStudio(loader)
+fake_studio = studio_fakes.random_studio
 
 
 @pytest.fixture
