@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from app import create_app
 from catalog import db, openapi
 from catalog.storage import get_storage
+from tests.catalog.studio_fakes import random_studio, random_weights
 from tests.factories import make_face
 
 
@@ -52,6 +53,8 @@ def seeded_app(
     with db.session_scope(app) as session:
         for gender, age in [("female", 8), ("female", 31), ("male", 31), ("male", 64)]:
             make_face(session, get_storage(app), gender=gender, age=age, commit=False)
+    # Generation's contract, not the trained weights': a random network renders in ms.
+    app.extensions["facecat.studio"] = random_studio(random_weights(tmp / "weights"))
     yield app
     db.get_engine(app).dispose()
     if request.param == "postgresql":
