@@ -396,11 +396,12 @@ SETTINGS: tuple[Setting, ...] = (
         "limits",
     ),
     Setting(
-        "RATELIMIT_STRATEGY",
+        "RATELIMIT_GENERATION_STRATEGY",
         "moving-window",
-        "Counting strategy of the limits library: moving-window (exact bursts), "
-        "fixed-window (cheapest; up to twice a limit across a window edge) or "
-        "sliding-window-counter.",
+        "Counting strategy of the generation limits: moving-window (exact bursts: one "
+        "entry per generation), fixed-window (one counter; up to twice a limit across a "
+        "window edge) or sliding-window-counter. Lookup and image limits always use "
+        "fixed-window, the cheapest per request.",
         _choice("moving-window", "fixed-window", "sliding-window-counter"),
         "limits",
     ),

@@ -170,7 +170,9 @@ def init_app(app: Flask) -> None:
     limiter = Limiter(
         key_func=rate_key,
         storage_uri=app.config["RATELIMIT_STORAGE_URL"],
-        strategy=app.config["RATELIMIT_STRATEGY"],
+        # Lookups and images: one INCR per request; their limits are generous, so the
+        # fixed window's edge effect (up to 2x across a boundary) does not matter.
+        strategy="fixed-window",
         key_prefix=KEY_PREFIX,
         headers_enabled=False,
         # Lookups keep working on per-process counters if Redis goes away (logged);
@@ -183,7 +185,7 @@ def init_app(app: Flask) -> None:
         )
     limiter.init_app(app)
     app.extensions[_EXTENSION] = limiter
-    app.extensions[_GENERATION_EXTENSION] = STRATEGIES[app.config["RATELIMIT_STRATEGY"]](
+    app.extensions[_GENERATION_EXTENSION] = STRATEGIES[app.config["RATELIMIT_GENERATION_STRATEGY"]](
         limiter.storage
     )
     app.register_error_handler(RateLimitExceeded, _handle_exceeded)
