@@ -2,7 +2,7 @@
 
 ``measure-yields`` seeds the ``cell_yield`` table from a measurement instead of
 hard-coded numbers: it generates candidates with each strategy, applies the same checks an
-on-demand run applies (age range, broken image, the augmentation-robust verdict), and
+on-demand run applies (age range, broken image, black border, the augmentation-robust verdict), and
 adds tried / passed / seconds per (gender, decade band). The seconds recorded per cell
 are what an on-demand run for that cell would spend: generation and the plain estimate
 for every candidate, plus the robust re-estimate for the candidates its prefilter
@@ -61,14 +61,18 @@ def _check(
 ) -> tuple[np.ndarray, Any, Any, float, float]:
     """(usable mask, plain verdict, robust verdict, plain seconds, robust seconds/face)."""
     from analysis.robust import robust_predict
-    from ingest.gates import AgeRangeGate, BrokenImageGate, Candidates
+    from ingest.gates import AgeRangeGate, BlackBorderGate, BrokenImageGate, Candidates
 
     start = time.perf_counter()
     plain = estimator.predict(images)
     plain_seconds = time.perf_counter() - start
     batch = Candidates(images, np.asarray(plain.age, float), np.asarray(plain.p_female, float))
     pending = np.ones(len(images), dtype=bool)
-    usable = ~(AgeRangeGate().reject(batch, pending) | BrokenImageGate().reject(batch, pending))
+    usable = ~(
+        AgeRangeGate().reject(batch, pending)
+        | BrokenImageGate().reject(batch, pending)
+        | BlackBorderGate().reject(batch, pending)
+    )
     start = time.perf_counter()
     robust = robust_predict(estimator, images)
     robust_per_face = (time.perf_counter() - start) / max(len(images), 1)

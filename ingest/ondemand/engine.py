@@ -12,7 +12,7 @@ matches. In order:
    generation, and generates; everyone else waits for its run and takes a face it
    admitted. Joiners are not charged: they cost no generation.
 3. **Generate** through ``ingest.pipeline.run_ingest`` with the strategy's generator
-   adapter and the on-demand gates (age range, broken image, a cheap prefilter on the
+   adapter and the on-demand gates (age range, broken image, black border, a prefilter on the
    plain verdict, the augmentation-robust verdict against the filter, near-duplicates).
    Every passing candidate of the batches run is admitted (objects first, row last);
    the run stops after the first batch that admitted a face, or when the next batch
@@ -45,6 +45,7 @@ from catalog.selection import Filters
 from catalog.storage import Storage
 from ingest.gates import (
     AgeRangeGate,
+    BlackBorderGate,
     BrokenImageGate,
     Gate,
     HashIndex,
@@ -415,6 +416,7 @@ class OnDemand:
         return [
             AgeRangeGate(),
             BrokenImageGate(),
+            BlackBorderGate(),
             TargetPrefilterGate(filters),
             RobustVerdictGate(estimator, self.settings.gender_threshold, target=filters),
             NearDuplicateGate(self.index, self.settings.duplicate_distance),

@@ -98,9 +98,8 @@ class Plan:
 
     @property
     def candidates(self) -> int:
-        """Candidates that fit in the budget, in whole batches (a batch is indivisible)."""
-        batches = math.floor(self.budget / (self.cost * self.batch_size)) if self.cost > 0 else 0
-        return batches * self.batch_size
+        """Candidates that fit in the budget (the engine shrinks batches to fit it)."""
+        return math.floor(self.budget / self.cost) if self.cost > 0 else 0
 
     @property
     def success(self) -> float:
@@ -109,10 +108,10 @@ class Plan:
 
     @property
     def expected_seconds(self) -> float:
-        """Expected time to the first passing face: at least one batch."""
+        """Expected time to the first passing face (geometric: cost / rate)."""
         if self.rate <= 0:
             return math.inf
-        return max(self.cost / self.rate, self.cost * self.batch_size)
+        return self.cost / self.rate
 
     def as_dict(self) -> dict[str, object]:
         """For logs, the CLI and the README table."""

@@ -112,7 +112,7 @@ def test_choice_goes_by_expected_time_and_refuses_hopeless_cells() -> None:
         (OPTIMISE, "female", 40): (100, 60, 170.0),  # 60% at 1.7 s
         (SAMPLE, "female", 60): (10000, 0, 100.0),
         (CONDITIONAL, "female", 60): (10000, 0, 200.0),
-        (OPTIMISE, "female", 60): (100, 10, 170.0),  # reachable, but not in 4 s
+        (OPTIMISE, "female", 60): (100, 3, 170.0),  # reachable, but not in 4 s
     }
     sizes = {SAMPLE: 32, CONDITIONAL: 32, OPTIMISE: 8}
     options = plans(
@@ -434,3 +434,85 @@ def test_measure_yields_command_records_measured_rows(app: Flask, runner, monkey
     assert female.passed + male.passed == 64 and 4 <= female.passed <= 30
     assert empty.passed == 0 and female.seconds > 0
     assert "| sample | female | 40-49 | 64 |" in result.output
+
+
+# --- guarded optimisation with a tiny differentiable fake -----------------------------------
+
+
+class _DiffGenerator:
+    """Latent (age offset, gender offset, 2 texture dims) → face; differentiable."""
+
+    name = "diff"
+    checksum = "d" * 64
+    latent_dim = 4
+    native_size = 64
+
+    def __init__(self) -> None:
+        import torch
+
+        self.device = torch.device("cpu")
+        grid = torch.linspace(0, 6.28, 64)
+        self.texture = 60 + 25 * torch.sin(grid)[:, None] * torch.cos(grid)[None, :]
+
+    def sample_latents(self, seeds):  # type: ignore[no-untyped-def]
+        import numpy as np
+        import torch
+
+        rows = [np.random.default_rng(int(s)).standard_normal(4) for s in seeds]
+        return torch.tensor(np.array(rows), dtype=torch.float32)
+
+    def render(self, latents):  # type: ignore[no-untyped-def]
+        import torch
+
+        age = 30 + 10 * latents[:, 0]
+        female = 50 + 40 * latents[:, 1]
+        t = self.texture[None] + latents[:, 2:3, None] * 5
+        return torch.stack([t + age[:, None, None], t + female[:, None, None], t], dim=-1)
+
+    def generate(self, latents, batch_size=256):  # type: ignore[no-untyped-def]
+        import torch
+
+        with torch.inference_mode():
+            return self.render(latents).round().clamp(0, 255).to(torch.uint8)
+
+
+class _DiffEstimator(RobustFakeEstimator):
+    def predict_tensor(self, images):  # type: ignore[no-untyped-def]
+        centre = images[:, 16:48, 16:48, :]
+        age = (centre[..., 0] - centre[..., 2]).mean(dim=(1, 2))
+        p = ((centre[..., 1] - centre[..., 2]).mean(dim=(1, 2)) / 100).clamp(0, 1)
+        return age, p
+
+
+def test_guided_optimiser_moves_latents_into_the_cell_under_augmentation() -> None:
+    from analysis.robust import cell_match, robust_predict
+    from ingest.ondemand.strategies import GuidedOptimiser
+
+    generator, estimator = _DiffGenerator(), _DiffEstimator()
+    seeds = list(range(8))
+    before = robust_predict(estimator, generator.generate(generator.sample_latents(seeds)).numpy())
+    optimiser = GuidedOptimiser(generator, estimator, "female", 40, 49, steps=60, lr=0.15)  # type: ignore[arg-type]
+    latents = optimiser.sample_latents(seeds)
+    after = robust_predict(estimator, generator.generate(latents).numpy())
+    hit_before = cell_match(before, "female", (40, 49), 0.8).mean()
+    hit_after = cell_match(after, "female", (40, 49), 0.8).mean()
+    assert hit_before < 0.2 and hit_after >= 0.75, (hit_before, hit_after)
+    assert optimiser.name == "diff-guided" and sum(optimiser.aims.values()) == 8
+    # The prior keeps the latents typical: no coordinate runs off to extreme values.
+    assert float(latents.abs().max()) < 6.0
+
+
+def test_generation_budget_is_charged_once_per_run_through_the_api(app: Flask, client) -> None:  # type: ignore[no-untyped-def]
+    generator = RobustFakeGenerator(
+        mix((0.3, FakeFace(45.0, 0.95)), (0.3, FakeFace(55.0, 0.05)), (0.4, COMMON))
+    )
+    make_engine(app, generator)
+    url = "/face/json?gender={}&minimum_age={}&maximum_age={}"
+    assert client.get(url.format("female", 40, 49)).status_code == 200  # anon: 1/minute
+    # Served from the catalog now: no generation, no charge.
+    assert client.get(url.format("female", 40, 49)).status_code == 200
+    made = generator.generated
+    throttled = client.get(url.format("male", 50, 59))
+    assert throttled.status_code == 429, throttled.get_json()
+    assert throttled.get_json()["error"] == "throttled" and "Retry-After" in throttled.headers
+    assert generator.generated == made  # refused before generating
