@@ -51,10 +51,22 @@ def engine_url(url: str) -> URL:
     return parsed
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the settings each backend needs to serve concurrent requests."""
+def make_engine(url: str, *, serving: bool = False) -> Engine:
+    """An engine with the settings each backend needs to serve concurrent requests.
+
+    ``serving=True`` makes the engine of the request fast path (``get_connection``):
+    connections are opened in autocommit mode, so single SELECTs send no BEGIN/COMMIT
+    and checkouts never switch isolation levels (a round trip each with psycopg2), and
+    they are not pinged on checkout. Without the ping, the first request after a
+    database restart fails with a 503 and SQLAlchemy then replaces the whole pool;
+    with it, every request pays one more round trip. Ingest and the CLI keep the ping.
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            **({"isolation_level": "AUTOCOMMIT"} if serving else {}),
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -66,6 +78,10 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
+    if serving:
+        return create_engine(
+            engine_url(url), isolation_level="AUTOCOMMIT", pool_size=5, max_overflow=10
+        )
     # values_plus_batch: psycopg2 sends executemany UPDATEs (the batched serving counters)
     # 100 per round trip instead of one by one.
     return create_engine(
@@ -85,6 +101,23 @@ def get_engine(app: Flask | None = None) -> Engine:
         state["engine"] = make_engine(app.config["DATABASE_URL"])
         state["sessionmaker"] = sessionmaker(state["engine"], expire_on_commit=False)
     return state["engine"]
+
+
+def get_serving_engine(app: Flask | None = None) -> Engine:
+    """The engine behind ``get_connection`` (see ``make_engine(serving=True)``)."""
+    app = app or current_app
+    state = app.extensions.setdefault("facecat.db", {})
+    if "serving_engine" not in state:
+        state["serving_engine"] = make_engine(app.config["DATABASE_URL"], serving=True)
+    return state["serving_engine"]
+
+
+def dispose(app: Flask) -> None:
+    """Close every pooled connection of the app's engines (tests, forks, shutdown)."""
+    for key in ("engine", "serving_engine"):
+        engine = app.extensions.get("facecat.db", {}).get(key)
+        if engine is not None:
+            engine.dispose()
 
 
 def session_factory(app: Flask | None = None) -> sessionmaker[Session]:
@@ -108,7 +141,7 @@ def get_connection() -> Connection:
     they skip both (and psycopg2's BEGIN/COMMIT round trips).
     """
     if "db_connection" not in g:
-        g.db_connection = get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
+        g.db_connection = get_serving_engine().connect()
     return g.db_connection
 
 

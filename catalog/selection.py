@@ -60,7 +60,26 @@ _CELLS = (
     .where(CELL.c.n > 0)
     .order_by(CELL.c.gender, CELL.c.age)
 )
-_SEEK_ROW = select(FACE).where(
+# What a served face's JSON needs (not the latent vector, hash or provenance).
+SERVE_COLUMNS = [
+    FACE.c[name]
+    for name in (
+        "id",
+        "gender",
+        "age",
+        "slot",
+        "p_female",
+        "filename",
+        "image_key",
+        "thumb_key",
+        "width",
+        "height",
+        "date_added",
+        "last_served",
+        "generator",
+    )
+]
+_SEEK_ROW = select(*SERVE_COLUMNS).where(
     FACE.c.gender == bindparam("g"), FACE.c.age == bindparam("a"), FACE.c.slot == bindparam("s")
 )
 _SEEK_FACE = select(Face).where(
@@ -105,6 +124,31 @@ class CellCount:
     gender: str
     age: int
     n: int
+
+
+@dataclass(frozen=True)
+class CellIndex:
+    """The cells inside one filter with their cumulative counts: index → position."""
+
+    cells: tuple[CellCount, ...]
+    bounds: tuple[int, ...]  # bounds[i] = faces in cells[0..i]
+
+    @classmethod
+    def build(cls, cells: Iterable[CellCount]) -> CellIndex:
+        """Index ``cells`` (in their given order)."""
+        cells = tuple(cells)
+        return cls(cells, tuple(itertools.accumulate(cell.n for cell in cells)))
+
+    @property
+    def total(self) -> int:
+        """Faces in all the cells."""
+        return self.bounds[-1] if self.bounds else 0
+
+    def position(self, index: int) -> Position:
+        """The (gender, age, slot) of the ``index``-th face, 0 ≤ index < total."""
+        i = bisect.bisect_right(self.bounds, index)
+        start = self.bounds[i - 1] if i else 0
+        return (self.cells[i].gender, self.cells[i].age, index - start)
 
 
 # --- writers ----------------------------------------------------------------------------
@@ -229,12 +273,14 @@ class CellCache:
     counts cannot produce a wrong face: a slot that no longer exists is a miss, and
     ``pick_random`` then reads fresh counts. They can only keep faces added since the
     read from being picked, for at most ``max_age``; and an empty result is never
-    trusted, so a face made on demand is found at once.
+    trusted, so a face made on demand is found at once. The per-filter ``CellIndex`` is
+    kept too, so a warm pick does no Python work proportional to the number of cells.
     """
 
     def __init__(self, max_age: float) -> None:
         self.max_age = max_age
         self._cells: list[CellCount] | None = None
+        self._indexes: dict[Filters, CellIndex] = {}
         self._read_at = 0.0
         self._lock = threading.Lock()
 
@@ -245,30 +291,29 @@ class CellCache:
             return cells
         cells = all_cells(executor)
         with self._lock:
-            self._cells, self._read_at = cells, time.monotonic()
+            self._cells, self._indexes, self._read_at = cells, {}, time.monotonic()
         return cells
+
+    def index(self, executor: Executor, filters: Filters, fresh: bool = False) -> CellIndex:
+        """The cells inside ``filters``, indexed (from the cached counts unless ``fresh``)."""
+        cells = self.get(executor, fresh)
+        indexes = self._indexes
+        index = indexes.get(filters)
+        if index is None or fresh:
+            index = CellIndex.build(select_cells(cells, filters))
+            if self._cells is cells:  # not replaced meanwhile by another thread
+                indexes[filters] = index
+        return index
 
     def invalidate(self) -> None:
         """Forget the counts (the next pick reads them)."""
         with self._lock:
-            self._cells = None
-
-
-def _position_mapper(cells: Sequence[CellCount]) -> Callable[[int], Position]:
-    """A function from an index in 0..total-1 to its (gender, age, slot) position."""
-    bounds = list(itertools.accumulate(cell.n for cell in cells))
-
-    def position(index: int) -> Position:
-        i = bisect.bisect_right(bounds, index)
-        start = bounds[i - 1] if i else 0
-        return (cells[i].gender, cells[i].age, index - start)
-
-    return position
+            self._cells, self._indexes = None, {}
 
 
 def draw_positions(
     rng: random.Random,
-    cells: Sequence[CellCount],
+    cells: CellIndex | Sequence[CellCount],
     count: int,
     tried: set[Position] = frozenset(),  # type: ignore[assignment]
 ) -> list[Position]:
@@ -278,10 +323,11 @@ def draw_positions(
     ``tried`` (a retry round) it draws by rejection, and enumerates the few positions left
     only when fewer than ``count`` remain, which happens only for catalogs that small.
     """
-    total = sum(cell.n for cell in cells)
+    index = cells if isinstance(cells, CellIndex) else CellIndex.build(cells)
+    total = index.total
     if total <= 0 or count <= 0:
         return []
-    position = _position_mapper(cells)
+    position = index.position
     if not tried:
         if count == 1:
             return [position(rng.randrange(total))]
@@ -324,7 +370,7 @@ def _faces_at(executor: Executor, positions: Sequence[Position]) -> dict[Positio
         if orm:
             rows = executor.scalars(select(Face).where(condition)).all()
         else:
-            rows = executor.execute(select(FACE).where(condition)).all()
+            rows = executor.execute(select(*SERVE_COLUMNS).where(condition)).all()
     return {(row.gender, int(row.age), row.slot): row for row in rows}
 
 
@@ -352,8 +398,11 @@ def pick_random(
         need = count - len(chosen)
         if need <= 0:
             break
-        every = cache.get(executor, fresh=fresh) if cache else all_cells(executor)
-        positions = draw_positions(rng, select_cells(every, filters), need, tried)
+        if cache is not None:
+            cells: CellIndex | list[CellCount] = cache.index(executor, filters, fresh)
+        else:
+            cells = matching_cells(executor, filters)
+        positions = draw_positions(rng, cells, need, tried)
         if not positions:
             if fresh:
                 break
@@ -377,7 +426,7 @@ def get_face(executor: Executor, face_id: int) -> Any:
     """One face by id (a ``Face`` for a Session, a row for a Connection), or None."""
     if isinstance(executor, Session):
         return executor.get(Face, face_id)
-    return executor.execute(select(FACE).where(FACE.c.id == face_id)).first()
+    return executor.execute(select(*SERVE_COLUMNS).where(FACE.c.id == face_id)).first()
 
 
 def verify_cells(session: Session) -> list[str]:

@@ -203,9 +203,7 @@ def app_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Fla
     yield factory
     for app in made:
         serving.shutdown(app)
-        state = app.extensions.get("facecat.db", {})
-        if "engine" in state:
-            state["engine"].dispose()
+        db.dispose(app)
 
 
 @pytest.fixture

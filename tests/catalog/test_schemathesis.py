@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app import create_app
-from catalog import db, openapi
+from catalog import db, openapi, serving
 from catalog.storage import get_storage
 from tests.catalog.studio_fakes import random_studio, random_weights
 from tests.factories import make_face
@@ -56,7 +56,8 @@ def seeded_app(
     # Generation's contract, not the trained weights': a random network renders in ms.
     app.extensions["facecat.studio"] = random_studio(random_weights(tmp / "weights"))
     yield app
-    db.get_engine(app).dispose()
+    serving.shutdown(app)
+    db.dispose(app)
     if request.param == "postgresql":
         cleaner()
 
