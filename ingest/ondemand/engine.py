@@ -434,6 +434,15 @@ class OnDemand:
             return None, None
         try:
             models = self.models()
+            if plan.strategy not in self.available():
+                # Planned before the models were loaded, and this one failed to load
+                # (e.g. corrupt conditional weights): take the next viable plan, if any.
+                left = max(deadline - self.clock(), 0.0)
+                fallback = choose(self.plans(filters, left), self.settings.min_success)
+                if fallback is None:
+                    return None, None
+                logger.info("on-demand: %s unavailable, using %s", plan.strategy, fallback.strategy)
+                plan = fallback
             adapter = self._adapter(plan, filters, models)
             batch = self._batch_size(plan, deadline)
             stop = threading.Event()

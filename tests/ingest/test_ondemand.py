@@ -516,3 +516,15 @@ def test_generation_budget_is_charged_once_per_run_through_the_api(app: Flask, c
     assert throttled.status_code == 429, throttled.get_json()
     assert throttled.get_json()["error"] == "throttled" and "Retry-After" in throttled.headers
     assert generator.generated == made  # refused before generating
+
+
+def test_a_strategy_that_fails_to_load_falls_back_to_the_next(app: Flask) -> None:
+    generator = RobustFakeGenerator(mix((0.3, FakeFace(45.0, 0.95)), (0.7, COMMON)))
+    engine = make_engine(app, generator, strategies=(SAMPLE, CONDITIONAL))
+    engine._available = lambda: [SAMPLE, CONDITIONAL]  # its weights file looked fine
+    # Sampling measured at 2%: the unmeasured conditional generator's 5% prior wins the plan.
+    seed_yield(app, SAMPLE, "female", (40, 49), tried=1000, passed=20, seconds=10.0)
+    assert choose(engine.plans(FEMALE_40S, 3.0), 0.1).strategy == CONDITIONAL
+    face = engine.supply(FEMALE_40S)  # the models load without it: sampling serves
+    assert face is not None and face.generator == "fakerobust"
+    assert engine.available() == [SAMPLE]

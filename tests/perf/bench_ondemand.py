@@ -115,6 +115,7 @@ def engine_for(app: Any, models: ModelSet, budget: float) -> OnDemand:
         storage=get_storage(app),
         models=lambda: models,
     )
+    engine.models()  # loaded up front: plans then see which strategies really exist
     app.extensions["facecat.ondemand"] = engine
     return engine
 
