@@ -447,12 +447,16 @@ class OnDemand:
             batch = self._batch_size(plan, deadline)
             stop = threading.Event()
             admitted = 0
+            last = self.clock()
 
             def progress(outcome: Any) -> None:
-                nonlocal admitted
+                # Stop when the next batch would end past the deadline, judging its length
+                # by the batch just finished (the machine may be busier than measured).
+                nonlocal admitted, last
+                now = self.clock()
+                took, last = now - last, now
                 admitted += outcome.admitted
-                batch_seconds = plan.cost * batch
-                if admitted >= want or self.clock() + batch_seconds > deadline:
+                if admitted >= want or now + max(took, plan.cost * batch) > deadline:
                     stop.set()
 
             with self.session_factory() as session:

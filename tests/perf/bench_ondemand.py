@@ -121,11 +121,14 @@ def engine_for(app: Any, models: ModelSet, budget: float) -> OnDemand:
 
 
 def plain_rejection(models: ModelSet, filters: Filters, budget: float, threshold: float) -> float:
-    """Seconds to the first robustly passing face, robust-checking every candidate."""
+    """Seconds to the first robustly passing face, robust-checking every candidate.
+
+    Batches of 8, so it overruns its budget by about as little as the engine does.
+    """
     start = time.perf_counter()
     while time.perf_counter() - start < budget:
-        latents = models.generator.sample_latents(draw_seeds(32))
-        images = models.generator.generate(latents, batch_size=32).cpu().numpy()
+        latents = models.generator.sample_latents(draw_seeds(8))
+        images = models.generator.generate(latents, batch_size=8).cpu().numpy()
         robust = robust_predict(models.estimator, images)
         if cell_match(
             robust, filters.gender, (filters.minimum_age, filters.maximum_age), threshold
