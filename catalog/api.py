@@ -8,6 +8,7 @@ route (Flask runs the GET view) but does not count as serving a face.
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import datetime
 from typing import Any
@@ -18,22 +19,31 @@ from werkzeug.http import http_date
 from catalog import fallback
 from catalog.db import get_connection
 from catalog.errors import ApiError
-from catalog.images import image_url
+from catalog.images import image_url, url_base
 from catalog.params import parse_filters, parse_int
 from catalog.selection import Filters, get_face, pick_random
 from catalog.serving import get_cell_cache, get_recorder
 
 bp = Blueprint("api", __name__)
 
-# SystemRandom reads the OS's entropy, so pre-forked workers never share a sequence
-# (a module-level Random() would be copied into every gunicorn worker with its state).
-_SYSTEM_RNG = random.SystemRandom()
 RNG_EXTENSION = "facecat.rng"
+_process_rng: tuple[int, random.Random] | None = None
 
 
 def get_rng() -> random.Random:
-    """The source of randomness for picks; tests install a seeded one in app.extensions."""
-    return current_app.extensions.get(RNG_EXTENSION) or _SYSTEM_RNG
+    """The source of randomness for picks; tests install a seeded one in app.extensions.
+
+    One generator per process, seeded from the OS after the fork: a module-level
+    Random() would be copied into every pre-forked gunicorn worker with the same state,
+    and SystemRandom costs a system call per draw.
+    """
+    global _process_rng
+    installed = current_app.extensions.get(RNG_EXTENSION)
+    if installed is not None:
+        return installed
+    if _process_rng is None or _process_rng[0] != os.getpid():
+        _process_rng = (os.getpid(), random.Random(os.urandom(32)))
+    return _process_rng[1]
 
 
 def face_json(face: Any, served_since: datetime | None = None) -> dict[str, Any]:
@@ -46,14 +56,15 @@ def face_json(face: Any, served_since: datetime | None = None) -> dict[str, Any]
     if served_since is not None and (last is None or served_since > last):
         last = served_since
     confidence = face.p_female if face.gender == "female" else 1.0 - face.p_female
+    base = url_base()
     return {
         "id": face.id,
         "age": int(face.age),
         "gender": face.gender,
         "gender_confidence": round(confidence, 4),
         "filename": face.filename,
-        "image_url": image_url(face.image_key),
-        "thumb_url": image_url(face.thumb_key),
+        "image_url": image_url(face.image_key, base),
+        "thumb_url": image_url(face.thumb_key, base),
         "width": face.width,
         "height": face.height,
         "date_added": http_date(face.date_added),
@@ -76,12 +87,17 @@ def pick_faces(filters: Filters, count: int = 1) -> list[Any]:
     return faces
 
 
+def count_served(faces: list[Any]) -> None:
+    """Count one serving of each face, except for HEAD requests, which only look."""
+    if request.method != "HEAD":
+        get_recorder().record(face.id for face in faces)
+
+
 def serve(faces: list[Any]) -> list[dict[str, Any]]:
-    """The faces' JSON, then count the serving (except for HEAD, which only looks)."""
+    """The faces' JSON (with their previous serving time), then count the serving."""
     recorder = get_recorder()
     bodies = [face_json(face, recorder.pending_since(face.id)) for face in faces]
-    if request.method != "HEAD":
-        recorder.record(face.id for face in faces)
+    count_served(faces)
     return bodies
 
 
@@ -103,7 +119,7 @@ def face_json_view() -> Response:
 def face_view(anything: str) -> Response:
     """302 to a random face's image; the path suffix only defeats browser caches."""
     (face,) = pick_faces(parse_filters(request.args))
-    serve([face])
+    count_served([face])
     return no_store_redirect(image_url(face.image_key))
 
 
@@ -112,7 +128,7 @@ def face_view(anything: str) -> Response:
 def thumb_view(anything: str) -> Response:
     """302 to a random face's thumbnail."""
     (face,) = pick_faces(parse_filters(request.args))
-    serve([face])
+    count_served([face])
     return no_store_redirect(image_url(face.thumb_key))
 
 

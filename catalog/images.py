@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, current_app, has_request_context, request, url_for
 
 from catalog.errors import ApiError
 from catalog.storage import (
@@ -40,12 +40,24 @@ def content_type_for(key: str) -> str:
     return _CONTENT_TYPES.get(PurePosixPath(key).suffix.lower(), "application/octet-stream")
 
 
-def image_url(key: str) -> str:
-    """The absolute, never-expiring URL of a stored image."""
+def url_base() -> str:
+    """The prefix of every image URL: ``FACECAT_PUBLIC_BASE_URL/`` or this app's ``/img/``.
+
+    Computed once per response and reused for both URLs of each face: building them with
+    ``url_for`` cost more than the database query on the serving path.
+    """
     base = current_app.config.get("PUBLIC_BASE_URL")
     if base:
-        return f"{base.rstrip('/')}/{quote(key)}"
-    return url_for("images.image", key=key, _external=True)
+        return base.rstrip("/") + "/"
+    if has_request_context():
+        # The same host, script root and scheme url_for(..., _external=True) would use.
+        return f"{request.root_url}img/"
+    return url_for("images.image", key="_", _external=True)[:-1]  # needs SERVER_NAME
+
+
+def image_url(key: str, base: str | None = None) -> str:
+    """The absolute, never-expiring URL of a stored image."""
+    return (base or url_base()) + quote(key)
 
 
 @bp.get("/img/<path:key>")

@@ -1,0 +1,392 @@
+"""Benchmark: /face/json latency and throughput at 10^3, 10^5 and 10^6 faces on PostgreSQL.
+
+Run by hand (not collected by pytest: the name does not start with ``test_``)::
+
+    .venv/bin/python tests/perf/bench_catalog.py            # all sizes, ~5 minutes
+    .venv/bin/python tests/perf/bench_catalog.py --sizes 1000,100000 --seconds 3
+
+It creates the database ``facecat_bench`` next to ``FACECAT_TEST_DATABASE_URL``, migrates
+it, and for each catalog size bulk-loads rows with one ``INSERT … SELECT`` over
+``generate_series`` (ages drawn like the DCGAN's output, slots numbered with a window
+function, counters rebuilt with ``GROUP BY``), so 10^6 faces take seconds. It serves the
+real app under gunicorn (gthread) on loopback and measures, per filter:
+
+- ``facecat``: ``/face/json`` as shipped (counters → slot seek → serving UPDATE);
+- ``order-by-random``: the same view logic but fakeface.rest's query
+  (``… WHERE filters ORDER BY random() LIMIT 1``), including the serving UPDATE;
+- ``bare``: a Flask view returning a constant JSON object, the ceiling of the stack.
+
+Latency is measured with one client (sequential requests, p50/p95, at most ``--requests``
+requests or ``--seconds`` seconds). Throughput is measured with ``--clients`` concurrent
+keep-alive clients, the three endpoints taking turns in short slices so that load from
+other processes on the machine hits them alike. Rate limiting is off by default, to
+measure the catalog itself; ``--limiter redis`` adds the production limiter's bookkeeping.
+The database is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from catalog import db  # noqa: E402
+from catalog.api import serve  # noqa: E402
+from catalog.models import Face  # noqa: E402
+from catalog.params import parse_filters  # noqa: E402
+
+logger = logging.getLogger("bench_catalog")
+
+BENCH_DB = "facecat_bench"
+FILTERS = {
+    "no filter": "",
+    "gender only": "gender=female",
+    "age 33-34": "minimum_age=33&maximum_age=34",
+    "rare (female 75-90)": "gender=female&minimum_age=75&maximum_age=90",
+}
+PLANTED_RARE = 5  # female faces aged 80 added at every size, so the rare filter matches
+
+# --- the app under test -----------------------------------------------------------------
+
+bench_bp = Blueprint("bench", __name__)
+
+
+@bench_bp.get("/bench/bare")
+def bare() -> Response:
+    """The ceiling: Flask + gunicorn + JSON, no database."""
+    return jsonify({"age": 30, "gender": "female", "filename": "x.jpg"})
+
+
+@bench_bp.get("/bench/order-by-random")
+def order_by_random() -> Response:
+    """fakeface.rest's way: sort the matching rows randomly, take one."""
+    filters = parse_filters(request.args)
+    query = select(Face).where(Face.age.between(filters.minimum_age, filters.maximum_age))
+    if filters.gender:
+        query = query.where(Face.gender == filters.gender)
+    face = db.get_session().scalars(query.order_by(text("random()")).limit(1)).one()
+    (body,) = serve([face])
+    return jsonify(body)
+
+
+def bench_app() -> Flask:
+    """create_app() plus the two comparison endpoints (gunicorn's entry point)."""
+    from app import create_app
+
+    app = create_app()
+    app.register_blueprint(bench_bp)
+    if os.environ.get("BENCH_LIMITER", "off") == "off":
+        from catalog.limits import get_limiter
+
+        get_limiter(app).enabled = False  # the check is skipped on every request
+    return app
+
+
+# --- data -------------------------------------------------------------------------------
+
+# Age mixture measured on the DCGAN (DESIGN.md): 0-12 3.5%, 13-19 19%, 20-29 49%,
+# 30-39 22%, 40-49 5%, 50-59 1%, 60+ 0.1%; 31% female.
+_AGE_SQL = """
+CASE
+  WHEN u < 0.035 THEN floor(random() * 13)
+  WHEN u < 0.225 THEN 13 + floor(random() * 7)
+  WHEN u < 0.715 THEN 20 + floor(random() * 10)
+  WHEN u < 0.935 THEN 30 + floor(random() * 10)
+  WHEN u < 0.985 THEN 40 + floor(random() * 10)
+  WHEN u < 0.999 THEN 50 + floor(random() * 10)
+  ELSE 60 + floor(random() * 41)
+END
+"""
+
+_LOAD_SQL = f"""
+WITH src AS (
+  SELECT i, CASE WHEN random() < 0.31 THEN 'female' ELSE 'male' END AS gender,
+         ({_AGE_SQL})::smallint AS age
+  FROM (SELECT i, random() AS u FROM generate_series(1, :n) AS i) AS draws
+  UNION ALL
+  SELECT :n + k, 'female', 80 FROM generate_series(1, :planted) AS k
+), slotted AS (
+  SELECT i, gender, age,
+         (row_number() OVER (PARTITION BY gender, age ORDER BY i) - 1)::int AS slot,
+         md5(i::text) || substr(md5((-i)::text), 1, 8) AS hex
+  FROM src
+)
+INSERT INTO face (id, filename, gender, age, age_estimate, p_female, slot, image_key,
+                  thumb_key, image_format, width, height, thumb_size, native_size, generator,
+                  generator_checksum, estimator, date_added, times_served)
+SELECT i, gender || '_' || age || '_' || hex || '.jpg', gender, age, age + 0.3,
+       CASE WHEN gender = 'female' THEN 0.95 ELSE 0.05 END, slot,
+       'faces/' || gender || '_' || age || '_' || hex || '.jpg',
+       'thumbs/' || gender || '_' || age || '_' || hex || '.jpg',
+       'jpeg', 256, 256, 128, 64, 'dcgan', repeat('0', 64), 'faceapi',
+       now() - (i || ' seconds')::interval, 0
+FROM slotted
+"""
+
+
+def load_catalog(engine, size: int) -> float:  # type: ignore[no-untyped-def]
+    """Replace the catalog by ``size`` (+ planted) faces; return the seconds it took."""
+    start = time.perf_counter()
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE face, face_cell RESTART IDENTITY CASCADE"))
+        connection.execute(text("SELECT setseed(0.42)"))
+        connection.execute(text(_LOAD_SQL), {"n": size, "planted": PLANTED_RARE})
+        connection.execute(
+            text(
+                "INSERT INTO face_cell (gender, age, n) "
+                "SELECT gender, age, count(*) FROM face GROUP BY gender, age"
+            )
+        )
+        connection.execute(
+            text("SELECT setval(pg_get_serial_sequence('face', 'id'), max(id)) FROM face")
+        )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE face"))
+        connection.execute(text("VACUUM ANALYZE face_cell"))
+    return time.perf_counter() - start
+
+
+# --- load generation --------------------------------------------------------------------
+
+
+def _get(connection: http.client.HTTPConnection, path: str) -> float:
+    start = time.perf_counter()
+    connection.request("GET", path)
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise RuntimeError(f"{path} answered {response.status}")
+    return time.perf_counter() - start
+
+
+def latency(port: int, path: str, requests: int, seconds: float) -> tuple[float, float]:
+    """(p50, p95) in ms of sequential requests, bounded in count and time."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    for _ in range(5):  # warm the worker's pool and caches
+        _get(connection, path)
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(latencies) < requests and time.perf_counter() < deadline:
+        latencies.append(_get(connection, path))
+    connection.close()
+    if len(latencies) < 2:
+        return latencies[0] * 1000, latencies[0] * 1000
+    return statistics.median(latencies) * 1000, statistics.quantiles(latencies, n=20)[18] * 1000
+
+
+def throughput(
+    port: int, paths: list[str], rounds: int, slice_seconds: float, clients: int
+) -> dict[str, float]:
+    """Requests per second of each path with ``clients`` concurrent keep-alive clients.
+
+    The paths take turns in short slices, ``rounds`` times after one unmeasured warm-up
+    turn, so the load other processes put on the machine hits them alike. Each slice
+    opens new connections: gunicorn pins a keep-alive connection to one worker, and fresh
+    connections re-deal them, so no path is stuck with all its clients on one process.
+    """
+    done = dict.fromkeys(paths, 0)
+    spent = dict.fromkeys(paths, 0.0)
+    for turn in range(rounds + 1):
+        for path in paths:
+            counts = [0] * clients
+            stop_at = time.perf_counter() + slice_seconds
+
+            def client(
+                index: int, path: str = path, stop_at: float = stop_at, counts: list = counts
+            ) -> None:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                while time.perf_counter() < stop_at:
+                    _get(connection, path)
+                    counts[index] += 1
+                connection.close()
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+            start = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if turn:  # turn 0 warms connections, pools and caches
+                spent[path] += time.perf_counter() - start
+                done[path] += sum(counts)
+    return {path: done[path] / spent[path] for path in paths}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(  # type: ignore[type-arg]
+    database_url: str, storage: Path, workers: int, threads: int, limiter: str
+) -> tuple:
+    """gunicorn serving bench_app() on a free loopback port; returns (process, port)."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FACECAT_DATABASE_URL": database_url,
+        "FACECAT_STORAGE_URL": storage.as_uri(),
+        # Measure serving, never the limiter's verdicts; with --limiter its bookkeeping
+        # still runs on every request.
+        "FACECAT_RATELIMIT_LOOKUPS": "1000000000/minute",
+        "BENCH_LIMITER": limiter,
+        "FACECAT_RATELIMIT_STORAGE_URL": (
+            os.environ.get("FACECAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+            if limiter == "redis"
+            else "memory://"
+        ),
+        "FACECAT_ONDEMAND_ENABLED": "false",
+        "PYTHONPATH": str(ROOT),
+    }
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(threads),
+            "--keep-alive",
+            "30",
+            "--log-level",
+            "warning",
+            "tests.perf.bench_catalog:bench_app()",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    for _ in range(300):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process, port
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1000,100000,1000000")
+    parser.add_argument("--requests", type=int, default=1000, help="latency sample, at most")
+    parser.add_argument("--seconds", type=float, default=3.0, help="latency sample, at most")
+    parser.add_argument("--rounds", type=int, default=6, help="throughput: turns per path")
+    parser.add_argument("--slice", type=float, default=0.5, help="throughput: seconds a turn")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument(
+        "--limiter",
+        choices=["off", "redis", "memory"],
+        default="off",
+        help="rate limiting during the run: off isolates the catalog (default); redis is "
+        "the production setting",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    server_url = os.environ.get(
+        "FACECAT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    )
+    admin = create_engine(db.engine_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+        connection.execute(text(f"CREATE DATABASE {BENCH_DB}"))
+    url = make_url(server_url).set(database=BENCH_DB).render_as_string(hide_password=False)
+    storage = Path("/tmp") / f"facecat-bench-{os.getpid()}"
+    os.environ["FACECAT_DATABASE_URL"] = url
+    os.environ["FACECAT_STORAGE_URL"] = storage.as_uri()
+    app = bench_app()
+    db.upgrade(app)
+    engine = db.get_engine(app)
+
+    rows: list[dict[str, object]] = []
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            seconds = load_catalog(engine, size)
+            logger.info("loaded %d faces in %.1f s", size, seconds)
+            process, port = start_server(url, storage, args.workers, args.threads, args.limiter)
+            try:
+                for label, query in FILTERS.items():
+                    paths = {
+                        "bare": "/bench/bare",
+                        "facecat": f"/face/json?{query}",
+                        "order-by-random": f"/bench/order-by-random?{query}",
+                    }
+                    rates = throughput(
+                        port, list(paths.values()), args.rounds, args.slice, args.clients
+                    )
+                    for mode, path in paths.items():
+                        p50, p95 = latency(port, path, args.requests, args.seconds)
+                        row = {
+                            "size": size,
+                            "filter": label,
+                            "mode": mode,
+                            "p50_ms": p50,
+                            "p95_ms": p95,
+                            "rps": rates[path],
+                        }
+                        rows.append(row)
+                        logger.info(json.dumps(row))
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+        admin.dispose()
+    print_table(rows)
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    """The README table: per filter and size, facecat vs ORDER BY random() vs bare."""
+    sizes = sorted({row["size"] for row in rows})
+    find = {(r["size"], r["filter"], r["mode"]): r for r in rows}
+    lines = [
+        "| filter | faces | facecat p50 / p95 ms | facecat req/s | ORDER BY random() p50 ms "
+        "| its req/s | bare req/s | facecat / bare |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label in FILTERS:
+        for size in sizes:
+            ours = find[(size, label, "facecat")]
+            naive = find[(size, label, "order-by-random")]
+            bare = find[(size, label, "bare")]
+            lines.append(
+                f"| {label} | {size:,} | {ours['p50_ms']:.2f} / {ours['p95_ms']:.2f} "
+                f"| {ours['rps']:.0f} | {naive['p50_ms']:.2f} | {naive['rps']:.0f} "
+                f"| {bare['rps']:.0f} | {ours['rps'] / bare['rps']:.0%} |"
+            )
+    for label in FILTERS:
+        small, large = find[(sizes[0], label, "facecat")], find[(sizes[-1], label, "facecat")]
+        lines.append(
+            f"\n{label}: p50 at {sizes[-1]:,} / p50 at {sizes[0]:,} = "
+            f"{large['p50_ms'] / small['p50_ms']:.2f}"
+        )
+    logger.info("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
