@@ -436,8 +436,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "RATELIMIT_LOOKUPS",
-        "300/minute;50000/day",
-        "Catalog lookups (/face/*, /thumb/view, /api/v1/faces/*) per key or client address.",
+        "600/minute",
+        "Catalog lookups (/face/*, /thumb/view, /api/v1/faces/*) per key or client address. "
+        "Each limit costs one Redis round trip per request, so one generous limit is best.",
         _limit_string,
         "limits",
     ),
