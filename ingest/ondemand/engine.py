@@ -62,6 +62,7 @@ from ingest.ondemand.yields import (
     SAMPLE,
     STRATEGIES,
     TARGETED,
+    WHOLE_BATCHES,
     Plan,
     YieldTable,
     bands_within,
@@ -390,7 +391,9 @@ class OnDemand:
 
     # --- generation -------------------------------------------------------------------
 
-    def _adapter(self, plan: Plan, filters: Filters, models: ModelSet) -> Generator:
+    def _adapter(
+        self, plan: Plan, filters: Filters, models: ModelSet, deadline: float
+    ) -> Generator:
         from ingest.ondemand.strategies import GuidedOptimiser, TargetedConditional
 
         gender = filters.gender if filters.gender is not None else plan.gender
@@ -408,6 +411,8 @@ class OnDemand:
                 filters.minimum_age,
                 filters.maximum_age,
                 steps=self.settings.optimise_steps,
+                deadline=deadline,
+                clock=self.clock,
             )
         return models.generator
 
@@ -443,7 +448,7 @@ class OnDemand:
                     return None, None
                 logger.info("on-demand: %s unavailable, using %s", plan.strategy, fallback.strategy)
                 plan = fallback
-            adapter = self._adapter(plan, filters, models)
+            adapter = self._adapter(plan, filters, models, deadline)
             batch = self._batch_size(plan, deadline)
             stop = threading.Event()
             admitted = 0
@@ -490,9 +495,14 @@ class OnDemand:
             self._run_lock.release()
 
     def _batch_size(self, plan: Plan, deadline: float) -> int:
-        """A batch that takes at most a third of the time left (so the budget holds)."""
+        """A batch that takes at most a third of the time left (so the budget holds).
+
+        Guarded optimisation keeps its configured batch: a smaller one would cost as long.
+        """
         left = max(deadline - self.clock(), 0.0)
         configured = self.settings.batch_sizes()[plan.strategy]
+        if plan.strategy in WHOLE_BATCHES:
+            return configured
         fits = int(left / (3 * plan.cost)) if plan.cost > 0 else configured
         return max(1, min(configured, fits))
 

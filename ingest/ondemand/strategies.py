@@ -20,8 +20,9 @@ Targeted adapters count their aims per (gender, age) in ``aims`` for the yield t
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -130,12 +131,16 @@ class GuidedOptimiser(_Delegate):
         lr: float = 0.05,
         margin: float = 2.0,
         prior_weight: float = 1.0,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(base)
         self.name = f"{base.name}-guided"
         self.estimator = estimator
         self.gender, self.minimum_age, self.maximum_age = gender, minimum_age, maximum_age
         self.steps, self.lr, self.margin, self.prior_weight = steps, lr, margin, prior_weight
+        self.deadline, self.clock = deadline, clock
+        self.steps_run = 0
         self.aims: Counter[tuple[str, int]] = Counter()
 
     def _loss(
@@ -167,6 +172,12 @@ class GuidedOptimiser(_Delegate):
         optimiser = torch.optim.Adam([z], lr=self.lr)
         with torch.enable_grad():
             for _ in range(self.steps):
+                # Past the deadline the batch goes to the robust gate as it is: a request
+                # must not wait for steps it has no time for.
+                if self.deadline is not None and self.clock() >= self.deadline:
+                    logger.info("guided optimisation stopped at the deadline")
+                    break
+                self.steps_run += 1
                 optimiser.zero_grad()
                 loss = self._loss(z, female, low, high, rng)
                 loss.backward()

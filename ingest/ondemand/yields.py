@@ -40,6 +40,7 @@ CONDITIONAL = "conditional"  # the (gender, age)-conditioned generator (targeted
 OPTIMISE = "optimise"  # guarded latent optimisation (targeted)
 STRATEGIES: tuple[str, ...] = (SAMPLE, CONDITIONAL, OPTIMISE)
 TARGETED = frozenset({CONDITIONAL, OPTIMISE})
+WHOLE_BATCHES = frozenset({OPTIMISE})
 GENDERS: tuple[str, ...] = ("female", "male")
 
 BANDS: tuple[tuple[int, int], ...] = (*((lo, lo + 9) for lo in range(0, 90, 10)), (90, 100))
@@ -98,8 +99,17 @@ class Plan:
 
     @property
     def candidates(self) -> int:
-        """Candidates that fit in the budget (the engine shrinks batches to fit it)."""
-        return math.floor(self.budget / self.cost) if self.cost > 0 else 0
+        """Candidates that fit in the budget.
+
+        Sampling strategies shrink their batches to fit a short budget, so any number of
+        candidates fits. Guarded optimisation costs about as much for one latent as for
+        a batch (its time is the optimisation steps), so only whole batches count.
+        """
+        if self.cost <= 0:
+            return 0
+        if self.strategy in WHOLE_BATCHES:
+            return math.floor(self.budget / (self.cost * self.batch_size)) * self.batch_size
+        return math.floor(self.budget / self.cost)
 
     @property
     def success(self) -> float:

@@ -528,3 +528,21 @@ def test_a_strategy_that_fails_to_load_falls_back_to_the_next(app: Flask) -> Non
     face = engine.supply(FEMALE_40S)  # the models load without it: sampling serves
     assert face is not None and face.generator == "fakerobust"
     assert engine.available() == [SAMPLE]
+
+
+def test_guided_optimiser_stops_stepping_at_the_deadline() -> None:
+    from ingest.ondemand.strategies import GuidedOptimiser
+
+    ticks = iter(range(100))
+    optimiser = GuidedOptimiser(
+        _DiffGenerator(),  # type: ignore[arg-type]
+        _DiffEstimator(),  # type: ignore[arg-type]
+        "female",
+        40,
+        49,
+        steps=50,
+        deadline=3.0,
+        clock=lambda: float(next(ticks)),
+    )
+    latents = optimiser.sample_latents([1, 2])
+    assert optimiser.steps_run == 3 and latents.shape == (2, 4)
