@@ -43,7 +43,15 @@ from catalog.models import Face, IngestRun, utcnow
 from catalog.selection import add_face
 from catalog.storage import FACES_PREFIX, THUMBS_PREFIX, InvalidKey, Storage, StorageError
 from ingest.curation import BAND_FULL, Curator, band_counts, target_counts
-from ingest.gates import NEAR_DUPLICATE, Candidates, Gate, HashIndex, apply_gates, default_gates
+from ingest.gates import (
+    NEAR_DUPLICATE,
+    Candidates,
+    Gate,
+    HashIndex,
+    RobustVerdictGate,
+    apply_gates,
+    default_gates,
+)
 from ingest.imaging import EncodedFace, encode_face, face_filename, hamming
 from ingest.locking import lock_inserts, object_writes
 
@@ -242,6 +250,30 @@ class _SeenSeeds:
 
 
 @dataclass
+class _NoRoom:
+    """Curation's band check on the plain verdict, ahead of the costly robust gate.
+
+    The robust gate keeps a face only if its median age stays in the same decade, so the
+    band can change only between 0-12 and 13-19 (or with a rare gender flip); final
+    curation on the robust labels still decides. Counts are the catalog's before the batch.
+    """
+
+    curator: Curator
+    reason: str = BAND_FULL
+
+    def reject(self, batch: Candidates, pending: np.ndarray) -> np.ndarray:
+        ages = np.clip(np.nan_to_num(np.round(batch.age)), 0, 100).astype(int)
+        genders = batch.gender
+        return np.array(
+            [
+                bool(pending[i]) and self.curator.room(cell_key(str(genders[i]), int(ages[i]))) == 0
+                for i in range(len(batch))
+            ],
+            dtype=bool,
+        )
+
+
+@dataclass
 class _Prepared:
     """A generated and estimated batch, before selection."""
 
@@ -353,7 +385,15 @@ class _Run:
             curator = Curator(self.targets, band_counts(session))
             seen = self._seen_seeds(session, cand.seeds.tolist())
         # Seeds first: a re-run of a seed is "already ingested", not a near-duplicate.
-        reasons = apply_gates([_SeenSeeds(seen), *self.gates], cand)
+        gates: list[Gate] = [_SeenSeeds(seen), *self.gates]
+        expensive = next(
+            (k for k, gate in enumerate(gates) if isinstance(gate, RobustVerdictGate)), None
+        )
+        if expensive is not None:
+            # Once the common bands are full (a worker's steady state) most faces are
+            # band_full; the robust gate's nine estimates per face are not spent on them.
+            gates.insert(expensive, _NoRoom(curator))
+        reasons = apply_gates(gates, cand)
         passing: list[int] = []
         for i, reason in enumerate(reasons):
             if reason is None:

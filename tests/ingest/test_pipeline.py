@@ -296,3 +296,12 @@ def test_settings_from_config(app) -> None:  # type: ignore[no-untyped-def]
     settings = IngestSettings.from_config(app.config, batch_size=5)
     assert settings.batch_size == 5 and settings.image_format == "webp"
     assert settings.upload_retries == 2 and settings.thumb_size == app.config["THUMB_SIZE"]
+
+
+def test_robust_gate_is_not_spent_on_faces_of_full_bands(ingest) -> None:  # type: ignore[no-untyped-def]
+    settings = {"composition": {"female:20-39": 1.0}, "target_size": 2}
+    assert ingest(2, settings=settings).admitted == 2
+    full = ingest(8, settings={**settings, "robust": True})
+    assert full.rejected == {"band_full": 8} and full.robust_checked == 0
+    room = ingest(8, settings={**settings, "target_size": 100, "robust": True})
+    assert room.robust_checked == 8
