@@ -124,7 +124,11 @@ class IngestWorker:
         """Block until stopped (a signal, or ``stop`` set by the caller); return 0."""
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+            # A shell starts background jobs with SIGINT ignored (``make run`` does): then
+            # Ctrl-C is meant for the foreground server, and the worker waits for the
+            # SIGTERM it is sent afterwards instead of counting Ctrl-C as a first signal.
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                signal.signal(signal.SIGINT, self._on_signal)
         self.scheduler.start()
         logger.info("ingest worker started: a run every %s s", self.interval_seconds)
         try:
