@@ -15,9 +15,8 @@ the end. Every run uses freshly created keys, so counters of earlier runs never 
    minute). The limiter must admit exactly 100 and 5, whichever worker serves them.
    Generation uses a randomly initialised conditional network (tests/catalog/studio_fakes)
    so the check measures the limiter, not the model.
-2. Overhead: ``/face/json`` with a key and the Redis limiter (key cache on, and off; and
-   with memory storage, to separate the limiter's Python cost from the Redis round trip)
-   vs the same endpoint with no key and the limiter disabled, each mode taking turns in
+2. Overhead: ``/face/json`` with a key and the Redis limiter (key cache on, and off) vs
+   the same endpoint with no key and the limiter disabled, each mode taking turns in
    slices of ``--requests`` requests so background load hits them alike. Reported as the
    ratio of mean latencies and of throughputs (target: ≤ 1.2).
 """
@@ -248,14 +247,6 @@ def main() -> None:
             "limited": start_server(
                 {**base_env, "FACECAT_RATELIMIT_LOOKUPS": "1000000000/minute"}, args.workers
             ),
-            "limited_memory": start_server(
-                {
-                    **base_env,
-                    "FACECAT_RATELIMIT_LOOKUPS": "1000000000/minute",
-                    "FACECAT_RATELIMIT_STORAGE_URL": "memory://",
-                },
-                args.workers,
-            ),
             "limited_no_key_cache": start_server(
                 {
                     **base_env,
@@ -270,7 +261,6 @@ def main() -> None:
             headers = {
                 "bare": {},
                 "limited": {"Authorization": f"Token {key}"},
-                "limited_memory": {"Authorization": f"Token {key}"},
                 "limited_no_key_cache": {"Authorization": f"Token {key}"},
             }
             for mode, (_, port) in servers.items():  # warm up each worker's pool
@@ -297,7 +287,7 @@ def main() -> None:
                 "p95_ms": round(ordered[int(len(ordered) * 0.95)] * 1000, 2),
                 "requests_per_s": round(total / seconds[mode], 1),
             }
-        for mode in ("limited", "limited_memory", "limited_no_key_cache"):
+        for mode in ("limited", "limited_no_key_cache"):
             result[f"{mode}_latency_ratio"] = round(
                 statistics.fmean(samples[mode]) / statistics.fmean(samples["bare"]), 3
             )
