@@ -36,9 +36,14 @@ install: $(INSTALLED)  ## create .venv and install facecat with its dev tools
 weights: $(INSTALLED)  ## fetch and verify the model weights (idempotent, offline once done)
 	$(FACECAT) models fetch --legacy
 
-run: weights  ## migrate the database and serve on http://$(HOST):$(PORT)
+run: weights  ## migrate, seed an empty catalog, serve on http://$(HOST):$(PORT) beside an ingest worker
 	$(FACECAT) db upgrade
-	# --- ingest: the initial catalog and the background worker start here (ingest issue) ---
+	# An empty catalog first gets INGEST_SEED_COUNT faces, so the first request finds one.
+	$(FACECAT) ingest run --if-empty
+	# The worker runs in the background (which makes it ignore Ctrl-C); when the server
+	# exits, it gets SIGTERM, finishes the batch in hand and stops.
+	$(FACECAT) ingest worker & worker=$$!; \
+	trap 'kill -TERM $$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
 	$(FACECAT) run --host $(HOST) --port $(PORT)
 
 test: weights  ## run the whole test suite (exit status is pytest's)
