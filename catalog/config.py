@@ -310,8 +310,9 @@ SETTINGS: tuple[Setting, ...] = (
         "INGEST_ROBUST_GATE",
         True,
         "Admit a face only if its age/gender verdict survives augmentation (median over "
-        "flip, shifts, scale, JPEG) and store that median as its label; about doubles "
-        "estimation time.",
+        "flip, shifts, scale, JPEG) and store that median as its label. Costs nine more "
+        "estimates per face that passes the cheap gates: ingest ran 4.5x slower on CPU "
+        "(README, On-demand generation).",
         _bool,
         "ingest",
     ),
@@ -353,8 +354,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "ONDEMAND_BATCH_SIZE",
-        32,
-        "Candidates per batch of an on-demand run (smaller when the budget is short).",
+        16,
+        "Candidates per batch of an on-demand run (smaller when the budget is short). A "
+        "batch cannot be interrupted, so it bounds how far a run may overrun its budget "
+        "when the machine is slower than measured.",
         _int_range(1, 4096),
         "ondemand",
     ),

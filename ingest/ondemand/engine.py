@@ -98,7 +98,7 @@ class OndemandSettings:
 
     budget: float = 4.0
     min_success: float = 0.1
-    batch_size: int = 32
+    batch_size: int = 16
     gender_threshold: float = 0.8
     duplicate_distance: int = 6
     slow_seconds: float = 1.0
@@ -149,7 +149,7 @@ class Unreachable(Exception):
     """No strategy is expected to produce a face for the filter within the budget."""
 
     def __init__(self, filters: Filters, plans: list[Plan], nearby: list[dict[str, Any]]):
-        best = plans[0] if plans else None
+        best = max(plans, key=lambda p: p.success) if plans else None
         detail = (
             "The catalog cannot currently supply faces for these filters: none is stored, "
             "and the generators are not expected to produce one that passes the robust "
