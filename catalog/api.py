@@ -104,7 +104,11 @@ def serve(faces: list[Any]) -> list[dict[str, Any]]:
 def no_store_redirect(location: str) -> Response:
     """A 302 browsers must not cache, so every <img src=…/face/view> load is a new face."""
     # No HTML "Redirecting..." body: clients follow Location, and the API never sends HTML.
-    return Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+    return Response(
+        status=302,
+        mimetype="text/plain",
+        headers={"Location": location, "Cache-Control": "no-store"},
+    )
 
 
 @bp.get("/face/json")
