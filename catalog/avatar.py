@@ -28,6 +28,7 @@ without reading any image, so a revalidation is answered 304 after the two queri
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -142,6 +143,13 @@ def choose_position(seed: bytes, cells: Sequence[CellCount]) -> Position | None:
     return best
 
 
+@functools.lru_cache(maxsize=8192)
+def _choose_cached(seed: bytes, cells: tuple[CellCount, ...]) -> Position | None:
+    """``choose_position`` remembered per (identity, counts): a repeat visit or a 304
+    revalidation skips the ~1 ms walk until the matching counts change."""
+    return choose_position(seed, cells)
+
+
 # --- serving -------------------------------------------------------------------------------
 
 
@@ -232,7 +240,7 @@ def pick_avatar_face(identifier: str, filters: Filters) -> Face:
     seed = identity_hash(identifier, filters)
     session = get_session()
     for _ in range(3):
-        position = choose_position(seed, matching_cells(session, filters))
+        position = _choose_cached(seed, tuple(matching_cells(session, filters)))
         if position is None:
             break
         face = find_face(session, position)
