@@ -62,7 +62,8 @@ def bench_app():  # type: ignore[no-untyped-def]
     app = create_app()
     if os.environ.get("BENCH_MODE") == "bare":
         get_limiter(app).enabled = False  # lookup checks are skipped
-    weights = Path(os.environ["BENCH_WEIGHTS_DIR"])
+    # One file per worker: two workers writing one path would corrupt each other's copy.
+    weights = Path(os.environ["BENCH_WEIGHTS_DIR"]) / str(os.getpid())
     app.extensions[STUDIO_EXTENSION] = random_studio(random_weights(weights))
     return app
 
