@@ -87,8 +87,8 @@ def ingest_once(
     max_admitted: int | None = None,
     progress: Callable[[BatchOutcome], None] | None = None,
 ) -> IngestReport:
-    """``run_ingest`` with the app's storage and database."""
-    return run_ingest(
+    """``run_ingest`` with the app's storage and database; its yields feed on-demand planning."""
+    report = run_ingest(
         count,
         generator=generator,
         estimator=estimator,
@@ -100,6 +100,15 @@ def ingest_once(
         max_admitted=max_admitted,
         progress=progress,
     )
+    try:
+        from ingest.ondemand.yields import record_ingest_run
+
+        with session_factory(app)() as session:
+            if record_ingest_run(session, report):
+                session.commit()
+    except Exception:
+        logger.warning("could not record the run's yields for on-demand planning", exc_info=True)
+    return report
 
 
 @ingest_cli.command("run")

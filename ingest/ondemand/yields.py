@@ -306,3 +306,27 @@ def targeted_updates(
     for (gender, age), n in passes.items():
         updates.setdefault((gender, band_of(age)), Counts()).passed += n
     return updates
+
+
+def record_ingest_run(session: Session, report: object) -> bool:
+    """Fold an ingest run's robust-gate tallies into the ``sample`` rows; the caller commits.
+
+    Ingest samples without a target, so every generated face was a try at every cell, and
+    each robust pass counts in its (gender, band). Faces the cheap gates rejected first
+    (mostly uncertain gender) count as tries that did not pass, which they would nearly
+    always have been. Returns False (recording nothing) when the run had no robust gate.
+    """
+    checked = int(getattr(report, "robust_checked", 0))
+    if not checked:
+        return False
+    timings: Mapping[str, float] = getattr(report, "timings", {})
+    seconds = sum(timings.get(k, 0.0) for k in ("generation", "estimation", "gates"))
+    updates = untargeted_updates(
+        int(getattr(report, "generated", 0)),
+        seconds,
+        getattr(report, "robust_passes", {}),
+        GENDERS,
+        BANDS,
+    )
+    record(session, SAMPLE, updates)
+    return True

@@ -546,3 +546,34 @@ def test_guided_optimiser_stops_stepping_at_the_deadline() -> None:
     )
     latents = optimiser.sample_latents([1, 2])
     assert optimiser.steps_run == 3 and latents.shape == (2, 4)
+
+
+def test_ingest_runs_feed_the_sample_yields(app: Flask) -> None:
+    from ingest.cli import ingest_once
+
+    generator = RobustFakeGenerator(mix((0.25, FakeFace(44.0, 0.95)), (0.75, COMMON)))
+    report = ingest_once(
+        app,
+        32,
+        generator=generator,  # type: ignore[arg-type]
+        estimator=RobustFakeEstimator(),  # type: ignore[arg-type]
+        settings=IngestSettings(batch_size=16, upload_backoff=0.0, robust=True),
+        trigger="test",
+    )
+    with session_factory(app)() as session:
+        female = session.get(CellYield, (SAMPLE, "female", 40))
+        male = session.get(CellYield, (SAMPLE, "male", 20))
+        old = session.get(CellYield, (SAMPLE, "male", 60))
+    assert female.tried == male.tried == old.tried == report.generated == 32
+    assert female.passed + male.passed == report.robust_checked > 0 and old.passed == 0
+    plain = ingest_once(
+        app,
+        8,
+        generator=generator,  # type: ignore[arg-type]
+        estimator=RobustFakeEstimator(),  # type: ignore[arg-type]
+        settings=IngestSettings(batch_size=8, upload_backoff=0.0),
+        trigger="test",
+    )
+    assert plain.robust_checked == 0
+    with session_factory(app)() as session:  # a run without the robust gate teaches nothing
+        assert session.get(CellYield, (SAMPLE, "male", 60)).tried == 32
