@@ -345,10 +345,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "ONDEMAND_STRATEGIES",
-        "sample,conditional,optimise",
-        "Strategies on-demand generation may choose from, by expected time to a passing "
-        "face: sample (rejection sampling), conditional (the conditioned generator), "
-        "optimise (guarded latent optimisation).",
+        "sample,conditional",
+        "Strategies on-demand generation and backfill may choose from, by expected time to "
+        "a passing face: sample (rejection sampling), conditional (the conditioned "
+        "generator), optimise (guarded latent optimisation; opt-in, because many faces it "
+        "gets past the robust gate do not look their label to a person: "
+        "docs/ondemand/contact_sheet_optimise.png).",
         _strategies,
         "ondemand",
     ),

@@ -102,7 +102,7 @@ class OndemandSettings:
     gender_threshold: float = 0.8
     duplicate_distance: int = 6
     slow_seconds: float = 1.0
-    strategies: tuple[str, ...] = STRATEGIES
+    strategies: tuple[str, ...] = (SAMPLE, CONDITIONAL)  # optimise is opt-in (README)
     optimise_steps: int = 40
     optimise_batch: int = 8
     backfill_seconds: float = 60.0
