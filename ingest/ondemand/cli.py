@@ -20,8 +20,10 @@ import click
 import numpy as np
 from flask import current_app
 from flask.cli import with_appcontext
+from sqlalchemy import delete
 
 from catalog.db import session_factory
+from catalog.models import CellYield
 from ingest.ondemand.yields import (
     BANDS,
     CONDITIONAL,
@@ -219,6 +221,11 @@ def measure(
 )
 @click.option("--batch", type=click.IntRange(1, 4096), default=64, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="First delete the measured strategies' rows (after their weights changed).",
+)
 def measure_yields_command(
     strategies: str,
     samples: int,
@@ -226,10 +233,15 @@ def measure_yields_command(
     cells: str | None,
     batch: int,
     device: str | None,
+    reset: bool,
 ) -> None:
     """Measure each strategy's yield per (gender, decade band) and add it to cell_yield.
 
+    Rows are not tied to a weights file: after retraining a generator, measure its
+    strategy again with ``--reset`` so old counts do not dilute the new ones.
+
     Examples: ``facecat ingest measure-yields --samples 4096``,
+    ``facecat ingest measure-yields --strategies conditional --per-cell 16 --reset``,
     ``facecat ingest measure-yields --strategies optimise --per-cell 8 --cells female:60-69``.
     """
     from tqdm import tqdm
@@ -265,6 +277,8 @@ def measure_yields_command(
                 progress=bar.update,
             )
         with session_factory(app)() as session:
+            if reset:
+                session.execute(delete(CellYield).where(CellYield.strategy == strategy))
             record(session, strategy, counts)
             session.commit()
     with session_factory(app)() as session:

@@ -434,6 +434,13 @@ def test_measure_yields_command_records_measured_rows(app: Flask, runner, monkey
     assert female.passed + male.passed == 64 and 4 <= female.passed <= 30
     assert empty.passed == 0 and female.seconds > 0
     assert "| sample | female | 40-49 | 64 |" in result.output
+    args = ["ingest", "measure-yields", "--strategies", "sample", "--samples", "32"]
+    assert runner.invoke(args=args).exit_code == 0  # adds up
+    with session_factory(app)() as session:
+        assert session.get(CellYield, (SAMPLE, "male", 20)).tried == 96
+    assert runner.invoke(args=[*args, "--reset"]).exit_code == 0  # starts over
+    with session_factory(app)() as session:
+        assert session.get(CellYield, (SAMPLE, "male", 20)).tried == 32
 
 
 # --- guarded optimisation with a tiny differentiable fake -----------------------------------
