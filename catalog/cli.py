@@ -7,7 +7,10 @@ directory, and ``flask --app app ...`` inside the checkout gives the same comman
 from __future__ import annotations
 
 import importlib
+from functools import cached_property
+from typing import Any
 
+import click
 from flask import Flask
 from flask.cli import FlaskGroup
 
@@ -20,8 +23,39 @@ def _create_app() -> Flask:
 main = FlaskGroup(create_app=_create_app, help="facecat: a self-hosted catalog of faces.")
 
 
+class LazyCommand(click.Command):
+    """A command (or group) whose module is imported only when it is invoked.
+
+    ``create_app`` registers every command group, and web workers call ``create_app``
+    too: importing ``ingest.cli`` or ``ingest.training`` there would load torch into
+    every web process (a second and ~150 MB each) although no web request needs it until
+    on-demand generation runs. Help listings use the help text given here; invoking the
+    command hands parsing and execution to the real one.
+    """
+
+    def __init__(self, name: str, target: str, help: str) -> None:
+        super().__init__(name, help=help)
+        self.target = target
+
+    @cached_property
+    def command(self) -> click.Command:
+        """The real command, imported from ``module:attribute`` on first use."""
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # Group.invoke runs ``sub_ctx.command``, so the real command takes over from here.
+        return self.command.make_context(info_name, args, parent=parent, **extra)
+
+
 def init_app(app: Flask) -> None:
-    """Attach the command groups of every package to the app's CLI."""
+    """Attach the command groups of every package to the app's CLI (torch-free)."""
     from analysis.cli import models_cli
     from catalog.commands import catalog_cli
     from catalog.db import db_cli
@@ -30,5 +64,13 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(catalog_cli)
     app.cli.add_command(models_cli)
     app.cli.add_command(importlib.import_module("catalog.keys").keys_cli)
-    app.cli.add_command(importlib.import_module("ingest.cli").ingest_cli)
-    models_cli.add_command(importlib.import_module("ingest.training").train_command)
+    app.cli.add_command(
+        LazyCommand("ingest", "ingest.cli:ingest_cli", "Generate, gate and store faces.")
+    )
+    models_cli.add_command(
+        LazyCommand(
+            "train",
+            "ingest.training:train_command",
+            "Train the generator conditioned on gender and age.",
+        )
+    )

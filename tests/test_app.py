@@ -28,9 +28,7 @@ def test_environment_is_read_and_json_decoded(
     assert app.config["ONDEMAND_ENABLED"] is False
 
 
-def test_test_config_overrides_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_test_config_overrides_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACECAT_MAX_RANDOM_COUNT", "7")
     assert create_app({**base(tmp_path), "MAX_RANDOM_COUNT": 9}).config["MAX_RANDOM_COUNT"] == 9
 
@@ -84,3 +82,28 @@ def test_console_script_works_outside_the_checkout(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "/face/json" in result.stdout and "/openapi.json" in result.stdout
+
+
+def test_web_app_starts_without_torch(tmp_path) -> None:
+    """Web workers build the app and serve catalog lookups without importing torch.
+
+    DESIGN: catalog imports torch only when on-demand generation first runs, so web
+    processes start fast and stay small. A fresh interpreter is needed because this test
+    process has long imported torch.
+    """
+    code = (
+        "import sys\n"
+        "from app import create_app\n"
+        f"app = create_app({{'DATABASE_URL': 'sqlite:///{tmp_path}/db.sqlite',"
+        f" 'STORAGE_URL': '{tmp_path.as_uri()}/objects'}})\n"
+        "app.test_client().get('/healthz')\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.stdout.strip().splitlines()[-1] == "False"
