@@ -249,3 +249,14 @@ def worker_command(
         settings=settings,
     )
     raise SystemExit(worker.run())
+
+
+def _add_ondemand_commands() -> None:
+    """``facecat ingest measure-yields`` and ``facecat ingest backfill`` (ingest.ondemand)."""
+    from ingest.ondemand.cli import backfill_command, measure_yields_command
+
+    ingest_cli.add_command(measure_yields_command)
+    ingest_cli.add_command(backfill_command)
+
+
+_add_ondemand_commands()

@@ -86,11 +86,7 @@ def supply(filters: Filters) -> Face | None:
 def init_app(app: Flask) -> None:
     """Install on-demand generation as the app's supplier for unmet filters.
 
-    Also adds ``measure-yields`` and ``backfill`` to the ``facecat ingest`` group.
+    Its commands (``measure-yields``, ``backfill``) join the ``facecat ingest`` group in
+    ``ingest.cli``, which the CLI imports only when invoked.
     """
     register_supplier(app, supply)
-    from ingest.cli import ingest_cli
-    from ingest.ondemand.cli import backfill_command, measure_yields_command
-
-    ingest_cli.add_command(measure_yields_command)
-    ingest_cli.add_command(backfill_command)
