@@ -353,7 +353,8 @@ def _git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "ingest/training.py", "ingest/generators"],
+            # Python sources only: the weights file being exported is itself untracked.
+            ["git", "status", "--porcelain", "--", "ingest/training.py", "ingest/generators/*.py"],
             cwd=root,
             capture_output=True,
             text=True,
