@@ -51,7 +51,10 @@ def test_create_prints_the_key_once_and_stores_only_its_sha256(
         assert row.owner == "ana@example.com"
         assert row.key_hash == hashlib.sha256(key.encode()).hexdigest()
         stored = [str(getattr(row, c.key)) for c in APIKey.__table__.columns]
-    secret = key.rsplit("_", 1)[-1]
+    # fc_<12 hex>_<43-char secret>; the secret itself may contain "_", so split from
+    # the left (rsplit would keep only its tail, which can be one letter).
+    secret = key.split("_", 2)[2]
+    assert len(secret) == 43
     assert not any(secret in value for value in stored)
     listing = runner.invoke(args=["keys", "list"]).output
     assert key_id in listing and secret not in listing and "professional" in listing
@@ -179,7 +182,10 @@ def test_keys_never_reach_the_logs(
     client.get("/face/json", headers=auth(forge(key)))
     runner.invoke(args=["keys", "revoke", keys.parse_key(key)])
     client.get("/face/json", headers=auth(key))
-    secret = key.rsplit("_", 1)[-1]
+    # fc_<12 hex>_<43-char secret>; the secret itself may contain "_", so split from
+    # the left (rsplit would keep only its tail, which can be one letter).
+    secret = key.split("_", 2)[2]
+    assert len(secret) == 43
     assert caplog.records
     assert not any(secret in record.getMessage() for record in caplog.records)
     assert any(keys.parse_key(key) in record.getMessage() for record in caplog.records)
