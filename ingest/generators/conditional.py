@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from analysis.device import resolve_device
+from ingest.generators.rendering import generate_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -303,21 +304,14 @@ class ConditionalGenerator:
 
     def generate(self, latents: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """``(N, 64, 64, 3)`` uint8 RGB on device, in batches so memory stays bounded."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
         _check_latents(latents)
-        with torch.inference_mode():
-            chunks = [
-                self.render(latents[start : start + batch_size])
-                .round()
-                .clamp(0, 255)
-                .to(torch.uint8)
-                for start in range(0, latents.shape[0], batch_size)
-            ]
-        if not chunks:
-            size = self.native_size
-            return torch.empty((0, size, size, 3), dtype=torch.uint8, device=self.device)
-        return torch.cat(chunks)
+        return generate_uint8(
+            self.render,
+            latents,
+            batch_size=batch_size,
+            native_size=self.native_size,
+            device=self.device,
+        )
 
     def generate_for(
         self, gender: str, age: float, latents: torch.Tensor, batch_size: int = 256
