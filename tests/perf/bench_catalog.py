@@ -35,9 +35,7 @@ import json
 import logging
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -55,6 +53,7 @@ from catalog import db  # noqa: E402
 from catalog.api import serve  # noqa: E402
 from catalog.models import Face  # noqa: E402
 from catalog.params import parse_filters  # noqa: E402
+from tests.perf.loopback_server import start_gunicorn  # noqa: E402
 
 logger = logging.getLogger("bench_catalog")
 
@@ -247,17 +246,10 @@ def throughput(
     return {target: done[target] / spent[target] for target in targets}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(  # type: ignore[type-arg]
     database_url: str, storage: Path, workers: int, threads: int, limiter: str
 ) -> tuple:
     """gunicorn serving bench_app() on a free loopback port; returns (process, port)."""
-    port = _free_port()
     env = {
         **os.environ,
         "FACECAT_DATABASE_URL": database_url,
@@ -272,36 +264,8 @@ def start_server(  # type: ignore[type-arg]
             else "memory://"
         ),
         "FACECAT_ONDEMAND_ENABLED": "false",
-        "PYTHONPATH": str(ROOT),
     }
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(threads),
-            "--keep-alive",
-            "30",
-            "--log-level",
-            "warning",
-            "tests.perf.bench_catalog:bench_app()",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    for _ in range(300):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process, port
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("gunicorn did not start")
+    return start_gunicorn("tests.perf.bench_catalog:bench_app()", env, workers, threads)
 
 
 def main() -> None:

@@ -28,8 +28,6 @@ import http.client
 import json
 import logging
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +44,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from catalog import db  # noqa: E402
+from tests.perf.loopback_server import start_gunicorn, stop_gunicorn  # noqa: E402
 
 logger = logging.getLogger("bench_limits")
 
@@ -68,52 +67,10 @@ def bench_app():  # type: ignore[no-untyped-def]
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(env_extra: dict[str, str], workers: int) -> tuple[subprocess.Popen, int]:
     """gunicorn serving bench_app() on a free loopback port."""
-    port = _free_port()
-    env = {**os.environ, **env_extra, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "4",
-            "--keep-alive",
-            "30",
-            "--log-level",
-            "warning",
-            "tests.perf.bench_limits:bench_app()",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    for _ in range(300):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process, port
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("gunicorn did not start")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    env = {**os.environ, **env_extra}
+    return start_gunicorn("tests.perf.bench_limits:bench_app()", env, workers, threads=4)
 
 
 def fire(
@@ -237,7 +194,7 @@ def main() -> None:
             lookups, _, _ = fire(port, "/face/json", auth, 400, args.burst)
             generations, _, _ = fire(port, "/api/v1/generate?resolution=64", auth, 40, args.burst)
         finally:
-            stop_server(process)
+            stop_gunicorn(process)
         result["budget_lookups_100_per_hour"] = dict(lookups)
         result["budget_generation_basic_5_per_minute"] = dict(generations)
         result["budgets_exact"] = (
@@ -282,7 +239,7 @@ def main() -> None:
                     seconds[mode] += elapsed
         finally:
             for process, _ in servers.values():
-                stop_server(process)
+                stop_gunicorn(process)
         total = args.requests * args.rounds
         for mode, latencies in samples.items():
             ordered = sorted(latencies)
