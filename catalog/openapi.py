@@ -56,6 +56,12 @@ COMPONENTS: dict[str, Any] = {
         "maximum_age": _age_parameter(
             "maximum_age", 100, "Oldest age (years) to match. Must not be below minimum_age."
         ),
+        "image_format": {
+            "name": "image_format",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["jpeg", "webp"], "default": "jpeg"},
+        },
     },
     "headers": {
         "NoStore": {
@@ -429,12 +435,7 @@ PATHS: dict[str, Any] = {
                     "schema": {"type": "integer", "minimum": 16, "maximum": 1024, "default": 128},
                 },
                 *FILTERS,
-                {
-                    "name": "image_format",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string", "enum": ["jpeg", "webp"], "default": "jpeg"},
-                },
+                _ref("parameters", "image_format"),
             ],
             "responses": {
                 "200": {
@@ -490,12 +491,7 @@ PATHS: dict[str, Any] = {
                     "required": False,
                     "schema": {"type": "integer", "minimum": 64, "maximum": 1024, "default": 256},
                 },
-                {
-                    "name": "image_format",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string", "enum": ["jpeg", "webp"], "default": "jpeg"},
-                },
+                _ref("parameters", "image_format"),
             ],
             "responses": {
                 "200": {
