@@ -503,6 +503,15 @@ SETTINGS: tuple[Setting, ...] = (
         "api",
     ),
     Setting(
+        "DRAW_AHEAD",
+        8,
+        "Random faces a web process fetches per database round trip for a filter asking "
+        "for one face; the rest serve the next requests for that filter within "
+        "CELL_CACHE_SECONDS. 1 fetches one face per request.",
+        _int_range(1, 256),
+        "api",
+    ),
+    Setting(
         "SERVED_FLUSH_SECONDS",
         1.0,
         "Seconds a web process buffers last_served/times_served before writing them in one "

@@ -40,6 +40,18 @@ def content_type_for(key: str) -> str:
     return _CONTENT_TYPES.get(PurePosixPath(key).suffix.lower(), "application/octet-stream")
 
 
+# What request.root_url is computed from (werkzeug.sansio.utils.get_current_url/get_host).
+_ROOT_URL_INPUTS = (
+    "wsgi.url_scheme",
+    "HTTP_HOST",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SCRIPT_NAME",
+)
+_MAX_URL_BASES = 64
+_url_bases: dict[tuple[object, ...], str] = {}
+
+
 def url_base() -> str:
     """The prefix of every image URL: ``FACECAT_PUBLIC_BASE_URL/`` or this app's ``/img/``.
 
@@ -51,7 +63,16 @@ def url_base() -> str:
         return base.rstrip("/") + "/"
     if has_request_context():
         # The same host, script root and scheme url_for(..., _external=True) would use.
-        return f"{request.root_url}img/"
+        # request.root_url is rebuilt for every request (IRI decoding included), which was
+        # a tenth of serving a face; it depends only on these environ values.
+        environ = request.environ
+        where = tuple(environ.get(name) for name in _ROOT_URL_INPUTS)
+        base = _url_bases.get(where)
+        if base is None:
+            base = f"{request.root_url}img/"
+            if len(_url_bases) < _MAX_URL_BASES:  # Host is client-chosen: bound the memory
+                _url_bases[where] = base
+        return base
     return url_for("images.image", key="_", _external=True)[:-1]  # needs SERVER_NAME
 
 

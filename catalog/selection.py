@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, text, update
+from sqlalchemy import bindparam, case, func, or_, select, text, tuple_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -85,6 +85,14 @@ _SEEK_ROW = select(*SERVE_COLUMNS).where(
 _SEEK_FACE = select(Face).where(
     Face.gender == bindparam("g"), Face.age == bindparam("a"), Face.slot == bindparam("s")
 )
+# Several positions at once: a row-value IN with an expanding parameter, so the statement
+# is compiled once whatever the number of positions. Both databases plan it as one seek
+# of the unique (gender, age, slot) index per position (PostgreSQL: a BitmapOr).
+_POSITIONS = bindparam("p", expanding=True)
+_SEEK_ROWS = select(*SERVE_COLUMNS).where(
+    tuple_(FACE.c.gender, FACE.c.age, FACE.c.slot).in_(_POSITIONS)
+)
+_SEEK_FACES = select(Face).where(tuple_(Face.gender, Face.age, Face.slot).in_(_POSITIONS))
 _served_at = bindparam("t", type_=UTCDateTime())
 _SERVED_UPDATE = (
     update(FACE)
@@ -351,26 +359,15 @@ def _faces_at(executor: Executor, positions: Sequence[Position]) -> dict[Positio
     orm = isinstance(executor, Session)
     if len(positions) == 1:
         gender, age, slot = positions[0]
-        params = {"g": gender, "a": age, "s": slot}
-        if orm:
-            rows: Sequence[Any] = executor.scalars(_SEEK_FACE, params).all()
-        else:
-            rows = executor.execute(_SEEK_ROW, params).all()
+        params: dict[str, Any] = {"g": gender, "a": age, "s": slot}
+        statement = _SEEK_FACE if orm else _SEEK_ROW
     else:
-        # An OR of equalities on the full unique key plans as one index seek per position
-        # on both databases (PostgreSQL: a BitmapOr of index scans; SQLite: the OR
-        # optimisation).
-        columns: Any = Face if orm else FACE.c
-        condition = or_(
-            *(
-                and_(columns.gender == g, columns.age == a, columns.slot == s)
-                for g, a, s in positions
-            )
-        )
-        if orm:
-            rows = executor.scalars(select(Face).where(condition)).all()
-        else:
-            rows = executor.execute(select(*SERVE_COLUMNS).where(condition)).all()
+        params = {"p": list(positions)}
+        statement = _SEEK_FACES if orm else _SEEK_ROWS
+    if orm:
+        rows: Sequence[Any] = executor.scalars(statement, params).all()
+    else:
+        rows = executor.execute(statement, params).all()
     return {(row.gender, int(row.age), row.slot): row for row in rows}
 
 

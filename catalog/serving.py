@@ -1,8 +1,9 @@
-"""Per-process serving state: the cached cell counts and the buffered serving counters.
+"""Per-process serving state: cached cell counts, faces drawn ahead, buffered counters.
 
-Both exist so a random pick costs one indexed SELECT and no write on the request path
-(README, "Benchmark"). Each web process (gunicorn worker) gets its own, created on first
-use after the fork; nothing here is shared between processes except through the database.
+They exist so a random pick costs, on average, a fraction of one indexed SELECT and no
+write on the request path (README, "Benchmark"). Each web process (gunicorn worker) gets
+its own, created on first use after the fork; nothing here is shared between processes
+except through the database.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import atexit
 import logging
 import os
 import threading
-from collections.abc import Iterable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from flask import Flask, current_app
@@ -20,12 +23,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.db import get_engine
 from catalog.models import utcnow
-from catalog.selection import CellCache, record_served
+from catalog.selection import CellCache, Filters, record_served
 
 logger = logging.getLogger(__name__)
 
 _CACHE = "facecat.cells"
 _RECORDER = "facecat.served"
+_AHEAD = "facecat.ahead"
 _create_lock = threading.Lock()
 
 
@@ -111,6 +115,66 @@ class ServedRecorder:
             self.flush()
 
 
+class DrawAhead:
+    """Faces drawn ahead per filter: one SELECT fetches ``size`` random faces, and the
+    next ``size - 1`` requests for the same filter are served from memory.
+
+    Why: the slot seek is the database round trip of a pick, and with SQLAlchemy's
+    statement handling it was the largest part of serving a face. Drawing ``size``
+    distinct positions at once (``pick_random(count=size)``) costs one round trip, and
+    every face handed out is still a uniform draw from the filter's faces (a random
+    permutation of a uniform sample, taken one by one). What it costs, bounded by
+    ``max_age`` (FACECAT_CELL_CACHE_SECONDS, the same staleness the cell counts already
+    have): faces added since the draw wait up to ``max_age`` to be picked, and the
+    ``last_served`` of a drawn face misses servings by other processes in that window,
+    as it already may through ``ServedRecorder``. Rows are only deleted by a person
+    (``remove_face``); such a face may still be handed out for ``max_age``. At most
+    ``max_filters`` filters are kept, least recently used dropped first, so memory is
+    bounded whatever filters clients send. ``size`` 1 or ``max_age`` 0 turns it off.
+    """
+
+    def __init__(self, size: int, max_age: float, max_filters: int = 512) -> None:
+        self.size = size
+        self.max_age = max_age
+        self.max_filters = max_filters
+        self._drawn: OrderedDict[Filters, tuple[float, list]] = OrderedDict()  # type: ignore[type-arg]
+        self._lock = threading.Lock()
+
+    def take(self, filters: Filters, draw: Callable[[int], list]) -> object | None:  # type: ignore[type-arg]
+        """One face for ``filters``: from memory when fresh, else ``draw(size)``'s first.
+
+        ``draw(n)`` returns up to ``n`` distinct uniform faces in random order; None when
+        it returns none (never remembered: an empty answer is always re-checked).
+        """
+        if self.size <= 1 or self.max_age <= 0:
+            faces = draw(1)
+            return faces[0] if faces else None
+        now = time.monotonic()
+        with self._lock:
+            entry = self._drawn.get(filters)
+            if entry is not None:
+                drawn_at, faces = entry
+                if faces and now - drawn_at < self.max_age:
+                    self._drawn.move_to_end(filters)
+                    return faces.pop()
+                del self._drawn[filters]
+        faces = draw(self.size)
+        if not faces:
+            return None
+        first = faces.pop()
+        with self._lock:
+            self._drawn[filters] = (now, faces)
+            self._drawn.move_to_end(filters)
+            while len(self._drawn) > self.max_filters:
+                self._drawn.popitem(last=False)
+        return first
+
+    def clear(self) -> None:
+        """Forget every drawn face (the catalog changed under this process)."""
+        with self._lock:
+            self._drawn.clear()
+
+
 def _per_process(app: Flask, key: str, make):  # type: ignore[no-untyped-def]
     """``app.extensions[key]``, rebuilt in a forked child (threads do not survive a fork)."""
     value = app.extensions.get(key)
@@ -127,6 +191,14 @@ def get_cell_cache(app: Flask | None = None) -> CellCache:
     """This process's cell-count cache (FACECAT_CELL_CACHE_SECONDS)."""
     app = app or current_app
     return _per_process(app, _CACHE, lambda: CellCache(app.config["CELL_CACHE_SECONDS"]))
+
+
+def get_draw_ahead(app: Flask | None = None) -> DrawAhead:
+    """This process's faces drawn ahead (FACECAT_DRAW_AHEAD, FACECAT_CELL_CACHE_SECONDS)."""
+    app = app or current_app
+    return _per_process(
+        app, _AHEAD, lambda: DrawAhead(app.config["DRAW_AHEAD"], app.config["CELL_CACHE_SECONDS"])
+    )
 
 
 def get_recorder(app: Flask | None = None) -> ServedRecorder:
