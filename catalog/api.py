@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from catalog import fallback
-from catalog.db import get_connection
+from catalog.db import serving_read
 from catalog.errors import ApiError
 from catalog.images import image_url, url_base
 from catalog.params import parse_filters, parse_int
@@ -98,7 +98,11 @@ def pick_faces(filters: Filters, count: int = 1) -> list[Any]:
     """
 
     def draw(n: int) -> list[Any]:
-        return pick_random(get_connection(), filters, get_rng(), n, cache=get_cell_cache())
+        return serving_read(
+            lambda connection: pick_random(
+                connection, filters, get_rng(), n, cache=get_cell_cache()
+            )
+        )
 
     if count == 1:
         face = get_draw_ahead().take(filters, draw)
@@ -173,7 +177,7 @@ def random_faces() -> Response:
 @bp.get("/api/v1/faces/<int(max=2147483647):face_id>")
 def face_by_id(face_id: int) -> Response:
     """One face's metadata (looking it up does not count as serving it)."""
-    face = get_face(get_connection(), face_id)
+    face = serving_read(lambda connection: get_face(connection, face_id))
     if face is None:
         raise ApiError(404, "not_found", f"No face has id {face_id}.", id=face_id)
     return jsonify(face_json(face, get_recorder().pending_since(face_id)))

@@ -8,9 +8,10 @@ a teardown closes it, and ``init_app`` wires both. Alembic is configured in code
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import click
 from alembic import command as alembic_command
@@ -19,6 +20,7 @@ from flask import Flask, current_app, g
 from flask.cli import AppGroup
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -57,9 +59,10 @@ def make_engine(url: str, *, serving: bool = False) -> Engine:
     ``serving=True`` makes the engine of the request fast path (``get_connection``):
     connections are opened in autocommit mode, so single SELECTs send no BEGIN/COMMIT
     and checkouts never switch isolation levels (a round trip each with psycopg2), and
-    they are not pinged on checkout. Without the ping, the first request after a
-    database restart fails with a 503 and SQLAlchemy then replaces the whole pool;
-    with it, every request pays one more round trip. Ingest and the CLI keep the ping.
+    they are not pinged on checkout. Without the ping, the first read after a
+    database restart meets a dead connection; SQLAlchemy then replaces the whole pool and
+    ``serving_read`` repeats the read on a fresh connection, so no request fails; with
+    the ping, every request would pay one more round trip. Ingest and the CLI keep it.
     """
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -143,6 +146,29 @@ def get_connection() -> Connection:
     if "db_connection" not in g:
         g.db_connection = get_serving_engine().connect()
     return g.db_connection
+
+
+T = TypeVar("T")
+
+
+def serving_read(read: Callable[[Connection], T]) -> T:
+    """``read(get_connection())``, run once more on a fresh connection if that one was dead.
+
+    Why: serving connections are not pinged on checkout (it would cost a round trip per
+    request), so after a database restart or a dropped connection the first read on each
+    pooled connection fails. SQLAlchemy then invalidates the pool, and a read can safely
+    be repeated, so the request is answered instead of getting a 503. Only errors that
+    SQLAlchemy recognised as a lost connection are retried, and only once.
+    """
+    try:
+        return read(get_connection())
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        dead = g.pop("db_connection", None)
+        if dead is not None:
+            dead.close()
+        return read(get_connection())
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.bands import BANDS, DEFAULT_COMPOSITION, GENDERS, band_of
-from catalog.db import get_connection
+from catalog.db import serving_read
 from catalog.errors import ApiError
 from catalog.params import parse_choice
 from catalog.selection import CellCount, all_cells
@@ -67,7 +67,7 @@ def _wants_json() -> bool:
 @bp.get("/stats")
 def stats() -> Response:
     """fakeface.rest's "N faces" as text/plain, or counts per gender × band as JSON."""
-    body = catalog_stats(all_cells(get_connection()), target_composition())
+    body = catalog_stats(serving_read(all_cells), target_composition())
     if _wants_json():
         response = jsonify(body)
     else:
@@ -81,7 +81,7 @@ def stats() -> Response:
 def check_database() -> str | None:
     """None if the database answers, else why not."""
     try:
-        get_connection().execute(text("SELECT 1"))
+        serving_read(lambda connection: connection.execute(text("SELECT 1")))
     except SQLAlchemyError as exc:
         logger.warning("healthz: database unreachable: %s", exc)
         return "unreachable"

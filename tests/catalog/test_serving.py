@@ -8,8 +8,9 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from flask import Flask
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.orm import Session
 from werkzeug.http import http_date as werkzeug_http_date
 
@@ -175,3 +176,26 @@ def test_image_urls_follow_the_request_host(app: Flask, make_face: Callable[...,
         assert body["image_url"].startswith(f"http://{host}/img/faces/")
     body = client.get("/face/json", base_url="https://c.example/prefix").get_json()
     assert body["thumb_url"].startswith("https://c.example/prefix/img/thumbs/")
+
+
+# --- a dropped database connection ------------------------------------------------------
+
+
+def test_a_dropped_database_connection_costs_no_request(
+    app: Flask, make_face: Callable[..., Face]
+) -> None:
+    """The serving pool is not pinged; a read on a dead connection is retried once."""
+    if not app.config["DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("needs a database server that can drop a client's connection")
+    face = make_face()
+    client = app.test_client()
+    assert client.get("/face/json").status_code == 200  # the pool now holds a connection
+    with app.app_context():
+        engine = db.get_serving_engine()
+    with engine.connect() as connection:  # that same pooled connection
+        pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with db.get_engine(app).connect() as killer:
+        assert killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    for path in ("/face/json", f"/api/v1/faces/{face.id}", "/stats", "/healthz"):
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.get_json())
