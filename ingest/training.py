@@ -556,9 +556,15 @@ def export(
     init_sha: str | None,
     command: Sequence[str] | None,
 ) -> Path:
-    """Write the EMA generator (BN recalibrated, CPU float32) and its provenance JSON."""
+    """Write the EMA generator (BN recalibrated, CPU float32) and its provenance JSON.
+
+    The file carries the network's calibration buffers, set to identity: a fresh export
+    renders exactly what it was trained on. Calibrating the condition is a separate,
+    measured step (``tests/perf/calibrate_conditional.py apply``) that rewrites the file.
+    """
     net = copy.deepcopy(g_ema).cpu()
     recalibrate_batchnorm(net, np.random.default_rng(config.seed + 1), torch.device("cpu"))
+    net.set_calibration(cond.identity_calibration())
     path = Path(config.export)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
@@ -584,6 +590,7 @@ def export(
         "torch": torch.__version__,
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "licence": LICENCE,
+        "calibration": None,  # identity; tests/perf/calibrate_conditional.py records one
     }
     path.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n")
     logger.info("exported %s (sha256 %s) and its provenance", path, sha[:12])

@@ -71,13 +71,49 @@ def encode_condition(female: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
     """``(N,)`` female flags (0/1, float) and ages in years -> ``(N, CONDITION_DIM)``.
 
     Ages are clamped to 0..100: UTKFace has a few faces up to 116 years, too few to learn
-    from, and users filter with ages up to 100.
+    from, and users filter with ages up to 100. This is the training encoding; the
+    calibrated path (``ConditionalDCGAN.calibrated_condition``) may go beyond it.
+    """
+    return encode_condition_unclamped(female, age.clamp(0.0, MAX_AGE))
+
+
+def encode_condition_unclamped(
+    female: torch.Tensor, age: torch.Tensor, gender_scale: torch.Tensor | float = 0.0
+) -> torch.Tensor:
+    """``encode_condition`` without the 0..100 clamp, with gender guidance.
+
+    ``gender_scale`` ``s`` (per row or one number) pushes the gender one-hot past its
+    training values: male ``[1 + s, -s]``, female ``[-s, 1 + s]`` (classifier-free-guidance
+    style extrapolation along the gender axis; ``s = 0`` is the training encoding). Ages
+    outside 0..100 extrapolate ``age/100`` and the age bumps; only the calibration uses
+    them, and only where the sweep in ``tests/perf/calibrate_conditional.py`` measured it.
     """
     female = female.to(torch.float32).reshape(-1)
-    age = age.to(torch.float32).reshape(-1).clamp(0.0, MAX_AGE)
+    age = age.to(torch.float32).reshape(-1)
+    scale = torch.as_tensor(gender_scale, dtype=torch.float32, device=age.device)
+    scale = scale.reshape(-1)[:, None] if scale.ndim else scale
     centres = torch.tensor(AGE_CENTRES, dtype=torch.float32, device=age.device)
     bumps = torch.exp(-0.5 * ((age[:, None] - centres[None, :]) / AGE_WIDTH) ** 2)
-    return torch.cat([torch.stack([1.0 - female, female], 1), (age / MAX_AGE)[:, None], bumps], 1)
+    onehot = torch.stack([1.0 - female, female], 1)
+    gender = onehot * (1.0 + scale) - (1.0 - onehot) * scale
+    return torch.cat([gender, (age / MAX_AGE)[:, None], bumps], 1)
+
+
+def interpolate(x: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear ``values`` at ``x`` (clamped to the knots' range); differentiable in x.
+
+    ``knots`` is ``(K,)`` strictly increasing; ``values`` is ``(K,)`` or one row per x
+    ``(N, K)``.
+    """
+    x = x.reshape(-1)
+    clamped = x.clamp(float(knots[0]), float(knots[-1]))
+    upper = torch.bucketize(clamped, knots, right=True).clamp(1, len(knots) - 1)
+    lower = upper - 1
+    rows = values.expand(len(x), -1) if values.ndim == 1 else values
+    y0 = rows.gather(1, lower[:, None])[:, 0]
+    y1 = rows.gather(1, upper[:, None])[:, 0]
+    t = (clamped - knots[lower]) / (knots[upper] - knots[lower])
+    return y0 + t * (y1 - y0)
 
 
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -133,11 +169,70 @@ class ConditionalBatchNorm(nn.Module):
         return self.bn(x) * gamma + self.beta(condition)[:, :, None, None]
 
 
+# Requested ages (years) at which the calibration is stored; piecewise linear in between.
+CALIBRATION_KNOTS = (0.0, 6.0, 16.0, 30.0, 50.0, 72.0, 100.0)
+_CALIBRATION_BUFFERS = (
+    "calibration_ages",
+    "calibration_condition_ages",
+    "calibration_gender_scale",
+    "calibration_psi",
+)
+
+
+def identity_calibration() -> dict[str, torch.Tensor]:
+    """The calibration buffers that change nothing: what training exports."""
+    knots = torch.tensor(CALIBRATION_KNOTS, dtype=torch.float32)
+    return {
+        "calibration_ages": knots.clone(),
+        "calibration_condition_ages": knots.repeat(2, 1),
+        "calibration_gender_scale": torch.zeros(2, len(knots)),
+        "calibration_psi": torch.ones(2, len(knots)),
+    }
+
+
+def check_calibration(buffers: Mapping[str, torch.Tensor]) -> None:
+    """Raise ``ValueError`` unless the buffers form a valid, monotone calibration.
+
+    Monotone (strictly increasing conditioning age in the requested age, per gender) so
+    one seed swept across ages still ages in one direction: the identity sweep and the
+    Face Studio "lifetime" rely on it.
+    """
+    ages = buffers["calibration_ages"]
+    cond_ages = buffers["calibration_condition_ages"]
+    scale = buffers["calibration_gender_scale"]
+    psi = buffers["calibration_psi"]
+    k = len(ages)
+    if k < 2 or ages.shape != (k,) or any(b.shape != (2, k) for b in (cond_ages, scale, psi)):
+        raise ValueError(
+            f"calibration shapes do not fit: {ages.shape}, {cond_ages.shape}, {scale.shape}, "
+            f"{psi.shape}"
+        )
+    if float(ages[0]) != 0.0 or float(ages[-1]) != MAX_AGE or not bool((ages.diff() > 0).all()):
+        raise ValueError(f"calibration knots must rise strictly from 0 to {MAX_AGE:g}: {ages}")
+    if not bool((cond_ages.diff(dim=1) > 0).all()):
+        raise ValueError(f"calibrated ages must rise strictly (monotone map): {cond_ages}")
+    if not bool((scale >= 0).all()) or not bool(((psi > 0) & (psi <= 1)).all()):
+        raise ValueError(f"gender scale must be >= 0 and 0 < psi <= 1: {scale}, {psi}")
+
+
 class ConditionalDCGAN(nn.Module):
     """The DCGAN generator (nz=100, ngf=64) with the condition injected as described above.
 
     ``ups[i]`` are the DCGAN's transposed convolutions ``main.{0,3,6,9,12}``; ``norms[i]``
     wrap its BatchNorms ``main.{1,4,7,10}``; see ``load_dcgan_state``.
+
+    Inference-time calibration lives in registered buffers, so it is saved in the weights
+    file and covered by its SHA-256 (the checksum the catalog records with every face):
+
+    * ``calibration_ages`` ``(K,)``: requested-age knots 0..100;
+    * ``calibration_condition_ages`` ``(2, K)``: the age fed to the network at each knot,
+      per gender (row 0 male, row 1 female), strictly increasing; may leave 0..100;
+    * ``calibration_gender_scale`` ``(2, K)``: gender guidance ``s`` at each knot;
+    * ``calibration_psi`` ``(2, K)``: truncation at each knot, the noise is scaled by it
+      (the truncation trick: 1 is none, smaller trades diversity for typical faces).
+
+    ``forward`` takes a raw condition (training); ``render_request`` applies the calibration.
+    A state without these buffers (an older file, a training snapshot) loads as identity.
     """
 
     def __init__(self, features: int = 64) -> None:
@@ -155,6 +250,46 @@ class ConditionalDCGAN(nn.Module):
         self.condition_in = nn.Linear(CONDITION_DIM, f * 8 * 16)
         nn.init.zeros_(self.condition_in.weight)
         nn.init.zeros_(self.condition_in.bias)
+        for name, value in identity_calibration().items():
+            self.register_buffer(name, value)
+        self._register_load_state_dict_pre_hook(self._identity_if_uncalibrated)
+
+    def _identity_if_uncalibrated(self, state, prefix, *args, **kwargs) -> None:
+        """Older files and training snapshots have no calibration: load them as identity."""
+        names = [prefix + name for name in _CALIBRATION_BUFFERS]
+        if not any(name in state for name in names):
+            for name, value in identity_calibration().items():
+                state[prefix + name] = value
+
+    def calibration(self) -> dict[str, torch.Tensor]:
+        """The calibration buffers (CPU copies)."""
+        return {name: getattr(self, name).detach().cpu().clone() for name in _CALIBRATION_BUFFERS}
+
+    def set_calibration(self, buffers: Mapping[str, torch.Tensor]) -> None:
+        """Replace the calibration after checking it (``check_calibration``)."""
+        values = {k: torch.as_tensor(buffers[k], dtype=torch.float32) for k in _CALIBRATION_BUFFERS}
+        check_calibration(values)
+        for name, value in values.items():
+            setattr(self, name, value.to(getattr(self, name).device))
+
+    def calibrated(
+        self, female: torch.Tensor, age: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Requested ``female`` flags and ages (0..100) -> (condition, noise scale ``psi``)."""
+        female = female.to(torch.float32).reshape(-1)
+        row = female.round().clamp(0, 1).long()
+        knots = self.calibration_ages
+        cond_age = interpolate(age, knots, self.calibration_condition_ages[row])
+        scale = interpolate(age, knots, self.calibration_gender_scale[row])
+        psi = interpolate(age, knots, self.calibration_psi[row])
+        return encode_condition_unclamped(female, cond_age, scale), psi
+
+    def render_request(
+        self, z: torch.Tensor, female: torch.Tensor, age: torch.Tensor
+    ) -> torch.Tensor:
+        """Like ``forward`` for a requested gender and age, through the calibration."""
+        condition, psi = self.calibrated(female, age)
+        return self(z * psi[:, None], condition)
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """``(N, 100)`` noise, ``(N, CONDITION_DIM)`` condition -> ``(N, 3, 64, 64)`` in [-1, 1]."""
@@ -288,8 +423,9 @@ class ConditionalGenerator:
         return torch.from_numpy(np.stack(rows))
 
     def _render_condition(self, z: torch.Tensor, female: torch.Tensor, age: torch.Tensor):
-        condition = encode_condition(female, age).to(self.device)
-        images = self.network(z.to(self.device, torch.float32), condition)
+        images = self.network.render_request(
+            z.to(self.device, torch.float32), female.to(self.device), age.to(self.device)
+        )
         return ((images + 1.0) * 127.5).permute(0, 2, 3, 1)
 
     def render(self, latents: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ingest import training
-from ingest.generators.conditional import ConditionalGenerator, sha256_file
+from ingest.generators.conditional import ConditionalGenerator, identity_calibration, sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,13 @@ def test_train_checkpoints_resumes_and_exports(dataset: Path, tmp_path: Path) ->
     assert provenance["sha256"] == sha256_file(first)
     assert provenance["steps"] == 2
     assert "non-commercial" in provenance["licence"].lower()
-    assert ConditionalGenerator(first, device="cpu").checksum == provenance["sha256"]
+    exported = ConditionalGenerator(first, device="cpu")
+    assert exported.checksum == provenance["sha256"]
+    # The export writes the calibration buffers, as identity (calibration is a later step).
+    state = torch.load(first, weights_only=True)
+    for name, value in identity_calibration().items():
+        assert torch.equal(state[name], value), name
+    assert provenance["calibration"] is None
 
     resumed = training.train(_config(dataset, tmp_path / "a", steps=3))
     assert json.loads(resumed.with_suffix(".json").read_text())["steps"] == 3

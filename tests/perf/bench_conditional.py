@@ -61,6 +61,7 @@ BANDS = (("0-12", 0, 12), ("13-19", 13, 19), ("20-39", 20, 39), ("40-59", 40, 59
 # the estimator's ±4-year error decides the verdict by coin toss. On-demand generation asks
 # the same way (a filter's range is mapped to an age inside it).
 TARGET_AGES = {"0-12": 6.0, "13-19": 16.0, "20-39": 30.0, "40-59": 50.0, "60+": 72.0}
+HAND_WRITTEN = "<!-- Written by hand below this line; bench_conditional.py keeps it. -->"
 SWEEP_AGES = (3.0, 10.0, 16.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0)
 
 
@@ -248,8 +249,13 @@ def write_report(
     rates: tuple[float, float] | None,
     threads: int,
     real_per_cell: int,
+    calibration: str = "",
 ) -> None:
-    """docs/coverage.md: the table plus how it was measured."""
+    """docs/coverage.md: the table plus how it was measured.
+
+    Everything after the ``HAND_WRITTEN`` marker line in the existing file (what the
+    sheets show, design notes, against the target) is kept as it is.
+    """
     lines = [
         "# Coverage of the conditional generator",
         "",
@@ -312,7 +318,39 @@ def write_report(
         + " (columns).",
         "",
     ]
-    path.write_text("\n".join(lines))
+    if calibration:
+        lines += [calibration, ""]
+    kept = ""
+    if path.is_file() and HAND_WRITTEN in path.read_text():
+        kept = path.read_text().split(HAND_WRITTEN, 1)[1]
+    lines.append(HAND_WRITTEN)
+    path.write_text("\n".join(lines) + kept)
+
+
+def describe_calibration(generator: cond.ConditionalGenerator) -> str:
+    """One paragraph: the calibration stored in the weights, per gender and requested age."""
+    buffers = generator.network.calibration()
+    knots = buffers["calibration_ages"].tolist()
+    if all(torch.equal(buffers[k], v) for k, v in cond.identity_calibration().items()):
+        return "Calibration: none (identity buffers): the network gets the requested condition."
+    parts = []
+    for row, gender in enumerate(("male", "female")):
+        entries = [
+            f"{a:g} → {c:g}" + (f" (s {s:g})" if s else "") + (f" (ψ {p:g})" if p != 1.0 else "")
+            for a, c, s, p in zip(
+                knots,
+                buffers["calibration_condition_ages"][row].tolist(),
+                buffers["calibration_gender_scale"][row].tolist(),
+                buffers["calibration_psi"][row].tolist(),
+                strict=True,
+            )
+        ]
+        parts.append(f"{gender}: " + ", ".join(entries))
+    return (
+        "Calibration stored in the weights (requested age → conditioning age, gender "
+        "guidance s, truncation ψ; piecewise linear between knots; chosen on held-out seeds, "
+        "see `docs/coverage/calibration.md`): " + "; ".join(parts) + "."
+    )
 
 
 @click.command()
@@ -335,6 +373,12 @@ def write_report(
     show_default=True,
 )
 @click.option("--per-cell", default=256, show_default=True)
+@click.option(
+    "--first-seed",
+    default=0,
+    show_default=True,
+    help="Seeds first..first+per-cell-1; the report is only written for the standard 0.",
+)
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads.")
 @click.option("--real/--no-real", default=True, help="Measure real faces of each cell too.")
 @click.option("--real-per-cell", default=128, show_default=True, help="Real faces per cell.")
@@ -372,6 +416,7 @@ def main(
     models_dir: Path,
     utkface_dir: Path,
     per_cell: int,
+    first_seed: int,
     threads: int,
     real: bool,
     sheets: bool,
@@ -392,13 +437,19 @@ def main(
         if real
         else {}
     )
-    latents = generator.sample_latents(range(per_cell))
+    if first_seed and (report or sheets):
+        raise click.UsageError("--first-seed is for validation runs: add --no-report --no-sheets")
+    latents = generator.sample_latents(range(first_seed, first_seed + per_cell))
     results: list[CellResult] = []
     feature_kind = "pixels"
     sheet_dir = REPO_ROOT / "docs" / "coverage"
     for path in cells_from:
         stored = json.loads(path.read_text())
-        if stored["checksum"] != generator.checksum or stored["per_cell"] != per_cell:
+        if (
+            stored["checksum"] != generator.checksum
+            or stored["per_cell"] != per_cell
+            or stored.get("first_seed", 0) != first_seed
+        ):
             raise click.ClickException(f"{path} was measured on other weights or sample size")
         feature_kind = stored["feature_kind"]
         results += [CellResult(**r) for r in stored["results"]]
@@ -436,6 +487,7 @@ def main(
                 record = {
                     "checksum": generator.checksum,
                     "per_cell": per_cell,
+                    "first_seed": first_seed,
                     "feature_kind": feature_kind,
                     "results": [r.__dict__ for r in results],
                 }
@@ -466,6 +518,7 @@ def main(
             rates=rates,
             threads=threads,
             real_per_cell=real_per_cell,
+            calibration=describe_calibration(generator),
         )
     logger.info(
         "mean robust match %.1f%%; per cell: %s",
