@@ -173,3 +173,124 @@ def test_committed_weights_load_and_match_their_provenance() -> None:
     assert generator.checksum == provenance["sha256"]
     faces = generator.generate_for("male", 70.0, generator.sample_latents([0, 1]))
     assert faces.shape == (2, 64, 64, 3)
+
+
+# --- inference-time calibration (buffers in the weights file) -----------------------------
+
+
+def _calibration(**changes: list[list[float]]) -> dict[str, torch.Tensor]:
+    """A valid non-identity calibration, with ``changes`` applied."""
+    values = {
+        "calibration_ages": list(cond.CALIBRATION_KNOTS),
+        "calibration_condition_ages": [
+            [0.0, 4.0, 13.0, 30.0, 60.0, 85.0, 110.0],
+            [0.0, 3.0, 12.0, 26.0, 58.0, 82.0, 105.0],
+        ],
+        "calibration_gender_scale": [[0.5] * 7, [0.25] * 7],
+        "calibration_psi": [[0.7] * 7, [0.8] * 7],
+    }
+    values.update(changes)
+    return {k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
+
+
+def test_calibration_buffers_are_in_the_state_dict() -> None:
+    state = cond.ConditionalDCGAN().state_dict()
+    for name, value in cond.identity_calibration().items():
+        assert torch.equal(state[name], value), name
+
+
+def test_identity_calibration_is_the_raw_network(generator: ConditionalGenerator) -> None:
+    """Uncalibrated (identity) weights render exactly what the training encoding gives."""
+    latents = latents_with_condition(generator.sample_latents([5, 6]), "male", 37.5)
+    female, age = condition_from_latents(latents)
+    with torch.no_grad():
+        raw = generator.network(latents[:, :100], cond.encode_condition(female, age))
+    expected = ((raw + 1.0) * 127.5).permute(0, 2, 3, 1)
+    torch.testing.assert_close(generator.render(latents), expected)
+
+
+def test_calibration_map_is_monotone_and_interpolates() -> None:
+    net = cond.ConditionalDCGAN()
+    net.set_calibration(_calibration())
+    ages = torch.linspace(0.0, 100.0, 201)
+    for female in (0.0, 1.0):
+        condition, psi = net.calibrated(torch.full_like(ages, female), ages)
+        fed_age = condition[:, 2] * cond.MAX_AGE  # the age/100 channel, unclamped
+        assert bool((fed_age.diff() > 0).all())  # one seed swept across ages ages steadily
+        row = int(female)
+        knots = torch.tensor(cond.CALIBRATION_KNOTS)
+        expected = _calibration()["calibration_condition_ages"][row]
+        at_knots = net.calibrated(torch.full_like(knots, female), knots)[0][:, 2] * cond.MAX_AGE
+        torch.testing.assert_close(at_knots, expected)
+        torch.testing.assert_close(psi, torch.full_like(ages, (0.7, 0.8)[row]))
+        gender = condition[:, :2]
+        s = (0.5, 0.25)[row]
+        wanted = torch.tensor([1 + s, -s] if row == 0 else [-s, 1 + s]).expand_as(gender)
+        torch.testing.assert_close(gender, wanted)
+    # Between knots the map is linear: halfway from 16 (13) to 30 (30) for men is 21.5.
+    condition, _ = net.calibrated(torch.tensor([0.0]), torch.tensor([23.0]))
+    assert float(condition[0, 2]) * cond.MAX_AGE == pytest.approx(21.5, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"calibration_condition_ages": [[0, 4, 13, 12, 60, 85, 110], [0, 3, 12, 26, 58, 82, 105]]},
+        {"calibration_gender_scale": [[-0.5] * 7, [0.0] * 7]},
+        {"calibration_psi": [[0.0] * 7, [1.0] * 7]},
+        {"calibration_psi": [[1.2] * 7, [1.0] * 7]},
+        {"calibration_ages": [0, 6, 16, 30, 50, 72, 90]},
+        {"calibration_psi": [1.0] * 7},
+    ],
+)
+def test_invalid_calibrations_are_refused(change: dict) -> None:
+    with pytest.raises(ValueError):
+        cond.ConditionalDCGAN().set_calibration(_calibration(**change))
+
+
+def test_checksum_covers_the_calibration(weights_file: Path, tmp_path: Path) -> None:
+    """A calibrated file is a different file: old provenance refuses it, new one loads it."""
+    net = cond.ConditionalDCGAN()
+    net.load_state_dict(torch.load(weights_file, weights_only=True))
+    net.set_calibration(_calibration())
+    path = tmp_path / "conditional.pt"
+    torch.save(net.state_dict(), path)
+    (tmp_path / "conditional.json").write_text(weights_file.with_suffix(".json").read_text())
+    with pytest.raises(ConditionalWeightsError, match="corrupt"):
+        ConditionalGenerator(path, device="cpu")
+    (tmp_path / "conditional.json").write_text(json.dumps({"sha256": cond.sha256_file(path)}))
+    calibrated = ConditionalGenerator(path, device="cpu")
+    for name, value in _calibration().items():
+        assert torch.equal(calibrated.network.calibration()[name], value)
+    # The stored latent still remakes the face: the calibration is read from the weights.
+    latents = latents_with_condition(calibrated.sample_latents([9]), "male", 16.0)
+    assert torch.equal(calibrated.generate(latents), calibrated.generate_for("male", 16.0, latents))
+    plain = ConditionalGenerator(weights_file, device="cpu")
+    assert not torch.equal(calibrated.generate(latents), plain.generate(latents))
+
+
+def test_a_file_without_calibration_loads_as_identity(tmp_path: Path) -> None:
+    """Training snapshots and the weights made before calibration existed still load."""
+    state = {
+        k: v for k, v in cond.ConditionalDCGAN().state_dict().items() if "calibration" not in k
+    }
+    path = tmp_path / "old.pt"
+    torch.save(state, path)
+    (tmp_path / "old.json").write_text(json.dumps({"sha256": cond.sha256_file(path)}))
+    loaded = ConditionalGenerator(path, device="cpu").network.calibration()
+    for name, value in cond.identity_calibration().items():
+        assert torch.equal(loaded[name], value)
+
+
+def test_committed_calibration_is_monotone_and_recorded() -> None:
+    provenance = json.loads(cond.DEFAULT_PROVENANCE.read_text())
+    record = provenance.get("calibration")
+    assert record, "conditional.json has no calibration entry"
+    for key in ("command", "code_commit", "measured_on_seeds", "sweep_table"):
+        assert record.get(key), key
+    # Calibrated on held-out seeds, never on the benchmark's 0..255.
+    assert all(int(seeds.split("-")[0]) >= 256 for seeds in record["measured_on_seeds"])
+    network = ConditionalGenerator.from_models_dir(None, device="cpu").network
+    cond.check_calibration(network.calibration())
+    stored = network.calibration()["calibration_condition_ages"].tolist()
+    assert stored == [record["condition_age"]["male"], record["condition_age"]["female"]]

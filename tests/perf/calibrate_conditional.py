@@ -236,6 +236,12 @@ def sweep(
 @click.option("--seeds", "n_seeds", default=256, show_default=True, help="Faces per point.")
 @click.option("--first-seed", default=FIRST_HELD_OUT_SEED, show_default=True)
 @click.option("--threads", default=2, show_default=True)
+@click.option(
+    "--results",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_RESULTS,
+    show_default=True,
+)
 def near_dups(
     genders: tuple[str, ...],
     ages: str,
@@ -244,6 +250,7 @@ def near_dups(
     n_seeds: int,
     first_seed: int,
     threads: int,
+    results: Path,
 ) -> None:
     """Near-duplicate rate per point at the benchmark's 256 faces (no estimator: fast).
 
@@ -256,15 +263,18 @@ def near_dups(
     configure_threads(threads)
     generator = cond.ConditionalGenerator(device="cpu")
     latents = generator.sample_latents(range(first_seed, first_seed + n_seeds))
+    stored = _load(results)
+    table = stored.setdefault("near_dups", {})
     for gender in genders or cond.GENDERS:
         for age in _floats(ages):
             for scale in _floats(scales):
                 for psi in _floats(psis):
                     images = render_point(generator, latents, gender, age, scale, psi)
-                    click.echo(
-                        f"{point_key(gender, age, scale, psi)}: near-dup "
-                        f"{100 * near_duplicate_rate(images):.0f}% of {n_seeds}"
-                    )
+                    key = f"{point_key(gender, age, scale, psi)}|seeds={first_seed}+{n_seeds}"
+                    table[key] = near_duplicate_rate(images)
+                    click.echo(f"{key}: near-dup {100 * table[key]:.0f}%")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(stored))
 
 
 def _network_sha(network: cond.ConditionalDCGAN) -> str:
@@ -341,6 +351,22 @@ def table(results: Path, out: Path) -> None:
                 + " | ".join(cells)
                 + f" | {p['diversity']:.2f} | {100 * p.get('near_dup', float('nan')):.0f}% |"
             )
+        lines.append("")
+    if stored.get("near_dups"):
+        lines += [
+            "## Near-duplicates over more faces (`near-dups`)",
+            "",
+            "Share of faces with a near-duplicate among the same point's faces, over as many "
+            "faces as the benchmark uses (no estimator involved).",
+            "",
+            "| point | seeds | near-dup |",
+            "| --- | --- | --- |",
+        ]
+        for key, rate in stored["near_dups"].items():
+            point, seeds = key.rsplit("|seeds=", 1)
+            first, n = seeds.split("+")
+            seed_range = f"{first}–{int(first) + int(n) - 1}"
+            lines.append(f"| {point.replace('|', ', ')} | {seed_range} | {100 * rate:.0f}% |")
         lines.append("")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
