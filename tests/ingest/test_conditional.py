@@ -94,9 +94,12 @@ def test_sample_latents_follow_the_numpy_rule(generator: ConditionalGenerator) -
 def test_generate_is_deterministic_with_the_right_shape(generator: ConditionalGenerator) -> None:
     latents = generator.sample_latents(range(5))
     a = generator.generate(latents, batch_size=2)
-    b = generator.generate(latents)
     assert a.shape == (5, 64, 64, 3) and a.dtype == torch.uint8
-    assert torch.equal(a, b)
+    assert torch.equal(a, generator.generate(latents, batch_size=2))
+    # Another batch size may pick another convolution algorithm (AVX-512 kernels here):
+    # ±1 on a rare pixel is rounding; BatchNorm batch statistics would move every pixel.
+    diff = (generator.generate(latents).int() - a.int()).abs()
+    assert diff.max().item() <= 1 and (diff > 0).float().mean().item() < 1e-3
     assert generator.generate(latents[:0]).shape == (0, 64, 64, 3)
     with pytest.raises(ValueError):
         generator.generate(latents, batch_size=0)
