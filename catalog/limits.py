@@ -8,8 +8,8 @@ budget (``tests/perf/bench_limits.py`` checks it under load).
 
 Why not Flask-Limiter's request hook: it resolved, filtered and exempted its limit
 declarations on every request, which cost 0.33 ms on a /face/json that takes 1.5 ms in
-process (measured with its Redis storage, 2026-11-21). The check here is a dictionary
-lookup by blueprint and one ``hit`` per limit.
+process (measured with its Redis storage, 2026-11-21). The check here is a
+``before_request`` on the limited blueprints only and one ``hit`` per limit.
 
 - Catalog lookups (the ``api`` blueprint) and image fetches (``images``, ``avatar``) share
   one limit per family and caller, on fixed windows: one INCR per request, and for
@@ -31,18 +31,28 @@ of the breached limit really admits the next request (rounded up).
 
 If the storage fails, lookups and image fetches fall back to per-process counters (logged
 at most once a minute) rather than failing; generation fails closed with a 503.
+
+Cost: the one Redis round trip per request is what the limiter costs, and in a threaded
+gunicorn worker redis-py's pooled client made it nearly three times dearer than the bare
+socket trip (see ``ThreadConnectionRedis``), so the ``limits`` scripts run over a
+connection each thread keeps. The counting, the scripts and the keys remain the
+``limits`` library's; ``tests/perf/bench_limits.py`` measures the overhead.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
 import threading
 import time
+from typing import Any
 
+import redis
 from flask import Flask, current_app, request
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage import MemoryStorage, RedisStorage, Storage, storage_from_string
 from limits.strategies import STRATEGIES, FixedWindowRateLimiter, RateLimiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -81,6 +91,120 @@ def _shortest_first(limit_string: str) -> list[RateLimitItem]:
     return sorted(parse_many(limit_string), key=lambda item: item.get_expiry())
 
 
+# Bumped in every forked child, so a thread there never uses a socket its parent holds;
+# cheaper than an os.getpid() system call on every hit.
+_process_generation = 0
+
+
+def _forked() -> None:
+    global _process_generation
+    _process_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class _ThreadHeld(threading.local):
+    """Per thread: the connection, the process generation that made it, whether it has
+    answered."""
+
+    generation = -1
+    connection: redis.connection.AbstractConnection | None = None
+    answered = False
+
+
+class ThreadConnectionRedis(redis.Redis):
+    """A ``redis.Redis`` whose EVALSHA (how every ``limits`` strategy counts) goes over a
+    connection this thread keeps; every other command takes the usual pooled path.
+
+    Why: each request makes one EVALSHA, and under load (2 gthread workers x 4 threads
+    on 2 shared cores) redis-py's pooled path cost 83-98 us of worker CPU per call,
+    against 55-63 us this way and 30-44 us for a hand-written socket round trip (thread
+    CPU time around the call, 2026-11-21). The pooled path adds the pool lock and
+    bookkeeping, a non-blocking ``recv`` probe of each borrowed connection (three more
+    system calls, one of them a GIL hand-off), the retry wrapper and metrics hooks. A
+    connection per thread needs no borrowing and no probe; it is still redis-py's
+    ``Connection``, so packing, parsing, timeouts and errors are redis-py's. Each thread
+    that counts holds one connection (workers x threads in all), outside the pool's
+    ``max_connections``.
+
+    Failures: a reply error (``NoScriptError`` among them, which ``Script`` answers by
+    loading the script) leaves the connection usable. Any other error drops it. If a
+    connection that had answered before fails to connect or breaks (Redis restarted, an
+    idle socket closed), the command is sent once more on a new one, as redis-py's own
+    retry does, so at worst a command that ran but whose reply was lost counts one hit
+    twice: a budget can then be under-used by one, never exceeded. Timeouts and failures
+    of a new connection are raised.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._held = _ThreadHeld()
+
+    def thread_connection(self) -> redis.connection.AbstractConnection:
+        """This thread's connection, made on first use (and again in a forked child)."""
+        held = self._held
+        if held.connection is None or held.generation != _process_generation:
+            pool = self.connection_pool
+            # Not pool.make_connection(): that counts towards the pool's own connections.
+            held.connection = pool.connection_class(**pool.connection_kwargs)
+            held.generation = _process_generation
+            held.answered = False
+        return held.connection
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:  # type: ignore[override]
+        """Run a loaded script on this thread's connection (see the class doc)."""
+        connection = self.thread_connection()
+        held = self._held
+        try:
+            reply = _evalsha_on(connection, sha, numkeys, keys_and_args)
+        except redis.ConnectionError:
+            if not held.answered:
+                raise
+            held.answered = False
+            reply = _evalsha_on(connection, sha, numkeys, keys_and_args)
+        held.answered = True
+        return reply
+
+
+def _evalsha_on(
+    connection: redis.connection.AbstractConnection,
+    sha: str,
+    numkeys: int,
+    keys_and_args: tuple[Any, ...],
+) -> Any:
+    """EVALSHA on ``connection`` (which connects if it is not); drop it unless the whole
+    reply was read."""
+    try:
+        connection.send_command("EVALSHA", sha, numkeys, *keys_and_args)
+        return connection.read_response()
+    except redis.ResponseError:
+        raise  # a whole reply was read: the connection is fine
+    except BaseException:
+        connection.disconnect()  # a half-sent command or half-read reply: start over
+        raise
+
+
+class ThreadConnectionRedisStorage(RedisStorage):
+    """``limits``' own ``RedisStorage`` (same scripts, keys and options) running its
+    scripts through ``ThreadConnectionRedis``."""
+
+    def __init__(self, uri: str, **options: Any) -> None:
+        super().__init__(uri, **options)
+        # Same pool, so the URL's options (timeouts, password, db) hold for both paths.
+        self.storage = ThreadConnectionRedis(connection_pool=self.storage.connection_pool)
+        self.initialize_storage(uri)  # bind the scripts to the new client
+
+
+def open_storage(url: str) -> Storage:
+    """The ``limits`` storage for ``url``; plain ``redis://``/``rediss://`` get
+    ``ThreadConnectionRedisStorage``, anything else (``memory://``, sentinel, cluster,
+    valkey) the library's own."""
+    if url.partition("://")[0] in ("redis", "rediss"):
+        return ThreadConnectionRedisStorage(url)
+    return storage_from_string(url)
+
+
 class Limiter:
     """One app's limits: the storage, a strategy per use, and the parsed limits.
 
@@ -92,7 +216,7 @@ class Limiter:
 
     def __init__(self, config: dict) -> None:
         self.enabled = True
-        self.storage: Storage = storage_from_string(config["RATELIMIT_STORAGE_URL"])
+        self.storage: Storage = open_storage(config["RATELIMIT_STORAGE_URL"])
         self.requests: RateLimiter = FixedWindowRateLimiter(self.storage)
         self.generation: RateLimiter = STRATEGIES[config["RATELIMIT_GENERATION_STRATEGY"]](
             self.storage
@@ -119,14 +243,11 @@ class Limiter:
             "rate-limit storage failed; counting lookups per process for now", exc_info=True
         )
 
-    def check_request(self) -> None:
-        """``before_request``: count the request against its family's limit, or 429."""
-        if not self.enabled or request.method == "OPTIONS":
+    def check_request(self, items: list[RateLimitItem], scope: str) -> None:
+        """``before_request`` of a limited blueprint: count the request against its
+        family's ``items``, or 429."""
+        if not self.enabled or request.environ.get("REQUEST_METHOD") == "OPTIONS":
             return
-        family = self.families.get(request.blueprint or "")
-        if family is None:
-            return
-        items, scope = family
         identifiers = (KEY_PREFIX, current_caller().rate_key, scope)
         try:
             self._hit_all(self.requests, items, identifiers)
@@ -216,11 +337,15 @@ def generation_budget(caller: Caller | None = None) -> list[tuple[str, int]]:
 
 
 def init_app(app: Flask) -> None:
-    """Build this app's limiter; call after ``catalog.keys.init_app`` (limits key on the
-    caller it authenticates, and before_request hooks run in registration order)."""
+    """Build this app's limiter and hook it to the limited blueprints only, so other
+    routes pay nothing. Flask runs app-wide ``before_request`` functions (the caller's
+    authentication, ``catalog.keys.init_app``) before a blueprint's, so limits key on an
+    authenticated caller."""
     proxies = int(app.config["TRUSTED_PROXY_COUNT"])
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies)  # type: ignore[method-assign]
     limiter = Limiter(app.config)
     app.extensions[_EXTENSION] = limiter
-    app.before_request(limiter.check_request)
+    for blueprint, (items, scope) in limiter.families.items():
+        hooks = app.before_request_funcs.setdefault(blueprint, [])
+        hooks.append(functools.partial(limiter.check_request, items, scope))

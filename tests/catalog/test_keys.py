@@ -169,6 +169,30 @@ def test_revocation_from_another_process_lands_within_the_cache_time(
     assert client.get("/face/json", headers=auth(key)).status_code == 401
 
 
+def test_cached_key_revoked_elsewhere_stops_working_once_the_cache_time_is_up(
+    app_factory: Callable[..., Flask], make_face: Callable[..., Face], db_session: Session
+) -> None:
+    """The bound README states: a revocation reaches a running server within
+    KEY_CACHE_SECONDS of when it read the key. The cache's clock is driven by hand."""
+    app = app_factory(KEY_CACHE_SECONDS=5)
+    now = [1000.0]
+    cache: keys.KeyCache = app.extensions["facecat.key_cache"]
+    cache.clock = lambda: now[0]
+    make_face()
+    key = create(app.test_cli_runner())
+    client = app.test_client()
+    assert client.get("/face/json", headers=auth(key)).status_code == 200  # row read at 1000
+    keys.revoke_key(db_session, keys.parse_key(key))  # as another process would
+    db_session.commit()
+    now[0] = 1004.9  # still inside the 5 s the cached row may be used
+    assert client.get("/face/json", headers=auth(key)).status_code == 200
+    assert client.get("/face/json", headers=auth(forge(key))).status_code == 401
+    now[0] = 1005.0  # the row has expired: read again, revoked
+    response = client.get("/face/json", headers=auth(key))
+    assert response.status_code == 401
+    assert "revoked" in response.get_json()["detail"]
+
+
 def test_keys_never_reach_the_logs(
     client: FlaskClient,
     runner: FlaskCliRunner,

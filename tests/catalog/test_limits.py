@@ -6,14 +6,18 @@ tests need no flush and cannot disturb, or be disturbed by, other runs on the sa
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from limits import parse_many
 
 from catalog import keys, limits
 from catalog.db import session_scope
@@ -194,6 +198,126 @@ def test_two_app_instances_share_one_budget_through_redis(
         for n in range(6)
     ]
     assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+@pytest.mark.redis
+def test_threads_of_two_instances_share_one_exact_lookup_budget(
+    app_factory: Callable[..., Flask], redis_url: str, make_face: Callable[..., Face]
+) -> None:
+    """Each thread counts over its own Redis connection; together they admit the budget."""
+    settings = {"RATELIMIT_STORAGE_URL": redis_url, "RATELIMIT_LOOKUPS": "37/minute"}
+    apps = [app_factory(**settings), app_factory(**settings)]
+    assert all(
+        isinstance(limits.get_limiter(app).storage, limits.ThreadConnectionRedisStorage)
+        for app in apps
+    )
+    make_face()
+    address = random_address()
+    statuses: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def fire(app: Flask) -> None:
+        client = app.test_client()
+        start.wait()
+        mine = [
+            client.get("/face/json", environ_base={"REMOTE_ADDR": address}).status_code
+            for _ in range(12)
+        ]
+        with lock:
+            statuses.extend(mine)
+
+    threads = [threading.Thread(target=fire, args=(apps[n % 2],)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Counter(statuses) == {200: 37, 429: 96 - 37}
+
+
+def _thread_redis(app: Flask) -> limits.ThreadConnectionRedis:
+    storage = limits.get_limiter(app).storage
+    assert isinstance(storage, limits.ThreadConnectionRedisStorage)
+    return storage.storage
+
+
+@pytest.mark.redis
+def test_a_dropped_redis_connection_is_replaced_and_the_hit_counted_once(
+    app_factory: Callable[..., Flask], redis_url: str
+) -> None:
+    import redis
+
+    app = app_factory(RATELIMIT_STORAGE_URL=redis_url)
+    limiter = limits.get_limiter(app)
+    item = parse_many("10/minute")[0]
+    identifiers = ("facecat-test", f"addr:{random_address()}", "lookups")
+    assert limiter.requests.hit(item, *identifiers)
+    client = _thread_redis(app)
+    connection = client.thread_connection()
+    connection.send_command("CLIENT", "ID")
+    connection_id = connection.read_response()
+    # Redis restarts or an idle timeout closes the socket behind the client's back.
+    redis.Redis.from_url(redis_url).client_kill_filter(_id=connection_id)
+    assert limiter.requests.hit(item, *identifiers)
+    assert limiter.requests.get_window_stats(item, *identifiers).remaining == 8
+
+
+@pytest.mark.redis
+def test_reply_errors_keep_the_thread_connection_and_unknown_scripts_get_loaded(
+    app_factory: Callable[..., Flask], redis_url: str
+) -> None:
+    import redis
+
+    client = _thread_redis(app_factory(RATELIMIT_STORAGE_URL=redis_url))
+    # A script Redis has never seen: EVALSHA says NOSCRIPT, Script loads it and retries.
+    script = client.register_script(f"return {random.randrange(10**9)} + tonumber(ARGV[1])")
+    assert script(args=[1]) == int(script.script.split()[1]) + 1
+    connection = client.thread_connection()
+    with pytest.raises(redis.ResponseError):
+        client.evalsha(script.sha, 0, "not a number")
+    assert client.thread_connection() is connection
+    assert script(args=[2]) == int(script.script.split()[1]) + 2
+
+
+def _connection_id(client: limits.ThreadConnectionRedis) -> int:
+    connection = client.thread_connection()
+    connection.send_command("CLIENT", "ID")
+    return int(connection.read_response())
+
+
+@pytest.mark.redis
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_shares_its_parents_redis_socket(
+    app_factory: Callable[..., Flask], redis_url: str
+) -> None:
+    client = _thread_redis(app_factory(RATELIMIT_STORAGE_URL=redis_url))
+    parents = _connection_id(client)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child (a gunicorn worker after the fork): report, then leave at once
+        try:
+            os.write(write, str(_connection_id(client)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        childs = int(pipe.read())
+    assert childs != parents
+    assert _connection_id(client) == parents  # the parent's socket was left alone
+
+
+@pytest.mark.redis
+def test_each_thread_has_its_own_redis_connection(
+    app_factory: Callable[..., Flask], redis_url: str
+) -> None:
+    client = _thread_redis(app_factory(RATELIMIT_STORAGE_URL=redis_url))
+    seen: list[object] = []
+    thread = threading.Thread(target=lambda: seen.append(client.thread_connection()))
+    thread.start()
+    thread.join()
+    assert seen[0] is not client.thread_connection()
+    assert client.thread_connection() is client.thread_connection()
 
 
 def test_generation_fails_closed_when_the_limit_store_is_down(

@@ -16,9 +16,15 @@ the end. Every run uses freshly created keys, so counters of earlier runs never 
    Generation uses a randomly initialised conditional network (tests/catalog/studio_fakes)
    so the check measures the limiter, not the model.
 2. Overhead: ``/face/json`` with a key and the Redis limiter (key cache on, and off) vs
-   the same endpoint with no key and the limiter disabled, each mode taking turns in
-   slices of ``--requests`` requests so background load hits them alike. Reported as the
-   ratio of mean latencies and of throughputs (target: ≤ 1.2).
+   the same endpoint with no key and the limiter disabled. Each mode has its own gunicorn
+   (same app, workers, threads, database and faces; only the mode differs), all three run
+   side by side, and they take turns in slices of ``--requests`` requests, the order
+   rotating every round, so background load and warm-up hit them alike. Reported as the
+   ratio of mean latencies and of throughputs over all rounds, and each round's ratio
+   (target: ≤ 1.2). Other jobs on a shared machine move latencies a lot, so the CPU time
+   each request costs is reported too (Linux): the mode's gunicorn workers, redis-server
+   and the bench database's PostgreSQL backends, read from /proc around each slice, plus
+   this client process; that ratio barely moves with background load.
 """
 
 from __future__ import annotations
@@ -67,10 +73,36 @@ def bench_app():  # type: ignore[no-untyped-def]
     return app
 
 
-def start_server(env_extra: dict[str, str], workers: int) -> tuple[subprocess.Popen, int]:
+def start_server(
+    env_extra: dict[str, str], workers: int, threads: int = 4
+) -> tuple[subprocess.Popen, int]:
     """gunicorn serving bench_app() on a free loopback port."""
     env = {**os.environ, **env_extra}
-    return start_gunicorn("tests.perf.bench_limits:bench_app()", env, workers, threads=4)
+    return start_gunicorn("tests.perf.bench_limits:bench_app()", env, workers, threads)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time ``pids`` have used so far (Linux /proc; 0 for the unreadable)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (gunicorn's workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def fire(
@@ -111,6 +143,28 @@ def fire(
     for thread in threads:
         thread.join()
     return statuses, latencies, time.perf_counter() - began
+
+
+def redis_pid(redis_url: str) -> int:
+    """redis-server's process id (it runs on this machine: the bench is loopback only)."""
+    import redis
+
+    return int(redis.Redis.from_url(redis_url).info("server")["process_id"])
+
+
+def backend_pids(url: str) -> list[int]:
+    """The PostgreSQL backends serving the bench database (the servers' pooled sessions)."""
+    engine = create_engine(db.engine_url(url))
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalars()
+        found = list(pids)
+    engine.dispose()
+    return found
 
 
 def prepare_database(server_url: str, storage: Path, faces: int) -> str:
@@ -162,6 +216,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="slices per mode")
     parser.add_argument("--burst", type=int, default=32, help="clients in the budget check")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4, help="gthread threads per worker")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -182,11 +237,12 @@ def main() -> None:
     result: dict[str, object] = {
         "machine": f"{os.cpu_count()} CPUs (shared), loopback",
         "workers": args.workers,
+        "threads": args.threads,
     }
     try:
         # 1. exact budgets under concurrency
         process, port = start_server(
-            {**base_env, "FACECAT_RATELIMIT_LOOKUPS": "100/hour"}, args.workers
+            {**base_env, "FACECAT_RATELIMIT_LOOKUPS": "100/hour"}, args.workers, args.threads
         )
         try:
             key = create_key(url, storage, "basic")
@@ -204,18 +260,12 @@ def main() -> None:
         )
 
         # 2. overhead, modes taking turns
+        unlimited = {**base_env, "FACECAT_RATELIMIT_LOOKUPS": "1000000000/minute"}
         servers = {
-            "bare": start_server({**base_env, "BENCH_MODE": "bare"}, args.workers),
-            "limited": start_server(
-                {**base_env, "FACECAT_RATELIMIT_LOOKUPS": "1000000000/minute"}, args.workers
-            ),
+            "bare": start_server({**base_env, "BENCH_MODE": "bare"}, args.workers, args.threads),
+            "limited": start_server(unlimited, args.workers, args.threads),
             "limited_no_key_cache": start_server(
-                {
-                    **base_env,
-                    "FACECAT_RATELIMIT_LOOKUPS": "1000000000/minute",
-                    "FACECAT_KEY_CACHE_SECONDS": "0",
-                },
-                args.workers,
+                {**unlimited, "FACECAT_KEY_CACHE_SECONDS": "0"}, args.workers, args.threads
             ),
         }
         try:
@@ -227,16 +277,28 @@ def main() -> None:
             }
             for mode, (_, port) in servers.items():  # warm up each worker's pool
                 fire(port, "/face/json", headers[mode], 100, args.clients)
+            workers = {mode: children(process.pid) for mode, (process, _) in servers.items()}
+            shared = {"redis": [redis_pid(redis_url)], "postgres": backend_pids(url)}
             samples: dict[str, list[float]] = {mode: [] for mode in servers}
             seconds: dict[str, float] = dict.fromkeys(servers, 0.0)
-            for _ in range(args.rounds):
-                for mode, (_, port) in servers.items():
+            round_means: dict[str, list[float]] = {mode: [] for mode in servers}
+            cpu: dict[str, Counter[str]] = {mode: Counter() for mode in servers}
+            modes = list(servers)
+            for n in range(args.rounds):
+                for mode in modes[n % len(modes) :] + modes[: n % len(modes)]:
+                    groups = {"workers": workers[mode], **shared}
+                    before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+                    client_before = time.process_time()
                     statuses, latencies, elapsed = fire(
-                        port, "/face/json", headers[mode], args.requests, args.clients
+                        servers[mode][1], "/face/json", headers[mode], args.requests, args.clients
                     )
+                    cpu[mode]["client"] += time.process_time() - client_before
+                    for name, pids in groups.items():
+                        cpu[mode][name] += cpu_seconds(pids) - before[name]
                     assert set(statuses) == {200}, (mode, statuses)
                     samples[mode].extend(latencies)
                     seconds[mode] += elapsed
+                    round_means[mode].append(statistics.fmean(latencies))
         finally:
             for process, _ in servers.values():
                 stop_gunicorn(process)
@@ -248,6 +310,10 @@ def main() -> None:
                 "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
                 "p95_ms": round(ordered[int(len(ordered) * 0.95)] * 1000, 2),
                 "requests_per_s": round(total / seconds[mode], 1),
+                "cpu_us_per_request": {
+                    name: round(used / total * 1e6)
+                    for name, used in {**cpu[mode], "total": cpu[mode].total()}.items()
+                },
             }
         for mode in ("limited", "limited_no_key_cache"):
             result[f"{mode}_latency_ratio"] = round(
@@ -256,12 +322,33 @@ def main() -> None:
             result[f"{mode}_throughput_ratio"] = round(
                 seconds[mode] / seconds["bare"], 3
             )  # time for the same work: > 1 means slower
+            per_round = [
+                limited / bare
+                for limited, bare in zip(round_means[mode], round_means["bare"], strict=True)
+            ]
+            result[f"{mode}_round_ratios"] = [round(ratio, 3) for ratio in per_round]
+            result[f"{mode}_median_round_ratio"] = round(statistics.median(per_round), 3)
+            result[f"{mode}_cpu_ratio"] = round(cpu[mode].total() / cpu["bare"].total(), 3)
+        result["round_mean_ms"] = {
+            mode: [round(mean * 1000, 2) for mean in means] for mode, means in round_means.items()
+        }
     finally:
         admin = create_engine(db.engine_url(server_url), isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
         admin.dispose()
     logger.info(json.dumps(result, indent=2))
+    if "limited_latency_ratio" in result:
+        logger.info(
+            "limiter + key overhead on /face/json: x%.3f (bare %.2f ms -> limited %.2f ms; "
+            "median round x%.3f; CPU per request x%.3f; target <= 1.2); key cache off: x%.3f",
+            result["limited_latency_ratio"],
+            result["bare"]["mean_ms"],  # type: ignore[index]
+            result["limited"]["mean_ms"],  # type: ignore[index]
+            result["limited_median_round_ratio"],
+            result["limited_cpu_ratio"],
+            result["limited_no_key_cache_latency_ratio"],
+        )
 
 
 if __name__ == "__main__":
