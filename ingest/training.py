@@ -19,9 +19,24 @@ No age or gender estimator is used in training, so the evaluation with the face-
 estimator (tests/perf/bench_conditional.py) measures the generator, not an adversarial
 fit to the judge.
 
-A run writes under ``--out``: ``last.pt`` (resumable checkpoint), ``samples/`` sheets,
-``train.log``; at the end the EMA generator is exported to a small weights file with a
-JSON provenance record next to it.
+Options for continuing from trained weights (added for the teenage cells, whose measured
+gap was a training problem, not a calibration one; docs/coverage.md):
+
+* ``--init-from PATH``: G (and its EMA) start from a conditional weights file, calibration
+  reset to identity; D starts fresh, so ``--d-warmup-steps`` trains D alone first (a fresh
+  D's gradients would otherwise pull a trained G around at random).
+* ``--band-weights``: sampling weight per age band (teen-weighted sampling).
+* ``--band-loss-weight``: an age-band classification term (cross-entropy over the five
+  catalog bands) on D's auxiliary head next to the L1 age term; it is sharp at the band
+  edges (13, 20) where the L1 term in units of 20 years barely separates 16 from 22.
+* ``--child-gender-weight``: the gender term weighted up for faces aged 0-12 (boys came
+  out girlish).
+
+A run writes under ``--out``: ``last.pt`` (resumable checkpoint), ``samples/`` sheets and
+export-ready EMA snapshots (BatchNorm recalibrated, ``snapshots.jsonl`` lists their step
+and seconds), ``train.log``; at the end the EMA generator is exported to a small weights
+file with a JSON provenance record next to it. ``--export-snapshot STEP`` exports an
+earlier snapshot of a run instead (snapshots are chosen on held-out seeds).
 """
 
 from __future__ import annotations
@@ -58,6 +73,9 @@ logger = logging.getLogger(__name__)
 
 BAND_EDGES = ((0, 12), (13, 19), (20, 39), (40, 59), (60, 200))
 BAND_LABELS = ("0-12", "13-19", "20-39", "40-59", "60+")
+# Lower edges of bands 1..4, for torch.bucketize(..., right=True) on ages in years.
+BAND_STARTS = tuple(float(low) for low, _ in BAND_EDGES[1:])
+CHILD_MAX_AGE = 12.0
 SHEET_AGES = (6.0, 16.0, 28.0, 50.0, 75.0)
 LICENCE = (
     "Non-commercial research use only: fine-tuned on UTKFace (non-commercial research "
@@ -89,6 +107,12 @@ class TrainConfig:
     models_dir: str | None = None
     threads: int | None = None
     export: str | None = str(cond.DEFAULT_WEIGHTS)
+    # Continuing from trained weights (defaults keep the original recipe unchanged).
+    init_from: str | None = None
+    d_warmup_steps: int = 0
+    band_weights: tuple[float, ...] | None = None
+    band_loss_weight: float = 0.0
+    child_gender_weight: float = 1.0
 
 
 # --------------------------------------------------------------------------- data
@@ -109,7 +133,12 @@ class FaceDataset:
     worker processes on a machine with two shared cores.
     """
 
-    def __init__(self, root: str | Path, size: int = cond.NATIVE_SIZE) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        size: int = cond.NATIVE_SIZE,
+        band_weights: Sequence[float] | None = None,
+    ) -> None:
         root = Path(root)
         labels = root / "labels.csv"
         if not labels.is_file():
@@ -132,8 +161,21 @@ class FaceDataset:
         cells = np.array(
             [int(f) * len(BAND_EDGES) + band_index(a) for f, a in zip(female, ages, strict=True)]
         )
-        self.cells = [np.flatnonzero(cells == c) for c in range(2 * len(BAND_EDGES))]
-        self.cells = [c for c in self.cells if len(c)]
+        all_cells = [np.flatnonzero(cells == c) for c in range(2 * len(BAND_EDGES))]
+        present = [c for c in range(len(all_cells)) if len(all_cells[c])]
+        self.cells = [all_cells[c] for c in present]
+        self.cell_bands = [c % len(BAND_EDGES) for c in present]
+        self.cell_p: np.ndarray | None = None
+        if band_weights is not None:
+            if len(band_weights) != len(BAND_EDGES) or min(band_weights) < 0:
+                raise click.ClickException(
+                    f"band weights need {len(BAND_EDGES)} values >= 0 "
+                    f"({', '.join(BAND_LABELS)}), got {list(band_weights)}"
+                )
+            p = np.array([band_weights[b] for b in self.cell_bands], dtype=np.float64)
+            if p.sum() <= 0:
+                raise click.ClickException("band weights leave no cell to sample")
+            self.cell_p = p / p.sum()
         self.labels_sha256 = cond.sha256_file(labels)
         logger.info(
             "loaded %d faces from %s; per cell: %s",
@@ -146,8 +188,15 @@ class FaceDataset:
         return len(self.ages)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Indices of ``n`` faces: a cell uniformly, then a face in it (balanced cells)."""
-        which = rng.integers(0, len(self.cells), size=n)
+        """Indices of ``n`` faces: a cell, then a face in it.
+
+        Cells are drawn uniformly (balanced), or in proportion to their band's weight when
+        the dataset was given ``band_weights``.
+        """
+        if self.cell_p is None:
+            which = rng.integers(0, len(self.cells), size=n)
+        else:
+            which = rng.choice(len(self.cells), size=n, p=self.cell_p)
         return np.array([self.cells[c][rng.integers(0, len(self.cells[c]))] for c in which])
 
     def batch(self, rng: np.random.Generator, n: int, device: torch.device):
@@ -231,7 +280,7 @@ class ProjectionDiscriminator(nn.Module):
     estimator that judges the results is never used in training.
     """
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int = 32, bands: int = 0) -> None:
         super().__init__()
         w = width
         layers: list[nn.Module] = []
@@ -246,27 +295,56 @@ class ProjectionDiscriminator(nn.Module):
         # nothing); batch-normalising them first gives the head a usable signal.
         self.aux_norm = nn.BatchNorm1d(chans[-1], affine=False)
         self.aux = nn.Linear(chans[-1], 2)  # [female logit, (age - 40) / 20]
+        # Optional age-band logits (created only when used, so a default D is unchanged).
+        self.aux_band = nn.Linear(chans[-1], bands) if bands else None
 
     def forward(
         self, x: torch.Tensor, condition: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(adversarial score, female logit, (age - 40) / 20) per image."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(adversarial score, female logit, (age - 40) / 20, band logits or None) per image."""
         features = self.body(x).sum(dim=[2, 3])
         score = self.linear(features).squeeze(1) + (self.embed(condition) * features).sum(1)
-        aux = self.aux(self.aux_norm(features))
-        return score, aux[:, 0], aux[:, 1]
+        normed = self.aux_norm(features)
+        aux = self.aux(normed)
+        band_logits = self.aux_band(normed) if self.aux_band is not None else None
+        return score, aux[:, 0], aux[:, 1], band_logits
+
+
+def age_bands(age: torch.Tensor) -> torch.Tensor:
+    """Band index (0..4, the catalog's bands) of ages in years; fractional ages floor."""
+    starts = torch.tensor(BAND_STARTS, dtype=age.dtype, device=age.device)
+    return torch.bucketize(age, starts, right=True)
 
 
 def aux_loss(
-    female_logit: torch.Tensor, age_scaled: torch.Tensor, female: torch.Tensor, age: torch.Tensor
+    female_logit: torch.Tensor,
+    age_scaled: torch.Tensor,
+    female: torch.Tensor,
+    age: torch.Tensor,
+    band_logits: torch.Tensor | None = None,
+    *,
+    band_weight: float = 0.0,
+    child_gender_weight: float = 1.0,
 ) -> torch.Tensor:
     """Gender cross-entropy plus the L1 age error in units of 20 years.
 
     Centred on 40 so a zero-initialised head starts near the middle of the range.
+    ``child_gender_weight`` scales the gender term of faces aged 0-12 (a weighted mean, so
+    1 is the plain mean); ``band_weight`` adds a cross-entropy over the five age bands on
+    ``band_logits``, a signal that is sharp at the band edges.
     """
-    return F.binary_cross_entropy_with_logits(female_logit, female) + F.l1_loss(
-        age_scaled, (age.clamp(0.0, cond.MAX_AGE) - 40.0) / 20.0
-    )
+    if child_gender_weight == 1.0:
+        gender_term = F.binary_cross_entropy_with_logits(female_logit, female)
+    else:
+        weights = torch.where(age <= CHILD_MAX_AGE, child_gender_weight, 1.0)
+        per_face = F.binary_cross_entropy_with_logits(female_logit, female, reduction="none")
+        gender_term = (per_face * weights).sum() / weights.sum()
+    loss = gender_term + F.l1_loss(age_scaled, (age.clamp(0.0, cond.MAX_AGE) - 40.0) / 20.0)
+    if band_weight:
+        if band_logits is None:
+            raise ValueError("band_weight needs band logits (ProjectionDiscriminator(bands=5))")
+        loss = loss + band_weight * F.cross_entropy(band_logits, age_bands(age))
+    return loss
 
 
 # --------------------------------------------------------------------------- helpers
@@ -290,8 +368,15 @@ def _random_conditions(rng: np.random.Generator, n: int, device: torch.device):
     return female.to(device), ages.to(device)
 
 
+# Batches of 64 for BatchNorm recalibration at export and snapshot time (tests lower it).
+RECALIBRATION_BATCHES = 32
+
+
 def recalibrate_batchnorm(
-    net: cond.ConditionalDCGAN, rng: np.random.Generator, device: torch.device, batches: int = 32
+    net: cond.ConditionalDCGAN,
+    rng: np.random.Generator,
+    device: torch.device,
+    batches: int | None = None,
 ) -> None:
     """Recompute BatchNorm running statistics for (EMA) weights over balanced conditions.
 
@@ -305,7 +390,7 @@ def recalibrate_batchnorm(
         m.momentum = None
     net.train()
     with torch.no_grad():
-        for _ in range(batches):
+        for _ in range(batches or RECALIBRATION_BATCHES):
             z = torch.from_numpy(rng.standard_normal((64, cond.NOISE_DIM), dtype=np.float32))
             female, ages = _random_conditions(rng, 64, device)
             net(z.to(device), cond.encode_condition(female, ages))
@@ -394,11 +479,13 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    data = FaceDataset(config.dataset_dir)
+    data = FaceDataset(config.dataset_dir, band_weights=config.band_weights)
 
     g = cond.ConditionalDCGAN()
     init_sha = None
-    if config.init == "dcgan":
+    if config.init_from:
+        init_sha = load_init_weights(g, config.init_from)
+    elif config.init == "dcgan":
         models_dir = config.models_dir or str(
             Path(__file__).resolve().parents[1] / "instance" / "models"
         )
@@ -407,7 +494,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         g.load_dcgan_state(load_dcgan_state(Path(path).read_bytes()))
     elif config.init != "scratch":
         raise click.ClickException(f"--init must be dcgan or scratch, got {config.init!r}")
-    d = ProjectionDiscriminator()
+    d = ProjectionDiscriminator(bands=len(BAND_EDGES) if config.band_loss_weight else 0)
     g.to(device).train()
     d.to(device).train()
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
@@ -446,6 +533,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
                 "torch_rng": torch.get_rng_state(),
                 "config": asdict(config),
                 "init_sha256": init_sha,
+                "data": data_info,
             },
             tmp,
         )
@@ -460,6 +548,11 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         device,
         torch.get_num_threads(),
     )
+    data_info = {"faces": len(data), "labels_csv_sha256": data.labels_sha256}
+    loss_options = {
+        "band_weight": config.band_loss_weight,
+        "child_gender_weight": config.child_gender_weight,
+    }
     loop_start = time.monotonic()
     bs = config.batch_size
     progress = tqdm(total=config.steps, initial=step, desc="training", unit="step")
@@ -471,17 +564,24 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         real, female, ages = data.batch(rng, bs, device)
         c_real = cond.encode_condition(female, ages)
         z = torch.randn(bs, cond.NOISE_DIM, device=device)
+        # D warm-up (after --init-from): a fresh D learns against the trained G first.
+        warming_up = step < config.d_warmup_steps
 
         # One fake batch serves both steps (as in the PyTorch DCGAN recipe): a second G
         # forward pass would cost 12% of a step. Fakes take the real batch's conditions,
         # which the balanced sampler already spreads evenly over the 10 cells.
-        fake = g(z, c_real)
+        with torch.set_grad_enabled(not warming_up):
+            fake = g(z, c_real)
 
         # D step: hinge loss on augmented real and fake; the auxiliary head learns gender
         # and age from real faces only (fakes would teach it the generator's mistakes).
-        d_real, real_female_logit, real_age = d(diff_augment(real, config.augment), c_real)
+        d_real, real_female_logit, real_age, real_bands = d(
+            diff_augment(real, config.augment), c_real
+        )
         d_fake = d(diff_augment(fake.detach(), config.augment), c_real)[0]
-        loss_aux_real = aux_loss(real_female_logit, real_age, female, ages)
+        loss_aux_real = aux_loss(
+            real_female_logit, real_age, female, ages, real_bands, **loss_options
+        )
         loss_d = (
             F.relu(1.0 - d_real).mean()
             + F.relu(1.0 + d_fake).mean()
@@ -492,15 +592,22 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         opt_d.step()
 
         # G step through the updated D (its weights frozen, so only input gradients).
-        d.requires_grad_(False)
-        score, fake_female_logit, fake_age = d(diff_augment(fake, config.augment), c_real)
-        loss_aux_fake = aux_loss(fake_female_logit, fake_age, female, ages)
-        loss_g = -score.mean() + config.aux_weight * loss_aux_fake
-        d.requires_grad_(True)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        _update_ema(g_ema, g, config.ema_beta)
+        if warming_up:
+            loss_g = loss_aux_fake = torch.zeros(())
+        else:
+            d.requires_grad_(False)
+            score, fake_female_logit, fake_age, fake_bands = d(
+                diff_augment(fake, config.augment), c_real
+            )
+            loss_aux_fake = aux_loss(
+                fake_female_logit, fake_age, female, ages, fake_bands, **loss_options
+            )
+            loss_g = -score.mean() + config.aux_weight * loss_aux_fake
+            d.requires_grad_(True)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            _update_ema(g_ema, g, config.ema_beta)
 
         step += 1
         progress.update(1)
@@ -531,7 +638,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
             save_checkpoint()
         if step % config.sample_every == 0:
             sample_sheet(g_ema, out / "samples" / f"step_{step:06d}.png", device)
-            torch.save(g_ema.state_dict(), out / "samples" / f"g_ema_{step:06d}.pt")
+            save_snapshot(g_ema, config, out, step, seconds_before + time.monotonic() - loop_start)
     progress.close()
     save_checkpoint()
     total_seconds = seconds_before + time.monotonic() - loop_start
@@ -544,17 +651,88 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     sample_sheet(g_ema, out / "samples" / f"step_{step:06d}.png", device)
     if not config.export:
         return None
-    return export(g_ema, config, data, step, total_seconds, init_sha, command)
+    return export(g_ema, config, data_info, step, total_seconds, init_sha, command)
+
+
+def load_init_weights(g: cond.ConditionalDCGAN, path: str | Path) -> str:
+    """Load a conditional weights file into ``g`` with identity calibration; its sha256.
+
+    Training feeds the raw condition, so whatever calibration the file carries is dropped;
+    the exported network is calibrated again afterwards, on its own measurements.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise click.ClickException(f"--init-from {path}: no such file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        g.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise click.ClickException(
+            f"--init-from {path} is not a conditional generator: {exc}"
+        ) from exc
+    g.set_calibration(cond.identity_calibration())
+    return cond.sha256_file(path)
+
+
+def _snapshot_path(out: Path, step: int) -> Path:
+    return out / "samples" / f"g_ema_{step:06d}.pt"
+
+
+def save_snapshot(
+    g_ema: cond.ConditionalDCGAN, config: TrainConfig, out: Path, step: int, seconds: float
+) -> Path:
+    """Save an export-ready copy of the EMA generator and log its step and seconds.
+
+    BatchNorm statistics are recomputed exactly as ``export`` does (same seed), so a
+    snapshot measures like the file it would become; the copy leaves training untouched.
+    """
+    net = copy.deepcopy(g_ema).cpu()
+    recalibrate_batchnorm(net, np.random.default_rng(config.seed + 1), torch.device("cpu"))
+    net.set_calibration(cond.identity_calibration())
+    path = _snapshot_path(out, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    with (out / "snapshots.jsonl").open("a") as handle:
+        record = {"step": step, "seconds": round(seconds, 1), "file": path.name}
+        handle.write(json.dumps(record) + "\n")
+    return path
+
+
+def export_snapshot(out: str | Path, step: int, export_path: str | Path, command=None) -> Path:
+    """Export the EMA snapshot a run saved at ``step`` (chosen on held-out seeds).
+
+    The provenance is the run's (config from ``last.pt``), with the snapshot's own step
+    count and training seconds.
+    """
+    out = Path(out)
+    checkpoint_path, snapshot = out / "last.pt", _snapshot_path(out, step)
+    if not checkpoint_path.is_file() or not snapshot.is_file():
+        raise click.ClickException(f"need {checkpoint_path} and {snapshot}")
+    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    records = [json.loads(line) for line in (out / "snapshots.jsonl").read_text().splitlines()]
+    seconds = next((r["seconds"] for r in reversed(records) if r["step"] == step), None)
+    if seconds is None:
+        raise click.ClickException(f"{out}/snapshots.jsonl has no step {step}")
+    config = TrainConfig(**{**ckpt["config"], "export": str(export_path)})
+    if config.band_weights is not None:
+        config.band_weights = tuple(config.band_weights)
+    net = cond.ConditionalDCGAN()
+    net.load_state_dict(torch.load(snapshot, map_location="cpu", weights_only=True))
+    return export(
+        net, config, ckpt["data"], step, seconds, ckpt.get("init_sha256"), command,
+        snapshot=snapshot,
+    )  # fmt: skip
 
 
 def export(
     g_ema: cond.ConditionalDCGAN,
     config: TrainConfig,
-    data: FaceDataset,
+    data_info: dict,
     step: int,
     seconds: float,
     init_sha: str | None,
     command: Sequence[str] | None,
+    snapshot: Path | None = None,
 ) -> Path:
     """Write the EMA generator (BN recalibrated, CPU float32) and its provenance JSON.
 
@@ -569,6 +747,10 @@ def export(
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
     sha = cond.sha256_file(path)
+    if config.init_from:
+        init = {"from": "conditional weights", "path": config.init_from, "weights_sha256": init_sha}
+    else:
+        init = {"from": config.init, "dcgan_weights_sha256": init_sha}
     provenance = {
         "generator": cond.ConditionalGenerator.name,
         "architecture": "ConditionalDCGAN (DCGAN nz=100 ngf=64 + conditional BN + condition "
@@ -576,11 +758,11 @@ def export(
         "sha256": sha,
         "data": {
             "path": str(Path(config.dataset_dir).resolve()),
-            "faces": len(data),
-            "labels_csv_sha256": data.labels_sha256,
+            "faces": data_info["faces"],
+            "labels_csv_sha256": data_info["labels_csv_sha256"],
             "name": "UTKFace (utkface-dev subset, whole 200x200 chips resized to 64x64)",
         },
-        "init": {"from": config.init, "dcgan_weights_sha256": init_sha},
+        "init": init,
         "code_commit": _git_commit(),
         "command": shlex.join(command) if command else None,
         "config": asdict(config),
@@ -592,6 +774,8 @@ def export(
         "licence": LICENCE,
         "calibration": None,  # identity; tests/perf/calibrate_conditional.py records one
     }
+    if snapshot is not None:
+        provenance["snapshot"] = str(snapshot)
     path.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n")
     logger.info("exported %s (sha256 %s) and its provenance", path, sha[:12])
     return path
@@ -629,6 +813,50 @@ def export(
     help="Start G from the default DCGAN's weights or from random weights.",
 )
 @click.option(
+    "--init-from",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Start G from a conditional weights file (e.g. the committed one) instead of "
+    "--init; its calibration is reset to identity. D starts fresh: see --d-warmup-steps.",
+)
+@click.option(
+    "--d-warmup-steps",
+    default=0,
+    show_default=True,
+    help="Train D alone for this many first steps (G and its EMA frozen).",
+)
+@click.option("--lr-g", default=2e-4, show_default=True, help="Adam learning rate of G.")
+@click.option("--lr-d", default=2e-4, show_default=True, help="Adam learning rate of D.")
+@click.option(
+    "--aux-weight", default=1.0, show_default=True, help="Weight of D's auxiliary head loss."
+)
+@click.option(
+    "--band-weights",
+    default=None,
+    help="Sampling weight per age band 0-12,13-19,20-39,40-59,60+ (e.g. 1,3,1,1,1); "
+    "default: every gender x band cell equally often.",
+)
+@click.option(
+    "--band-loss-weight",
+    default=0.0,
+    show_default=True,
+    help="Weight of an age-band cross-entropy on D's auxiliary head (0: L1 age only).",
+)
+@click.option(
+    "--child-gender-weight",
+    default=1.0,
+    show_default=True,
+    help="Weight of the auxiliary gender term for faces aged 0-12, relative to others.",
+)
+@click.option("--ema-beta", default=0.999, show_default=True, help="EMA decay of G's weights.")
+@click.option(
+    "--export-snapshot",
+    "snapshot_step",
+    type=int,
+    default=None,
+    help="Do not train: export the EMA snapshot this run (OUT) saved at this step.",
+)
+@click.option(
     "--export",
     "export_path",
     default=str(cond.DEFAULT_WEIGHTS),
@@ -648,12 +876,41 @@ def train_command(
     sample_every: int,
     checkpoint_every: int,
     init: str,
+    init_from: str | None,
+    d_warmup_steps: int,
+    lr_g: float,
+    lr_d: float,
+    aux_weight: float,
+    band_weights: str | None,
+    band_loss_weight: float,
+    child_gender_weight: float,
+    ema_beta: float,
+    snapshot_step: int | None,
     export_path: str,
 ) -> None:
     """Train the gender- and age-conditioned generator on a utkface-dev-style folder.
 
     Example: ``facecat models train ../shared/data/utkface-dev --threads 1 --max-seconds 5400``.
     """
+    if snapshot_step is not None:
+        if not export_path:
+            raise click.ClickException("--export-snapshot needs --export PATH")
+        path = export_snapshot(out, snapshot_step, export_path, command=sys.argv)
+        click.echo(f"exported {path}")
+        return
+    weights = None
+    if band_weights is not None:
+        try:
+            weights = tuple(float(x) for x in band_weights.split(","))
+        except ValueError:
+            raise click.BadParameter(
+                f"not numbers: {band_weights!r}", param_hint="--band-weights"
+            ) from None
+        if len(weights) != len(BAND_EDGES) or min(weights) < 0 or sum(weights) <= 0:
+            raise click.BadParameter(
+                f"need {len(BAND_EDGES)} weights >= 0 ({','.join(BAND_LABELS)})",
+                param_hint="--band-weights",
+            )
     if (Path(out) / "last.pt").exists() and not resume:
         raise click.ClickException(f"{out}/last.pt exists: pass --resume or choose another --out")
     models_dir = None
@@ -677,6 +934,15 @@ def train_command(
         models_dir=models_dir,
         threads=threads,
         export=export_path or None,
+        lr_g=lr_g,
+        lr_d=lr_d,
+        aux_weight=aux_weight,
+        ema_beta=ema_beta,
+        init_from=init_from,
+        d_warmup_steps=d_warmup_steps,
+        band_weights=weights,
+        band_loss_weight=band_loss_weight,
+        child_gender_weight=child_gender_weight,
     )
     path = train(config, command=sys.argv)
     if path:

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ingest import training
+from ingest.generators import conditional as cond_module
 from ingest.generators.conditional import ConditionalGenerator, identity_calibration, sha256_file
 
 
@@ -34,6 +35,12 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
             Image.fromarray(pixels).save(root / "images" / f"{i}.jpg")
             writer.writerow([f"{i}.jpg", age, gender])
     return root
+
+
+@pytest.fixture(autouse=True)
+def _quick_recalibration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two BatchNorm recalibration batches instead of 32: seconds instead of minutes."""
+    monkeypatch.setattr(training, "RECALIBRATION_BATCHES", 2)
 
 
 def _config(dataset: Path, out: Path, steps: int, **kw) -> training.TrainConfig:
@@ -105,3 +112,109 @@ def test_balanced_sampling_covers_every_cell(dataset: Path) -> None:
     assert len(data.cells) == 5
     counts = np.bincount([training.band_index(int(a)) for a in ages], minlength=5)
     assert counts.min() > 300  # 5 cells here, ~400 each when balanced
+
+
+def test_band_weights_favour_a_band(dataset: Path) -> None:
+    data = training.FaceDataset(dataset, band_weights=(1, 3, 1, 1, 1))
+    ages = data.ages[data.sample(np.random.default_rng(0), 7000)].numpy()
+    share = np.bincount([training.band_index(int(a)) for a in ages], minlength=5) / len(ages)
+    assert share[1] == pytest.approx(3 / 7, abs=0.03)
+    assert share[[0, 2, 3, 4]] == pytest.approx([1 / 7] * 4, abs=0.03)
+    with pytest.raises(Exception, match="band weights"):
+        training.FaceDataset(dataset, band_weights=(1, 2))
+
+
+def test_age_bands_follow_the_catalog_bands() -> None:
+    ages = torch.tensor([0, 12, 12.9, 13, 19.5, 20, 39, 40, 59.9, 60, 100.0])
+    assert training.age_bands(ages).tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_aux_loss_child_gender_weight_and_band_term() -> None:
+    torch.manual_seed(0)
+    logit, age_scaled, bands = torch.randn(4), torch.randn(4), torch.randn(4, 5)
+    female = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    age = torch.tensor([5.0, 10.0, 16.0, 70.0])
+    plain = training.aux_loss(logit, age_scaled, female, age)
+    assert training.aux_loss(logit, age_scaled, female, age, child_gender_weight=1.0) == plain
+    per_face = torch.nn.functional.binary_cross_entropy_with_logits(logit, female, reduction="none")
+    l1 = torch.nn.functional.l1_loss(age_scaled, (age - 40) / 20)
+    weighted = training.aux_loss(logit, age_scaled, female, age, child_gender_weight=3.0)
+    expected = (3 * per_face[:2].sum() + per_face[2:].sum()) / 8 + l1
+    torch.testing.assert_close(weighted, expected)
+    with_bands = training.aux_loss(logit, age_scaled, female, age, bands, band_weight=0.5)
+    ce = torch.nn.functional.cross_entropy(bands, torch.tensor([0, 0, 1, 4]))
+    torch.testing.assert_close(with_bands, plain + 0.5 * ce)
+    with pytest.raises(ValueError):
+        training.aux_loss(logit, age_scaled, female, age, None, band_weight=1.0)
+
+
+def test_init_from_weights_with_warmup_and_new_losses(dataset: Path, tmp_path: Path) -> None:
+    # A "trained" file with a non-identity calibration, as committed weights have.
+    torch.manual_seed(1)
+    init = cond_module.ConditionalDCGAN()
+    with torch.no_grad():
+        for name, p in init.named_parameters():
+            if "gamma" in name or "condition_in" in name:
+                p.normal_(0.0, 0.1)
+    calibration = identity_calibration()
+    calibration["calibration_psi"][0] = 0.7
+    init.set_calibration(calibration)
+    init_path = tmp_path / "init.pt"
+    torch.save(init.state_dict(), init_path)
+
+    # Warm-up covers the whole (1-step) run: G's parameters are exactly the file's.
+    config = _config(
+        dataset, tmp_path / "warm", steps=1, init_from=str(init_path), d_warmup_steps=1,
+        band_weights=(1, 3, 1, 1, 1), band_loss_weight=1.0, child_gender_weight=3.0,
+    )  # fmt: skip
+    path = training.train(config)
+    state = torch.load(path, weights_only=True)
+    for name, p in init.named_parameters():
+        torch.testing.assert_close(state[name], p.detach(), msg=name)
+    for name, value in identity_calibration().items():
+        assert torch.equal(state[name], value), name  # calibration reset for training
+    provenance = json.loads(path.with_suffix(".json").read_text())
+    assert provenance["init"] == {
+        "from": "conditional weights",
+        "path": str(init_path),
+        "weights_sha256": sha256_file(init_path),
+    }
+    assert provenance["config"]["band_loss_weight"] == 1.0
+    ckpt = torch.load(tmp_path / "warm" / "last.pt", weights_only=False)
+    assert "aux_band.weight" in ckpt["d"]
+
+    # After the warm-up, G trains with the band and child-gender terms.
+    config = _config(
+        dataset, tmp_path / "train", steps=3, init_from=str(init_path), d_warmup_steps=1,
+        band_loss_weight=1.0, child_gender_weight=3.0,
+    )  # fmt: skip
+    state = torch.load(training.train(config), weights_only=True)
+    assert not torch.equal(state["ups.0.weight"], init.state_dict()["ups.0.weight"])
+
+
+def test_snapshot_exports_like_the_final_export(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    final = training.train(_config(dataset, out, steps=2))  # snapshots at step 2
+    records = [json.loads(x) for x in (out / "snapshots.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2]
+    exported = training.export_snapshot(out, 2, tmp_path / "snap" / "conditional.pt")
+    a = torch.load(final, weights_only=True)
+    b = torch.load(exported, weights_only=True)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    provenance = json.loads(exported.with_suffix(".json").read_text())
+    assert provenance["steps"] == 2
+    assert provenance["sha256"] == sha256_file(exported)
+    assert provenance["snapshot"].endswith("g_ema_000002.pt")
+    ConditionalGenerator(exported, device="cpu")  # loads, checksum verified
+    with pytest.raises(Exception, match=r"step 4|g_ema_000004"):
+        training.export_snapshot(out, 4, tmp_path / "x.pt")
+
+
+def test_cli_validates_band_weights(dataset: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        training.train_command,
+        [str(dataset), "--out", str(tmp_path), "--steps", "1", "--band-weights", "1,2"],
+    )
+    assert result.exit_code != 0
+    assert "--band-weights" in result.output
