@@ -65,7 +65,7 @@ def bench_app():  # type: ignore[no-untyped-def]
     from tests.catalog.studio_fakes import random_studio, random_weights
 
     app = create_app()
-    if os.environ.get("BENCH_MODE") == "bare":
+    if os.environ.get("BENCH_MODE") in ("bare", "key_only"):
         get_limiter(app).enabled = False  # lookup checks are skipped
     # One file per worker: two workers writing one path would corrupt each other's copy.
     weights = Path(os.environ["BENCH_WEIGHTS_DIR"]) / str(os.getpid())
@@ -217,6 +217,11 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=32, help="clients in the budget check")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4, help="gthread threads per worker")
+    parser.add_argument(
+        "--decompose",
+        action="store_true",
+        help="also run key-only and in-memory-limiter servers, to show where the overhead goes",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -268,13 +273,21 @@ def main() -> None:
                 {**unlimited, "FACECAT_KEY_CACHE_SECONDS": "0"}, args.workers, args.threads
             ),
         }
+        if args.decompose:
+            # Where the overhead goes: the key check alone, then the limiter's own work
+            # with per-process counters (no Redis round trip; not a production mode).
+            servers["key_only"] = start_server(
+                {**base_env, "BENCH_MODE": "key_only"}, args.workers, args.threads
+            )
+            servers["limited_memory"] = start_server(
+                {**unlimited, "FACECAT_RATELIMIT_STORAGE_URL": "memory://"},
+                args.workers,
+                args.threads,
+            )
         try:
             key = create_key(url, storage, "enterprise")
-            headers = {
-                "bare": {},
-                "limited": {"Authorization": f"Token {key}"},
-                "limited_no_key_cache": {"Authorization": f"Token {key}"},
-            }
+            headers = {mode: {"Authorization": f"Token {key}"} for mode in servers}
+            headers["bare"] = {}
             for mode, (_, port) in servers.items():  # warm up each worker's pool
                 fire(port, "/face/json", headers[mode], 100, args.clients)
             workers = {mode: children(process.pid) for mode, (process, _) in servers.items()}
@@ -315,7 +328,7 @@ def main() -> None:
                     for name, used in {**cpu[mode], "total": cpu[mode].total()}.items()
                 },
             }
-        for mode in ("limited", "limited_no_key_cache"):
+        for mode in (m for m in servers if m != "bare"):
             result[f"{mode}_latency_ratio"] = round(
                 statistics.fmean(samples[mode]) / statistics.fmean(samples["bare"]), 3
             )
