@@ -11,7 +11,7 @@ docs/coverage.md passed the same test.
 
 Only ``analysis.types`` is imported (analysis imports neither catalog nor ingest); age
 bands are passed in as ``(low, high)`` pairs or any object with ``low``/``high``
-attributes, such as ``catalog.bands.Band``.
+attributes, such as ``ingest.bands.Band``.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def cell_match(
     Gender is confident when ``p_female >= threshold`` (female) or ``1 - p_female >=
     threshold`` (male), the same max(p, 1-p) rule as the ingest gate; ``gender=None``
     accepts either gender but still demands confidence. Ages are rounded before the inclusive range
-    test, as ``catalog.bands.Band.contains`` does.
+    test, as ``ingest.bands.Band.contains`` does.
     """
     if gender is not None and gender not in GENDERS:
         raise ValueError(f"gender must be one of {GENDERS} or None, got {gender!r}")

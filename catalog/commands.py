@@ -15,12 +15,12 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog.bands import BANDS, GENDERS
 from catalog.db import alembic_config, get_engine, session_scope
 from catalog.fsck import fsck_command
 from catalog.selection import all_cells, verify_cells
 from catalog.status import catalog_stats, target_composition
 from catalog.storage import StorageError, get_storage, redact_url
+from ingest.bands import BANDS, GENDERS
 
 catalog_cli = AppGroup("catalog", help="Inspect the face catalog and check the deployment.")
 catalog_cli.add_command(fsck_command)

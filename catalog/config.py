@@ -132,7 +132,7 @@ def _composition(value: Any) -> dict[str, float]:
         value = json.loads(value)
     if not isinstance(value, Mapping) or not value:
         raise ValueError('must be a JSON object like {"female:20-39": 0.2, ...}')
-    from catalog.bands import parse_cell  # local: bands imports nothing from here
+    from ingest.bands import parse_cell  # local: bands imports nothing from here
 
     weights: dict[str, float] = {}
     for key, share in value.items():

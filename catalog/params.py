@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from catalog.bands import GENDERS
 from catalog.errors import ApiError
 from catalog.selection import MAX_AGE, MIN_AGE, Filters
+from ingest.bands import GENDERS
 
 _DIGITS = re.compile(r"[0-9]{1,9}")
 

@@ -13,12 +13,12 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog.bands import BANDS, DEFAULT_COMPOSITION, GENDERS, band_of
 from catalog.db import serving_read
 from catalog.errors import ApiError
 from catalog.params import parse_choice
 from catalog.selection import CellCount, all_cells
 from catalog.storage import StorageError, get_storage
+from ingest.bands import BANDS, DEFAULT_COMPOSITION, GENDERS, band_of
 
 logger = logging.getLogger(__name__)
 

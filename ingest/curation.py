@@ -1,7 +1,7 @@
 """Curation: how many faces each gender × age band should hold, and who gets in.
 
 The target per band is its share of ``TARGET_COMPOSITION`` (default
-``catalog.bands.DEFAULT_COMPOSITION``) times ``INGEST_TARGET_SIZE``. A batch's faces are
+``ingest.bands.DEFAULT_COMPOSITION``) times ``INGEST_TARGET_SIZE``. A batch's faces are
 admitted in order of how far below target their band is (the emptiest band, relative to
 its target, first), and a face whose band is already at target is rejected
 ``band_full``. The order decides who gets in whenever admissions are capped (a run's
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from catalog.bands import DEFAULT_COMPOSITION, cell_key
 from catalog.models import FaceCell
+from ingest.bands import DEFAULT_COMPOSITION, cell_key
 
 BAND_FULL = "band_full"
 # The run admitted as many faces as it was asked to (``max_admitted``).

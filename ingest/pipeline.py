@@ -38,10 +38,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog.bands import cell_key
 from catalog.models import Face, IngestRun, utcnow
 from catalog.selection import add_face
 from catalog.storage import FACES_PREFIX, THUMBS_PREFIX, InvalidKey, Storage, StorageError
+from ingest.bands import cell_key
 from ingest.curation import BAND_FULL, Curator, band_counts, target_counts
 from ingest.gates import (
     NEAR_DUPLICATE,

@@ -10,8 +10,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from catalog.bands import BANDS, DEFAULT_COMPOSITION
 from catalog.models import Face
+from ingest.bands import BANDS, DEFAULT_COMPOSITION
 from tests.conftest import _free_port
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from catalog.bands import DEFAULT_COMPOSITION
+from ingest.bands import DEFAULT_COMPOSITION
 from ingest.curation import BAND_FULL, LIMIT_REACHED, Curator, band_counts, target_counts
 
 

@@ -1,7 +1,9 @@
 """Age bands and gender × band cells: the vocabulary of curation and of /stats.
 
 The bands are the ones the estimator is evaluated on (README "Accuracy"), so a band's
-count and its label error can be read side by side.
+count and its label error can be read side by side. They live in ``ingest`` because
+curation decides by them and ``ingest`` may not import ``catalog``; ``catalog`` reports
+by them (``/stats``, ``facecat catalog stats``) and validates ``TARGET_COMPOSITION``.
 """
 
 from __future__ import annotations
