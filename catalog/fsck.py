@@ -9,7 +9,7 @@ restored the database and the bucket from different points in time).
 Rows are read before keys are listed: a row committed after the read cannot be reported
 as missing its objects, because its objects were uploaded before its commit and so
 before the listing. The sweep (``--delete-orphans``) holds the object-writes lock
-exclusively (``ingest.locking``), so it never deletes the objects of a batch whose rows
+exclusively (``catalog.locking``), so it never deletes the objects of a batch whose rows
 are about to be committed; without the flag, objects of a batch in flight may show up
 as orphans for a moment.
 """
@@ -24,9 +24,10 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from catalog.locking import object_writes
 from catalog.models import Face
-from catalog.storage import FACES_PREFIX, THUMBS_PREFIX, Storage, StorageError
-from ingest.locking import object_writes
+from catalog.storage import Storage, StorageError
+from ingest.ports import FACES_PREFIX, THUMBS_PREFIX
 
 logger = logging.getLogger(__name__)
 

@@ -15,14 +15,8 @@ from urllib.parse import quote
 from flask import Blueprint, Response, current_app, has_request_context, request, url_for
 
 from catalog.errors import ApiError
-from catalog.storage import (
-    FACES_PREFIX,
-    THUMBS_PREFIX,
-    InvalidKey,
-    ObjectNotFound,
-    get_storage,
-    validate_key,
-)
+from catalog.storage import InvalidKey, ObjectNotFound, get_storage, validate_key
+from ingest.ports import FACES_PREFIX, THUMBS_PREFIX
 
 bp = Blueprint("images", __name__)
 

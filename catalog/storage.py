@@ -3,7 +3,8 @@
 The Protocol is the contract (Warehouse's ``IGenericFileStorage``): callers (the image
 endpoint, ingest, the orphan sweep) use only these six methods, so a backend is chosen by
 ``FACECAT_STORAGE_URL`` alone. Keys are ``/``-separated relative names such as
-``faces/<filename>`` and ``thumbs/<filename>``; both backends refuse keys that could
+``faces/<filename>`` and ``thumbs/<filename>`` (the layout ingest writes,
+``ingest.ports.FACES_PREFIX``); both backends refuse keys that could
 escape their folder or bucket, so a key taken from a URL is safe to pass in.
 """
 
@@ -23,13 +24,14 @@ from urllib.request import url2pathname
 
 from flask import Flask, current_app
 
+# The errors derive from ingest's port errors, so the pipeline retries a backend failure
+# without importing catalog; both backends satisfy ``ingest.ports.ObjectStore`` as they are.
+from ingest.ports import InvalidObjectKey, ObjectStoreError
+
 logger = logging.getLogger(__name__)
 
-FACES_PREFIX = "faces/"
-THUMBS_PREFIX = "thumbs/"
 
-
-class StorageError(RuntimeError):
+class StorageError(ObjectStoreError):
     """The backend failed or refused the operation (unreachable, invalid key, denied)."""
 
 
@@ -37,8 +39,8 @@ class ObjectNotFound(StorageError):
     """No object is stored under the key."""
 
 
-class InvalidKey(StorageError, ValueError):
-    """The key is not a safe relative object name."""
+class InvalidKey(StorageError, InvalidObjectKey):
+    """The key is not a safe relative object name (a ``ValueError`` too)."""
 
 
 def validate_key(key: str) -> str:

@@ -16,6 +16,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
+from catalog.admission import SqlIngestCatalog, band_counts
 from catalog.db import session_factory
 from catalog.models import FaceCell
 from catalog.storage import get_storage
@@ -72,7 +73,8 @@ def catalog_is_full(app: Flask, settings: IngestSettings) -> bool:
     from ingest.curation import curator_for
 
     with session_factory(app)() as session:
-        return curator_for(session, settings.composition, settings.target_size).is_full()
+        counts = band_counts(session)
+    return curator_for(counts, settings.composition, settings.target_size).is_full()
 
 
 def ingest_once(
@@ -93,7 +95,7 @@ def ingest_once(
         generator=generator,
         estimator=estimator,
         storage=get_storage(app),
-        session_factory=session_factory(app),
+        catalog=SqlIngestCatalog(session_factory(app)),
         settings=settings,
         trigger=trigger,
         stop=stop,

@@ -7,7 +7,8 @@ its target, first), and a face whose band is already at target is rejected
 ``band_full``. The order decides who gets in whenever admissions are capped (a run's
 ``max_admitted``), so the scarce bands are never crowded out by the common ones.
 
-Counts come from ``FaceCell`` (a few hundred rows at most), never from a scan of faces.
+Counts per band come from the catalog (``ingest.ports.CatalogView.band_counts``, which
+sums the per-cell counters, never scans faces); the decisions are made here.
 """
 
 from __future__ import annotations
@@ -16,11 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from catalog.models import FaceCell
-from ingest.bands import DEFAULT_COMPOSITION, cell_key
+from ingest.bands import DEFAULT_COMPOSITION
 
 BAND_FULL = "band_full"
 # The run admitted as many faces as it was asked to (``max_admitted``).
@@ -38,16 +35,6 @@ def target_counts(composition: Mapping[str, float] | None, target_size: int) -> 
     if total <= 0:
         raise ValueError("target composition has no positive share")
     return {cell: math.ceil(share / total * target_size) for cell, share in shares.items()}
-
-
-def band_counts(session: Session) -> dict[str, int]:
-    """Faces per ``gender:band`` cell now, summed from the per-age ``FaceCell`` counters."""
-    counts: dict[str, int] = {}
-    for gender, age, n in session.execute(select(FaceCell.gender, FaceCell.age, FaceCell.n)):
-        if n:
-            key = cell_key(gender, int(age))
-            counts[key] = counts.get(key, 0) + int(n)
-    return counts
 
 
 @dataclass
@@ -96,7 +83,7 @@ class Curator:
 
 
 def curator_for(
-    session: Session, composition: Mapping[str, float] | None, target_size: int
+    counts: Mapping[str, int], composition: Mapping[str, float] | None, target_size: int
 ) -> Curator:
-    """A curator with the configured targets and the catalog's current counts."""
-    return Curator(target_counts(composition, target_size), band_counts(session))
+    """A curator with the configured targets and the catalog's current ``counts`` per band."""
+    return Curator(target_counts(composition, target_size), dict(counts))

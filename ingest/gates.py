@@ -26,6 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ingest.imaging import ImageStats, hamming, phash
+from ingest.ports import CatalogView
 
 logger = logging.getLogger(__name__)
 
@@ -201,17 +202,9 @@ class HashIndex:
         if len(more):
             self._hashes = np.concatenate([self._hashes, more])
 
-    def refresh(self, session: object) -> np.ndarray:
+    def refresh(self, view: CatalogView) -> np.ndarray:
         """Add the hashes of faces with an id above the last seen one; returns those."""
-        from sqlalchemy import select
-
-        from catalog.models import Face
-
-        rows = session.execute(  # type: ignore[attr-defined]
-            select(Face.id, Face.phash)
-            .where(Face.id > self.last_id, Face.phash.is_not(None))
-            .order_by(Face.id)
-        ).all()
+        rows = view.hashes_after(self.last_id)
         if not rows:
             return np.zeros(0, dtype=np.int64)
         self.last_id = max(self.last_id, int(rows[-1][0]))

@@ -7,10 +7,10 @@
 2. *select* (main thread, cheap): quality gates, the idempotency check on seed +
    generator checksum, and curation against the band targets;
 3. *store* (a background thread, overlapping the next batch's *prepare*): encode the
-   original and the thumbnail, upload both (retrying ``StorageError`` with exponential
-   backoff), then insert the rows **last**, in one transaction that takes the insert
-   lock and re-checks band room, seeds and duplicates against what other workers
-   committed meanwhile.
+   original and the thumbnail, upload both (retrying ``ObjectStoreError`` with
+   exponential backoff), then insert the rows **last**, in one transaction that takes
+   the insert lock and re-checks band room, seeds and duplicates against what other
+   workers committed meanwhile.
 
 Why this order: an object without a row is an orphan that ``facecat catalog fsck
 --delete-orphans`` removes; a row without its object is a broken image URL served to
@@ -18,6 +18,10 @@ users. So objects are written first, rows are committed only after every object 
 batch is stored, and objects are deleted only when no row references them. A crash at
 any point leaves at worst orphans. Counts are written in the same transaction as the
 rows, so a run's record never counts a face the catalog does not have.
+
+The pipeline decides; the catalog stores. Objects go through an ``ObjectStore`` and rows
+through an ``IngestCatalog`` (``ingest.ports``), which ``catalog`` implements with its
+storage backends and SQL (``catalog.admission``): ingest never imports ``catalog``.
 """
 
 from __future__ import annotations
@@ -28,21 +32,15 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
-from catalog.models import Face, IngestRun, utcnow
-from catalog.selection import add_face
-from catalog.storage import FACES_PREFIX, THUMBS_PREFIX, InvalidKey, Storage, StorageError
 from ingest.bands import cell_key
-from ingest.curation import BAND_FULL, Curator, band_counts, target_counts
+from ingest.curation import BAND_FULL, Curator, target_counts
 from ingest.gates import (
     NEAR_DUPLICATE,
     Candidates,
@@ -53,7 +51,18 @@ from ingest.gates import (
     default_gates,
 )
 from ingest.imaging import EncodedFace, encode_face, face_filename, hamming
-from ingest.locking import lock_inserts, object_writes
+from ingest.ports import (
+    FACES_PREFIX,
+    THUMBS_PREFIX,
+    Admission,
+    CatalogError,
+    FaceRecord,
+    IngestCatalog,
+    InvalidObjectKey,
+    ObjectStore,
+    ObjectStoreError,
+    RunCounts,
+)
 
 if TYPE_CHECKING:  # torch-backed protocols; the web app imports this module without torch
     from analysis.types import AgeGenderEstimator
@@ -214,7 +223,7 @@ def retrying(
     sleep: Callable[[float], None] = time.sleep,
     give_up: threading.Event | None = None,
 ) -> None:
-    """Run ``action``, retrying ``StorageError`` up to ``retries`` times.
+    """Run ``action``, retrying ``ObjectStoreError`` up to ``retries`` times.
 
     Delays double from ``backoff`` with "equal jitter" (half fixed, half random), so many
     workers retrying against a recovering MinIO do not arrive in lockstep. An invalid key
@@ -225,9 +234,9 @@ def retrying(
         try:
             action()
             return
-        except InvalidKey:
+        except InvalidObjectKey:
             raise
-        except StorageError as exc:
+        except ObjectStoreError as exc:
             if attempt == retries or (give_up is not None and give_up.is_set()):
                 raise
             delay = backoff * 2**attempt
@@ -315,8 +324,8 @@ class _Run:
         *,
         generator: Generator,
         estimator: AgeGenderEstimator,
-        storage: Storage,
-        session_factory: sessionmaker[Session],
+        storage: ObjectStore,
+        catalog: IngestCatalog,
         settings: IngestSettings,
         gates: Sequence[Gate] | None,
         index: HashIndex,
@@ -326,7 +335,7 @@ class _Run:
         self.generator = generator
         self.estimator = estimator
         self.storage = storage
-        self.session_factory = session_factory
+        self.catalog = catalog
         self.settings = settings
         self.index = index
         self.gates = (
@@ -347,7 +356,6 @@ class _Run:
         self.sleep = sleep
         self.timings: Counter[str] = Counter()
         self._timing_lock = threading.Lock()
-        self.engine = session_factory.kw["bind"]
 
     def _time(self, stage: str, seconds: float) -> None:
         with self._timing_lock:
@@ -380,10 +388,10 @@ class _Run:
         start = time.perf_counter()
         cand = batch.candidates
         outcome = BatchOutcome(generated=len(cand))
-        with self.session_factory() as session:
-            self.index.refresh(session)
-            curator = Curator(self.targets, band_counts(session))
-            seen = self._seen_seeds(session, cand.seeds.tolist())
+        with self.catalog.read() as view:
+            self.index.refresh(view)
+            curator = Curator(self.targets, view.band_counts())
+            seen = view.seen_seeds(self.generator.checksum, cand.seeds.tolist())
         # Seeds first: a re-run of a seed is "already ingested", not a near-duplicate.
         gates: list[Gate] = [_SeenSeeds(seen), *self.gates]
         expensive = next(
@@ -430,18 +438,6 @@ class _Run:
         self._time("gates", time.perf_counter() - start)
         return picks, outcome
 
-    def _seen_seeds(self, session: Session, seeds: Iterable[int]) -> set[int]:
-        """Which of ``seeds`` this generator's weights already made a catalog face from."""
-        seeds = list(seeds)
-        if not seeds:
-            return set()
-        rows = session.execute(
-            select(Face.seed).where(
-                Face.generator_checksum == self.generator.checksum, Face.seed.in_(seeds)
-            )
-        ).scalars()
-        return {int(s) for s in rows}
-
     # --- 3. store -----------------------------------------------------------------------
 
     def store(self, picks: list[_Pick], outcome: BatchOutcome, pool: ThreadPoolExecutor) -> None:
@@ -470,7 +466,7 @@ class _Run:
                     pick.keys, (pick.encoded.original, pick.encoded.thumbnail), strict=True
                 ):
                     if give_up.is_set():
-                        raise StorageError("batch given up after another upload failed")
+                        raise ObjectStoreError("batch given up after another upload failed")
                     # Recorded before the attempt: a put that timed out may still land.
                     with uploaded_lock:
                         uploaded.append(key)
@@ -484,13 +480,13 @@ class _Run:
                         sleep=self.sleep,
                         give_up=give_up,
                     )
-            except StorageError:
+            except ObjectStoreError:
                 give_up.set()
                 raise
             finally:
                 self._time("upload", time.perf_counter() - encoded)
 
-        with object_writes(self.engine):
+        with self.catalog.object_writes():
             began = time.perf_counter()
             futures = [pool.submit(encode_and_upload, pick) for pick in picks]
             errors = [f.exception() for f in futures]
@@ -499,7 +495,7 @@ class _Run:
             if failure is not None:
                 outcome.rejected[STORAGE_ERROR] += len(picks)
                 self._discard(uploaded)
-                if isinstance(failure, StorageError):
+                if isinstance(failure, ObjectStoreError):
                     raise BatchFailed(
                         STORAGE_ERROR, f"storage failed after retries: {failure}", outcome
                     ) from failure
@@ -507,7 +503,7 @@ class _Run:
             began = time.perf_counter()
             try:
                 inserted = self._insert(picks, outcome)
-            except SQLAlchemyError as exc:
+            except CatalogError as exc:
                 self._time("insert", time.perf_counter() - began)
                 outcome.rejected[DATABASE_ERROR] += len(picks)
                 self._discard(uploaded)
@@ -518,16 +514,15 @@ class _Run:
             self._discard(sorted(lost))
 
     def _insert(self, picks: list[_Pick], outcome: BatchOutcome) -> set[str]:
-        """One transaction: lock, re-check, insert rows via ``add_face``, count, commit.
+        """One transaction: lock, re-check, insert the rows, count, commit.
 
         Returns the filenames inserted. ``outcome`` is updated only on success.
         """
         run_id = self.report.run_id
-        with self.session_factory() as session:
-            lock_inserts(session)
-            curator = Curator(self.targets, band_counts(session))
-            seen = self._seen_seeds(session, [p.seed for p in picks])
-            fresh = self.index.refresh(session)
+        with self.catalog.admission() as admission:
+            curator = Curator(self.targets, admission.band_counts())
+            seen = admission.seen_seeds(self.generator.checksum, [p.seed for p in picks])
+            fresh = self.index.refresh(admission)
             late: Counter[str] = Counter()
             inserted: set[str] = set()
             for pick in picks:
@@ -543,37 +538,20 @@ class _Run:
                     late[BAND_FULL] += 1  # another worker filled it meanwhile
                     continue
                 curator.counts[pick.cell] = curator.counts.get(pick.cell, 0) + 1
-                add_face(session, self._face(pick, run_id))
+                admission.add(self._record(pick, run_id))
                 inserted.add(pick.filename)
             result = BatchOutcome(outcome.generated, len(inserted), outcome.rejected + late)
-            self._write_counts(session, result)
-            try:
-                session.commit()
-            except SQLAlchemyError:
-                if not inserted or not self._all_present(inserted):
-                    raise
-                # The server committed and the reply was lost: the batch went through.
-                logger.warning("commit reported an error, but the batch's rows are in")
+            self._write_counts(admission, result)
+            admission.commit()
         outcome.admitted = result.admitted
         outcome.rejected = result.rejected
         return inserted
 
-    def _all_present(self, filenames: set[str]) -> bool:
-        """Whether every one of ``filenames`` has a row (False if that cannot be read)."""
-        try:
-            with self.session_factory() as session:
-                found = session.scalar(
-                    select(func.count()).select_from(Face).where(Face.filename.in_(filenames))
-                )
-        except SQLAlchemyError:
-            return False
-        return found == len(filenames)
-
-    def _face(self, pick: _Pick, run_id: int | None) -> Face:
+    def _record(self, pick: _Pick, run_id: int | None) -> FaceRecord:
         encoded = pick.encoded
         assert encoded is not None
         image_key, thumb_key = pick.keys
-        return Face(
+        return FaceRecord(
             filename=pick.filename,
             gender=pick.gender,
             age=pick.age,
@@ -592,30 +570,26 @@ class _Run:
             seed=pick.seed,
             latent=pick.latent,
             phash=pick.phash,
-            date_added=utcnow(),
             ingest_run_id=run_id,
         )
 
-    def _write_counts(self, session: Session, outcome: BatchOutcome) -> None:
-        """The run's totals including ``outcome``, in the caller's transaction."""
-        if self.report.run_id is None:
-            return
-        rejected = self.report.rejected + outcome.rejected
-        session.execute(
-            update(IngestRun)
-            .where(IngestRun.id == self.report.run_id)
-            .values(
-                generated=self.report.generated + outcome.generated,
-                admitted=self.report.admitted + outcome.admitted,
-                rejected=dict(rejected),
-            )
+    def _totals(self, outcome: BatchOutcome) -> RunCounts:
+        """The run's totals including ``outcome``."""
+        return RunCounts(
+            generated=self.report.generated + outcome.generated,
+            admitted=self.report.admitted + outcome.admitted,
+            rejected=dict(self.report.rejected + outcome.rejected),
         )
+
+    def _write_counts(self, admission: Admission, outcome: BatchOutcome) -> None:
+        """The run's totals including ``outcome``, in the admission's transaction."""
+        if self.report.run_id is not None:
+            admission.update_run(self.report.run_id, self._totals(outcome))
 
     def _commit_counts(self, outcome: BatchOutcome) -> None:
         """Record a batch that admitted nothing (its rejections still count)."""
-        with self.session_factory() as session:
-            self._write_counts(session, outcome)
-            session.commit()
+        if self.report.run_id is not None:
+            self.catalog.update_run(self.report.run_id, self._totals(outcome))
 
     def _discard(self, keys: Sequence[str]) -> None:
         """Delete uploaded objects that no row references; leave the rest to fsck.
@@ -628,13 +602,8 @@ class _Run:
             return
         filenames = {key.rpartition("/")[2] for key in keys}
         try:
-            with self.session_factory() as session:
-                referenced = set(
-                    session.execute(
-                        select(Face.filename).where(Face.filename.in_(filenames))
-                    ).scalars()
-                )
-        except SQLAlchemyError:
+            referenced = self.catalog.existing(filenames)
+        except CatalogError:
             logger.warning(
                 "cannot check %d uploaded objects against the catalog; leaving them for "
                 "`facecat catalog fsck --delete-orphans`",
@@ -647,48 +616,23 @@ class _Run:
                 continue
             try:
                 self.storage.delete(key)
-            except StorageError as exc:
+            except ObjectStoreError as exc:
                 logger.warning("could not delete %s (%s); fsck will find it", key, exc)
 
 
-def _start_run(
-    session_factory: sessionmaker[Session], report: IngestReport, generator: Generator
-) -> int:
-    with session_factory() as session:
-        run = IngestRun(
-            trigger=report.trigger,
-            status="running",
-            device=report.device,
-            generator=generator.name,
-            requested=report.requested,
-            rejected={},
-        )
-        session.add(run)
-        session.commit()
-        return run.id
-
-
-def _finish_run(session_factory: sessionmaker[Session], report: IngestReport) -> None:
+def _finish_run(catalog: IngestCatalog, report: IngestReport) -> None:
     """Write the run's final status and speed; a database that is down is only logged."""
     if report.run_id is None:
         return
     try:
-        with session_factory() as session:
-            session.execute(
-                update(IngestRun)
-                .where(IngestRun.id == report.run_id)
-                .values(
-                    status=report.status,
-                    finished_at=utcnow(),
-                    generated=report.generated,
-                    admitted=report.admitted,
-                    rejected=dict(report.rejected),
-                    faces_per_second=round(report.faces_per_second, 3),
-                    error=report.error,
-                )
-            )
-            session.commit()
-    except SQLAlchemyError:
+        catalog.finish_run(
+            report.run_id,
+            RunCounts(report.generated, report.admitted, dict(report.rejected)),
+            status=report.status,
+            faces_per_second=round(report.faces_per_second, 3),
+            error=report.error,
+        )
+    except CatalogError:
         logger.exception("could not record the end of ingest run %s", report.run_id)
 
 
@@ -697,8 +641,8 @@ def run_ingest(
     *,
     generator: Generator,
     estimator: AgeGenderEstimator,
-    storage: Storage,
-    session_factory: sessionmaker[Session],
+    storage: ObjectStore,
+    catalog: IngestCatalog,
     settings: IngestSettings | None = None,
     trigger: str = "cli",
     progress: Callable[[BatchOutcome], None] | None = None,
@@ -710,6 +654,8 @@ def run_ingest(
 ) -> IngestReport:
     """Generate ``count`` faces and admit those that pass the gates and curation.
 
+    :param storage: where the images go (``catalog.storage`` backends fit).
+    :param catalog: where the rows go (``catalog.admission.SqlIngestCatalog``).
     :param seeds: use these seeds instead of fresh random ones (``len(seeds) == count``);
         seeds already ingested with the same weights are skipped (``already_ingested``).
     :param stop: set it (SIGTERM) to finish the batch in hand and stop.
@@ -726,12 +672,14 @@ def run_ingest(
     if seeds is not None and len(seeds) != count:
         raise ValueError(f"got {len(seeds)} seeds for count={count}")
     report = IngestReport(trigger=trigger, device=str(generator.device), requested=count)
-    report.run_id = _start_run(session_factory, report, generator)
+    report.run_id = catalog.start_run(
+        trigger=trigger, device=report.device, generator=generator.name, requested=count
+    )
     run = _Run(
         generator=generator,
         estimator=estimator,
         storage=storage,
-        session_factory=session_factory,
+        catalog=catalog,
         settings=settings,
         gates=gates,
         index=HashIndex(),
@@ -813,21 +761,19 @@ def run_ingest(
             except BatchFailed as failed:
                 report.error = str(failed)
             finally:
-                _finalise(run, report, started, session_factory)
+                _finalise(run, report, started, catalog)
             raise
-    _finalise(run, report, started, session_factory)
+    _finalise(run, report, started, catalog)
     return report
 
 
-def _finalise(
-    run: _Run, report: IngestReport, started: float, session_factory: sessionmaker[Session]
-) -> None:
+def _finalise(run: _Run, report: IngestReport, started: float, catalog: IngestCatalog) -> None:
     report.seconds = time.perf_counter() - started
     report.timings = {k: round(v, 3) for k, v in run.timings.items()}
     for gate in run.gates:
         if isinstance(getattr(gate, "passed_cells", None), Counter):
             report.robust_passes.update(gate.passed_cells)  # type: ignore[attr-defined]
             report.robust_checked += int(getattr(gate, "checked", 0))
-    _finish_run(session_factory, report)
+    _finish_run(catalog, report)
     log = logger.error if report.status == "failed" else logger.info
     log("%s", report.summary())

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from catalog.models import Face, utcnow
 from catalog.selection import add_face
-from catalog.storage import FACES_PREFIX, THUMBS_PREFIX, Storage
+from catalog.storage import Storage
+from ingest.ports import FACES_PREFIX, THUMBS_PREFIX
 
 _counter = itertools.count(1)
 

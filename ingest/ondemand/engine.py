@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from catalog.admission import SqlCatalogView, SqlIngestCatalog
 from catalog.models import Face, FaceCell
 from catalog.selection import Filters
 from catalog.storage import Storage
@@ -465,7 +466,7 @@ class OnDemand:
                     stop.set()
 
             with self.session_factory() as session:
-                self.index.refresh(session)
+                self.index.refresh(SqlCatalogView(session))
             budget_left = max(deadline - self.clock(), 0.0)
             count = min(MAX_RUN_CANDIDATES, max(batch, 2 * math.ceil(budget_left / plan.cost)))
             settings = dataclasses.replace(
@@ -481,7 +482,7 @@ class OnDemand:
                 generator=adapter,
                 estimator=models.estimator,
                 storage=self.storage,
-                session_factory=self.session_factory,
+                catalog=SqlIngestCatalog(self.session_factory),
                 settings=settings,
                 trigger="ondemand",
                 stop=stop,

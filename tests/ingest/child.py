@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
 
+from catalog.admission import SqlIngestCatalog
 from catalog.db import make_engine
 from catalog.storage import LocalStorage
 from ingest.pipeline import IngestSettings, run_ingest
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> int:
             generator=FakeGenerator(),
             estimator=estimator,
             storage=storage,
-            session_factory=session_maker,
+            catalog=SqlIngestCatalog(session_maker),
             settings=settings,
             trigger="worker" if args.worker else "test",
             stop=stop,

@@ -22,7 +22,7 @@ def models_dir() -> Path:
 
 @pytest.fixture
 def session_maker(app):  # type: ignore[no-untyped-def]
-    """The app's sessionmaker, as the pipeline and fsck take it."""
+    """The app's sessionmaker, as fsck and ``SqlIngestCatalog`` take it."""
     from catalog.db import session_factory
 
     return session_factory(app)
@@ -35,6 +35,7 @@ def ingest(app, session_maker, tmp_path):  # type: ignore[no-untyped-def]
     Keyword arguments override any ``run_ingest`` argument; ``settings=`` may be a dict of
     ``IngestSettings`` fields.
     """
+    from catalog.admission import SqlIngestCatalog
     from catalog.storage import get_storage
     from ingest.pipeline import IngestSettings, run_ingest
     from tests.ingest.fakes import FakeEstimator, FakeGenerator
@@ -47,7 +48,7 @@ def ingest(app, session_maker, tmp_path):  # type: ignore[no-untyped-def]
             "generator": FakeGenerator(),
             "estimator": FakeEstimator(),
             "storage": get_storage(app),
-            "session_factory": session_maker,
+            "catalog": SqlIngestCatalog(session_maker),
             "settings": settings,
             "trigger": "test",
             **kwargs,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from catalog.admission import band_counts
 from ingest.bands import DEFAULT_COMPOSITION
-from ingest.curation import BAND_FULL, LIMIT_REACHED, Curator, band_counts, target_counts
+from ingest.curation import BAND_FULL, LIMIT_REACHED, Curator, target_counts
 
 
 def test_target_counts_default_and_custom() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from catalog.admission import SqlCatalogView
 from ingest.gates import (
     AGE_OUT_OF_RANGE,
     BLACK_BORDER,
@@ -135,10 +136,11 @@ def test_hash_index_min_distance_and_empty() -> None:
 @pytest.mark.usefixtures("app")
 def test_hash_index_refresh_reads_only_new_rows(make_face, db_session) -> None:  # type: ignore[no-untyped-def]
     index = HashIndex()
+    view = SqlCatalogView(db_session)
     make_face(phash=123)
-    assert index.refresh(db_session).tolist() == [123]
-    assert index.refresh(db_session).tolist() == []
+    assert index.refresh(view).tolist() == [123]
+    assert index.refresh(view).tolist() == []
     make_face(phash=-5)
     make_face()  # no hash: skipped
-    assert index.refresh(db_session).tolist() == [-5]
+    assert index.refresh(view).tolist() == [-5]
     assert len(index) == 2

@@ -18,6 +18,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from catalog.admission import SqlIngestCatalog
 from catalog.db import session_factory
 from catalog.errors import ApiError
 from catalog.models import BackfillRequest, CellYield, Face, IngestRun, OndemandJob
@@ -322,7 +323,7 @@ def test_ingest_uses_the_robust_gate(app: Flask, session_maker) -> None:  # type
         generator=generator,
         estimator=RobustFakeEstimator(brittle_age=70.0),
         storage=get_storage(app),
-        session_factory=session_maker,
+        catalog=SqlIngestCatalog(session_maker),
         settings=IngestSettings(batch_size=8, upload_backoff=0.0, robust=True),
         trigger="test",
     )

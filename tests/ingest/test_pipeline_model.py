@@ -12,6 +12,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from analysis.estimators import load_estimator
+from catalog.admission import SqlIngestCatalog
 from catalog.fsck import fsck
 from catalog.models import Face, IngestRun
 from catalog.storage import get_storage
@@ -41,7 +42,7 @@ def test_real_models_end_to_end(app, session_maker, models) -> None:  # type: ig
         generator=generator,
         estimator=estimator,
         storage=storage,
-        session_factory=session_maker,
+        catalog=SqlIngestCatalog(session_maker),
         settings=IngestSettings(batch_size=16),
         seeds=seeds,
     )

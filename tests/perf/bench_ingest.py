@@ -173,6 +173,7 @@ def main(
 
     from app import create_app
     from catalog import db
+    from catalog.admission import SqlIngestCatalog
     from catalog.fsck import fsck
     from catalog.storage import storage_from_url
 
@@ -211,7 +212,7 @@ def main(
                 generator=generator,
                 estimator=estimator,
                 storage=storage,
-                session_factory=session_maker,
+                catalog=SqlIngestCatalog(session_maker),
                 settings=settings,
                 trigger="bench",
             )

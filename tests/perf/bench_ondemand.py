@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
 from analysis.robust import cell_match, robust_predict  # noqa: E402
 from app import create_app  # noqa: E402
+from catalog.admission import SqlIngestCatalog  # noqa: E402
 from catalog.db import get_engine, session_factory, upgrade  # noqa: E402
 from catalog.models import CellYield, Face  # noqa: E402
 from catalog.selection import Filters  # noqa: E402
@@ -295,7 +296,7 @@ def ingest_cost(catalogs: Catalogs, models: ModelSet, count: int) -> dict:
             generator=models.generator,
             estimator=models.estimator,
             storage=get_storage(app),
-            session_factory=session_factory(app),
+            catalog=SqlIngestCatalog(session_factory(app)),
             settings=settings,
             trigger="bench",
             seeds=seeds,
