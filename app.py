@@ -25,6 +25,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         images,
         keys,
         limits,
+        ondemand,
         openapi,
         status,
         storage,
@@ -54,8 +55,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (api.bp, images.bp, avatar.bp, generate.bp, status.bp, openapi.bp):
         app.register_blueprint(blueprint)
     init_cli(app)
-    # On-demand generation is the supplier catalog.fallback hands unmet filters to.
-    from ingest import ondemand
-
+    # On-demand generation is the supplier catalog.fallback hands unmet filters to; the
+    # same wiring gives the `facecat ingest` commands this app's catalog and storage.
     ondemand.init_app(app)
     return app

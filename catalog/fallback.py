@@ -1,8 +1,8 @@
 """The one place where an unmet filter is handed to on-demand generation.
 
-Every endpoint that picks faces calls ``supply_unmet`` when no stored face matches. The
-on-demand generation issue registers its supplier here with ``register_supplier`` (from
-its own ``init_app``), so no endpoint changes when generation arrives. With no supplier
+Every endpoint that picks faces calls ``supply_unmet`` when no stored face matches.
+On-demand generation registers its supplier here with ``register_supplier`` (from
+``catalog.ondemand.init_app``), so no endpoint changes when generation arrives. With no supplier
 registered, or with ``FACECAT_ONDEMAND_ENABLED=false``, there is nothing to supply and the
 endpoint answers 404 ``no_match``.
 """

@@ -16,9 +16,10 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from catalog.admission import SqlIngestCatalog, band_counts
+from catalog.admission import band_counts
 from catalog.db import session_factory
 from catalog.models import FaceCell
+from catalog.ondemand import SqlOndemandCatalog
 from catalog.storage import get_storage
 from ingest.pipeline import BatchOutcome, IngestReport, IngestSettings, run_ingest
 from ingest.scheduling import IngestWorker
@@ -90,12 +91,13 @@ def ingest_once(
     progress: Callable[[BatchOutcome], None] | None = None,
 ) -> IngestReport:
     """``run_ingest`` with the app's storage and database; its yields feed on-demand planning."""
+    catalog = SqlOndemandCatalog(session_factory(app))
     report = run_ingest(
         count,
         generator=generator,
         estimator=estimator,
         storage=get_storage(app),
-        catalog=SqlIngestCatalog(session_factory(app)),
+        catalog=catalog,
         settings=settings,
         trigger=trigger,
         stop=stop,
@@ -103,11 +105,11 @@ def ingest_once(
         progress=progress,
     )
     try:
-        from ingest.ondemand.yields import record_ingest_run
+        from ingest.ondemand.yields import SAMPLE, ingest_run_updates
 
-        with session_factory(app)() as session:
-            if record_ingest_run(session, report):
-                session.commit()
+        updates = ingest_run_updates(report)
+        if updates is not None:
+            catalog.record_yields(SAMPLE, updates)
     except Exception:
         logger.warning("could not record the run's yields for on-demand planning", exc_info=True)
     return report
@@ -209,7 +211,7 @@ def make_worker(
         )
 
     def backfill(stop: threading.Event) -> int:
-        from ingest.ondemand import get_ondemand
+        from catalog.ondemand import get_ondemand
 
         return int(get_ondemand(app).run_backfill(stop=stop))
 

@@ -287,7 +287,7 @@ _BRITTLE_BAND_YEARS = 10
 
 
 class RobustTarget(Protocol):
-    """What a targeted robust gate checks against (``catalog.selection.Filters`` fits)."""
+    """What a targeted robust gate checks against (``ingest.ondemand.ports.Target`` fits)."""
 
     gender: str | None
     minimum_age: int

@@ -20,10 +20,9 @@ import click
 import numpy as np
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import delete
 
 from catalog.db import session_factory
-from catalog.models import CellYield
+from catalog.ondemand import SqlOndemandCatalog
 from ingest.ondemand.yields import (
     BANDS,
     CONDITIONAL,
@@ -32,7 +31,6 @@ from ingest.ondemand.yields import (
     STRATEGIES,
     Counts,
     YieldTable,
-    record,
 )
 
 logger = logging.getLogger(__name__)
@@ -258,6 +256,7 @@ def measure_yields_command(
     if device:
         config["DEVICE"] = device
     models = load_model_set(config)
+    catalog = SqlOndemandCatalog(session_factory(app))
     threshold = app.config["GENDER_THRESHOLD"]
     for strategy in names:
         if strategy == CONDITIONAL and models.conditional is None:
@@ -276,13 +275,8 @@ def measure_yields_command(
                 optimise_steps=app.config["ONDEMAND_OPTIMISE_STEPS"],
                 progress=bar.update,
             )
-        with session_factory(app)() as session:
-            if reset:
-                session.execute(delete(CellYield).where(CellYield.strategy == strategy))
-            record(session, strategy, counts)
-            session.commit()
-    with session_factory(app)() as session:
-        click.echo(format_table(YieldTable.load(session)))
+        catalog.record_yields(strategy, counts, reset=reset)
+    click.echo(format_table(catalog.load_yields()))
 
 
 def format_table(table: YieldTable) -> str:
@@ -317,7 +311,7 @@ def backfill_command(limit: int) -> None:
 
     Example: ``facecat ingest backfill --limit 5``. The worker does this before each run.
     """
-    from ingest.ondemand import get_ondemand
+    from catalog.ondemand import get_ondemand
 
     admitted = get_ondemand().run_backfill(limit=limit)
     click.echo(f"backfill admitted {admitted} faces")

@@ -1,13 +1,13 @@
 """On-demand generation: plan from measured yields, single flight, admit through ingest.
 
-``OnDemand.supply(filters)`` is what ``catalog.fallback`` calls when no stored face
-matches. In order:
+``OnDemand.supply(target)`` is what the catalog's supplier (``catalog.ondemand``) calls
+when no stored face matches a filter. In order:
 
 1. **Plan** (``ingest.ondemand.yields``): each available strategy's chance of a passing
-   face per candidate and cost per candidate, from the ``cell_yield`` table. No strategy
+   face per candidate and cost per candidate, from the measured yields. No strategy
    likely to succeed within the budget → ``Unreachable`` at once (the web layer answers
    404 with nearby filters the catalog can supply) and a backfill request.
-2. **Single flight** (``ingest.ondemand.flight``): claim the filter's job row. The
+2. **Single flight** (``ingest.ondemand.ports.JobBoard``): claim the filter's job. The
    claimant re-checks the catalog (a run may have just finished), is charged one
    generation, and generates; everyone else waits for its run and takes a face it
    admitted. Joiners are not charged: they cost no generation.
@@ -17,8 +17,11 @@ matches. In order:
    Every passing candidate of the batches run is admitted (objects first, row last);
    the run stops after the first batch that admitted a face, or when the next batch
    would end past the budget.
-4. **Learn**: the run's tries, passes and seconds go into ``cell_yield``; a miss or a
+4. **Learn**: the run's tries, passes and seconds go into the yield table; a miss or a
    slow hit queues a backfill request, which the worker serves with ``run_backfill``.
+
+Every row it reads or writes goes through ``OndemandCatalog`` (``ingest.ondemand.ports``),
+which ``catalog`` implements: the engine holds the strategy, not the SQL.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import socket
 import threading
 import time
@@ -37,13 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-
-from catalog.admission import SqlCatalogView, SqlIngestCatalog
-from catalog.models import Face, FaceCell
-from catalog.selection import Filters
-from catalog.storage import Storage
 from ingest.gates import (
     AgeRangeGate,
     BlackBorderGate,
@@ -54,7 +49,16 @@ from ingest.gates import (
     RobustVerdictGate,
     TargetPrefilterGate,
 )
-from ingest.ondemand import flight
+from ingest.ondemand.ports import (
+    FULFILLED,
+    NOT_FOUND,
+    PENDING,
+    SLOW,
+    UNREACHABLE,
+    OndemandCatalog,
+    StoredFace,
+    Target,
+)
 from ingest.ondemand.yields import (
     BANDS,
     CONDITIONAL,
@@ -65,15 +69,14 @@ from ingest.ondemand.yields import (
     TARGETED,
     WHOLE_BATCHES,
     Plan,
-    YieldTable,
     bands_within,
     choose,
     plans,
-    record,
     targeted_updates,
     untargeted_updates,
 )
 from ingest.pipeline import IngestReport, IngestSettings, run_ingest
+from ingest.ports import ObjectStore
 
 if TYPE_CHECKING:
     from analysis.types import AgeGenderEstimator
@@ -149,7 +152,7 @@ class ModelSet:
 class Unreachable(Exception):
     """No strategy is expected to produce a face for the filter within the budget."""
 
-    def __init__(self, filters: Filters, plans: list[Plan], nearby: list[dict[str, Any]]):
+    def __init__(self, target: Target, plans: list[Plan], nearby: list[dict[str, Any]]):
         best = max(plans, key=lambda p: p.success) if plans else None
         detail = (
             "The catalog cannot currently supply faces for these filters: none is stored, "
@@ -162,40 +165,34 @@ class Unreachable(Exception):
                 f"{best.success:.0%} chance within the {best.budget:g} s budget)"
             )
         super().__init__(detail + ".")
-        self.filters = filters
+        self.target = target
         self.plans = plans
         self.nearby = nearby
         self.detail = detail + "."
 
 
-def filter_condition(filters: Filters) -> list[Any]:
-    """SQL conditions selecting faces that match ``filters``."""
-    conditions = [Face.age >= filters.minimum_age, Face.age <= filters.maximum_age]
-    if filters.gender is not None:
-        conditions.append(Face.gender == filters.gender)
-    return conditions
-
-
 class OnDemand:
-    """On-demand generation for one catalog (database + storage) in one process.
+    """On-demand generation for one catalog (its rows + its object storage) in one process.
 
-    ``models`` is called (once, under a lock) the first time a run needs them, so a web
-    process that never meets an unmet filter never imports torch. ``available`` names the
-    strategies usable without loading anything, for planning.
+    ``catalog`` is ``catalog.ondemand.SqlOndemandCatalog`` in the app (any
+    ``OndemandCatalog`` will do). ``models`` is called (once, under a lock) the first time
+    a run needs them, so a web process that never meets an unmet filter never imports
+    torch. ``available`` names the strategies usable without loading anything, for
+    planning.
     """
 
     def __init__(
         self,
         *,
         settings: OndemandSettings,
-        session_factory: sessionmaker[Session],
-        storage: Storage,
+        catalog: OndemandCatalog,
+        storage: ObjectStore,
         models: Callable[[], ModelSet],
         available: Callable[[], Iterable[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.session_factory = session_factory
+        self.catalog = catalog
         self.storage = storage
         self._load_models = models
         self._available = available
@@ -206,7 +203,6 @@ class OnDemand:
         self._run_lock = threading.Lock()
         self.index = HashIndex()
         self.clock = clock
-        self._rng = random.SystemRandom()
 
     # --- models and planning --------------------------------------------------------
 
@@ -231,47 +227,42 @@ class OnDemand:
             usable = set(STRATEGIES)
         return [s for s in self.settings.strategies if s in usable]
 
-    def plans(self, filters: Filters, budget: float) -> list[Plan]:
-        """Every available strategy's plan for ``filters``, best first."""
-        with self.session_factory() as session:
-            table = YieldTable.load(session)
+    def plans(self, target: Target, budget: float) -> list[Plan]:
+        """Every available strategy's plan for ``target``, best first."""
         return plans(
-            table,
-            filters.gender,
-            filters.minimum_age,
-            filters.maximum_age,
+            self.catalog.load_yields(),
+            target.gender,
+            target.minimum_age,
+            target.maximum_age,
             budget=budget,
             available=self.available(),
             batch_sizes=self.settings.batch_sizes(),
         )
 
-    def nearby(self, filters: Filters, limit: int = 5) -> list[dict[str, Any]]:
-        """Filters near ``filters`` the catalog can supply: stored faces or a likely run.
+    def nearby(self, target: Target, limit: int = 5) -> list[dict[str, Any]]:
+        """Filters near ``target`` the catalog can supply: stored faces or a likely run.
 
         Candidates are the decade bands of the same gender and of the other one (a
         gender change counts as 10 years of distance), nearest first.
         """
-        with self.session_factory() as session:
-            table = YieldTable.load(session)
-            stored: dict[tuple[str, tuple[int, int]], int] = {}
-            for gender, age, n in session.execute(
-                select(FaceCell.gender, FaceCell.age, FaceCell.n).where(FaceCell.n > 0)
-            ):
-                for band in BANDS:
-                    if band[0] <= age <= band[1]:
-                        stored[(gender, band)] = stored.get((gender, band), 0) + int(n)
+        table = self.catalog.load_yields()
+        stored: dict[tuple[str, tuple[int, int]], int] = {}
+        for gender, age, n in self.catalog.cell_counts():
+            for band in BANDS:
+                if band[0] <= age <= band[1]:
+                    stored[(gender, band)] = stored.get((gender, band), 0) + int(n)
         genders: list[str | None] = (
-            [filters.gender, *(g for g in GENDERS if g != filters.gender)]
-            if filters.gender
+            [target.gender, *(g for g in GENDERS if g != target.gender)]
+            if target.gender
             else [None]
         )
         options: list[tuple[float, int, dict[str, Any]]] = []
         for gender in genders:
             for band in BANDS:
                 covered = (
-                    filters.minimum_age <= band[0]
-                    and band[1] <= filters.maximum_age
-                    and gender == filters.gender
+                    target.minimum_age <= band[0]
+                    and band[1] <= target.maximum_age
+                    and gender == target.gender
                 )
                 if covered:
                     continue
@@ -297,8 +288,8 @@ class OnDemand:
                 )
                 if not n and not reachable:
                     continue
-                gap = max(0, band[0] - filters.maximum_age, filters.minimum_age - band[1])
-                distance = gap + (10 if gender != filters.gender else 0)
+                gap = max(0, band[0] - target.maximum_age, target.minimum_age - band[1])
+                distance = gap + (10 if gender != target.gender else 0)
                 options.append(
                     (
                         distance,
@@ -317,56 +308,55 @@ class OnDemand:
 
     # --- serving ----------------------------------------------------------------------
 
-    def supply(self, filters: Filters, *, charge: Callable[[], None] | None = None) -> Face | None:
-        """A committed face matching ``filters``, or None if the budget ran out.
+    def supply(
+        self, target: Target, *, charge: Callable[[], None] | None = None
+    ) -> StoredFace | None:
+        """A committed face matching ``target``, or None if the budget ran out.
 
         :raise Unreachable: no strategy is likely to succeed within the budget.
         :raise: whatever ``charge`` raises (the 429 of an exhausted generation budget);
             it is called only by the request that starts a generation run.
         """
         settings = self.settings
+        catalog = self.catalog
         start = self.clock()
         deadline = start + settings.budget
-        all_plans = self.plans(filters, settings.budget)
+        all_plans = self.plans(target, settings.budget)
         chosen = choose(all_plans, settings.min_success)
-        request = (filters.gender, filters.minimum_age, filters.maximum_age)
         if chosen is None:
-            flight.request_backfill(self.session_factory, *request, flight.NOT_FOUND)
+            catalog.request_backfill(target, NOT_FOUND)
             logger.info(
                 "on-demand: %s unreachable (%s)",
-                filters,
+                target,
                 ", ".join(f"{p.strategy} {p.success:.1%}" for p in all_plans) or "no strategy",
             )
-            raise Unreachable(filters, all_plans, self.nearby(filters))
-        key = flight.filter_key(*request)
+            raise Unreachable(target, all_plans, self.nearby(target))
+        key = target.key
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        face: Face | None = None
-        if flight.claim(
-            self.session_factory, key, owner, settings.budget + CLAIM_TTL_EXTRA_SECONDS
-        ):
+        face: StoredFace | None = None
+        if catalog.claim(key, owner, settings.budget + CLAIM_TTL_EXTRA_SECONDS):
             try:
-                face = self.stored(filters)  # a run may have finished since our lookup
+                face = catalog.stored(target)  # a run may have finished since our lookup
                 if face is None:
                     if charge is not None:
                         charge()
-                    flight.mark_started(self.session_factory, key, owner, chosen.strategy)
-                    face, _report = self.run(chosen, filters, deadline, want=1)
+                    catalog.mark_started(key, owner, chosen.strategy)
+                    face, _report = self.run(chosen, target, deadline, want=1)
             finally:
-                flight.finish(
-                    self.session_factory,
+                catalog.finish(
                     key,
                     owner,
                     face_id=face.id if face is not None else None,
                     strategy=chosen.strategy,
                 )
         else:
-            flight.wait(self.session_factory, key, deadline + JOIN_GRACE_SECONDS, clock=self.clock)
-            face = self.stored(filters)
+            catalog.wait(key, deadline + JOIN_GRACE_SECONDS, clock=self.clock)
+            face = catalog.stored(target)
         elapsed = self.clock() - start
         if face is None:
-            flight.request_backfill(self.session_factory, *request, flight.NOT_FOUND)
+            catalog.request_backfill(target, NOT_FOUND)
         elif elapsed > settings.slow_seconds:
-            flight.request_backfill(self.session_factory, *request, flight.SLOW)
+            catalog.request_backfill(target, SLOW)
         logger.info(
             "on-demand %s: %s in %.2f s (%s)",
             key,
@@ -376,61 +366,45 @@ class OnDemand:
         )
         return face
 
-    def stored(self, filters: Filters, run_id: int | None = None) -> Face | None:
-        """A random stored face matching ``filters`` (of run ``run_id`` if given).
-
-        Reads at most 64 ids: it runs only right after a run admitted a handful.
-        """
-        with self.session_factory() as session:
-            query = select(Face.id).where(*filter_condition(filters))
-            if run_id is not None:
-                query = query.where(Face.ingest_run_id == run_id).order_by(Face.id)
-            ids = list(session.scalars(query.limit(64)))
-            if not ids:
-                return None
-            return session.get(Face, ids[0] if run_id is not None else self._rng.choice(ids))
-
     # --- generation -------------------------------------------------------------------
 
-    def _adapter(
-        self, plan: Plan, filters: Filters, models: ModelSet, deadline: float
-    ) -> Generator:
+    def _adapter(self, plan: Plan, target: Target, models: ModelSet, deadline: float) -> Generator:
         from ingest.ondemand.strategies import GuidedOptimiser, TargetedConditional
 
-        gender = filters.gender if filters.gender is not None else plan.gender
+        gender = target.gender if target.gender is not None else plan.gender
         if plan.strategy == CONDITIONAL:
             if models.conditional is None:
                 raise RuntimeError("the conditional generator is not loaded")
             return TargetedConditional(  # type: ignore[return-value]
-                models.conditional, gender, filters.minimum_age, filters.maximum_age
+                models.conditional, gender, target.minimum_age, target.maximum_age
             )
         if plan.strategy == OPTIMISE:
             return GuidedOptimiser(  # type: ignore[return-value]
                 models.generator,
                 models.estimator,
                 gender,
-                filters.minimum_age,
-                filters.maximum_age,
+                target.minimum_age,
+                target.maximum_age,
                 steps=self.settings.optimise_steps,
                 deadline=deadline,
                 clock=self.clock,
             )
         return models.generator
 
-    def gates(self, filters: Filters, estimator: AgeGenderEstimator) -> list[Gate]:
-        """The on-demand gate list; the robust verdict is judged against ``filters``."""
+    def gates(self, target: Target, estimator: AgeGenderEstimator) -> list[Gate]:
+        """The on-demand gate list; the robust verdict is judged against ``target``."""
         return [
             AgeRangeGate(),
             BrokenImageGate(),
             BlackBorderGate(),
-            TargetPrefilterGate(filters),
-            RobustVerdictGate(estimator, self.settings.gender_threshold, target=filters),
+            TargetPrefilterGate(target),
+            RobustVerdictGate(estimator, self.settings.gender_threshold, target=target),
             NearDuplicateGate(self.index, self.settings.duplicate_distance),
         ]
 
     def run(
-        self, plan: Plan, filters: Filters, deadline: float, *, want: int
-    ) -> tuple[Face | None, IngestReport | None]:
+        self, plan: Plan, target: Target, deadline: float, *, want: int
+    ) -> tuple[StoredFace | None, IngestReport | None]:
         """Generate with ``plan`` until ``want`` faces are admitted or the deadline nears.
 
         Returns the first face admitted and the run's report (None, None when the
@@ -444,12 +418,12 @@ class OnDemand:
                 # Planned before the models were loaded, and this one failed to load
                 # (e.g. corrupt conditional weights): take the next viable plan, if any.
                 left = max(deadline - self.clock(), 0.0)
-                fallback = choose(self.plans(filters, left), self.settings.min_success)
+                fallback = choose(self.plans(target, left), self.settings.min_success)
                 if fallback is None:
                     return None, None
                 logger.info("on-demand: %s unavailable, using %s", plan.strategy, fallback.strategy)
                 plan = fallback
-            adapter = self._adapter(plan, filters, models, deadline)
+            adapter = self._adapter(plan, target, models, deadline)
             batch = self._batch_size(plan, deadline)
             stop = threading.Event()
             admitted = 0
@@ -465,8 +439,8 @@ class OnDemand:
                 if admitted >= want or now + max(took, plan.cost * batch) > deadline:
                     stop.set()
 
-            with self.session_factory() as session:
-                self.index.refresh(SqlCatalogView(session))
+            with self.catalog.read() as view:
+                self.index.refresh(view)
             budget_left = max(deadline - self.clock(), 0.0)
             count = min(MAX_RUN_CANDIDATES, max(batch, 2 * math.ceil(budget_left / plan.cost)))
             settings = dataclasses.replace(
@@ -482,15 +456,15 @@ class OnDemand:
                 generator=adapter,
                 estimator=models.estimator,
                 storage=self.storage,
-                catalog=SqlIngestCatalog(self.session_factory),
+                catalog=self.catalog,
                 settings=settings,
                 trigger="ondemand",
                 stop=stop,
                 progress=progress,
-                gates=self.gates(filters, models.estimator),
+                gates=self.gates(target, models.estimator),
             )
-            self._record(plan, filters, adapter, report)
-            face = self.stored(filters, run_id=report.run_id) if report.admitted else None
+            self._record(plan, target, adapter, report)
+            face = self.catalog.stored(target, run_id=report.run_id) if report.admitted else None
             return face, report
         finally:
             self._run_lock.release()
@@ -507,24 +481,22 @@ class OnDemand:
         fits = int(left / (3 * plan.cost)) if plan.cost > 0 else configured
         return max(1, min(configured, fits))
 
-    def _record(self, plan: Plan, filters: Filters, adapter: Any, report: IngestReport) -> None:
+    def _record(self, plan: Plan, target: Target, adapter: Any, report: IngestReport) -> None:
         """Fold the run into the yield table (best effort: a failure is only logged)."""
         seconds = sum(report.timings.get(k, 0.0) for k in ("generation", "estimation", "gates"))
         if plan.strategy in TARGETED:
             updates = targeted_updates(adapter.aims, seconds, report.robust_passes)
         else:
-            genders = (filters.gender,) if filters.gender else GENDERS
+            genders = (target.gender,) if target.gender else GENDERS
             updates = untargeted_updates(
                 report.generated,
                 seconds,
                 report.robust_passes,
                 genders,
-                bands_within(filters.minimum_age, filters.maximum_age),
+                bands_within(target.minimum_age, target.maximum_age),
             )
         try:
-            with self.session_factory() as session:
-                record(session, plan.strategy, updates)
-                session.commit()
+            self.catalog.record_yields(plan.strategy, updates)
         except Exception:
             logger.warning("could not record on-demand yields", exc_info=True)
 
@@ -539,31 +511,25 @@ class OnDemand:
         with that budget is marked ``unreachable`` until someone asks again.
         """
         total = 0
-        for request in flight.pending_backfills(self.session_factory, limit):
+        for target in self.catalog.pending_backfills(limit):
             if stop is not None and stop.is_set():
                 break
-            filters = Filters(request.gender, request.minimum_age, request.maximum_age)
             budget = self.settings.backfill_seconds
-            chosen = choose(self.plans(filters, budget), self.settings.min_success)
+            chosen = choose(self.plans(target, budget), self.settings.min_success)
             if chosen is None:
-                flight.settle_backfill(
-                    self.session_factory, request.key, status=flight.UNREACHABLE, admitted=0
-                )
-                logger.info("backfill %s: unreachable with %g s", request.key, budget)
+                self.catalog.settle_backfill(target.key, status=UNREACHABLE, admitted=0)
+                logger.info("backfill %s: unreachable with %g s", target.key, budget)
                 continue
             _face, report = self.run(
-                chosen, filters, self.clock() + budget, want=self.settings.backfill_faces
+                chosen, target, self.clock() + budget, want=self.settings.backfill_faces
             )
             admitted = report.admitted if report is not None else 0
             total += admitted
-            flight.settle_backfill(
-                self.session_factory,
-                request.key,
-                status=flight.FULFILLED if admitted else flight.PENDING,
-                admitted=admitted,
+            self.catalog.settle_backfill(
+                target.key, status=FULFILLED if admitted else PENDING, admitted=admitted
             )
             logger.info(
-                "backfill %s: %d faces admitted with %s", request.key, admitted, chosen.strategy
+                "backfill %s: %d faces admitted with %s", target.key, admitted, chosen.strategy
             )
         return total
 

@@ -1,7 +1,8 @@
 """Per-cell yields of each generation strategy, and the choice they drive.
 
-``cell_yield`` rows (``catalog.models.CellYield``) hold, per (strategy, gender, age band),
-how many candidates were tried, how many robustly passed and the seconds spent. From them
+``cell_yield`` rows hold, per (strategy, gender, age band), how many candidates were
+tried, how many robustly passed and the seconds spent; the catalog reads and adds to them
+(``ingest.ondemand.ports.YieldStore``) and this module does the arithmetic. From them
 ``plan`` estimates, for a filter and a time budget, each strategy's chance of a passing
 face per candidate and its cost per candidate, and picks the strategy with the shortest
 expected time to a passing face, or none when no strategy's chance of success within
@@ -27,11 +28,6 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from catalog.models import CellYield, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -141,17 +137,6 @@ class YieldTable:
 
     rows: dict[Key, Counts] = field(default_factory=dict)
 
-    @classmethod
-    def load(cls, session: Session) -> YieldTable:
-        """Read every row."""
-        rows = {
-            (r.strategy, r.gender, int(r.age_low)): Counts(
-                float(r.tried), float(r.passed), float(r.seconds)
-            )
-            for r in session.scalars(select(CellYield))
-        }
-        return cls(rows)
-
     def counts(self, strategy: str, gender: str, band: tuple[int, int]) -> Counts:
         """The row, or empty counts (the prior) for a cell never measured."""
         return self.rows.get((strategy, gender, band[0]), Counts())
@@ -222,51 +207,6 @@ def choose(all_plans: list[Plan], min_success: float) -> Plan | None:
     return min(viable, key=lambda p: p.expected_seconds) if viable else None
 
 
-def record(
-    session: Session,
-    strategy: str,
-    updates: Mapping[tuple[str, tuple[int, int]], Counts],
-) -> None:
-    """Add ``updates`` (per (gender, band)) to the yield rows; the caller commits.
-
-    One ``INSERT … ON CONFLICT DO UPDATE`` per row, so concurrent runs add up instead of
-    overwriting each other.
-    """
-    if not updates:
-        return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    now = utcnow()
-    for (gender, band), counts in sorted(updates.items()):
-        if counts.tried <= 0 and counts.passed <= 0:
-            continue
-        passed = round(counts.passed)
-        tried = max(round(counts.tried), passed)
-        stmt = insert(CellYield).values(
-            strategy=strategy,
-            gender=gender,
-            age_low=band[0],
-            age_high=band[1],
-            tried=tried,
-            passed=passed,
-            seconds=float(counts.seconds),
-            updated_at=now,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[CellYield.strategy, CellYield.gender, CellYield.age_low],
-            set_={
-                "tried": CellYield.tried + stmt.excluded.tried,
-                "passed": CellYield.passed + stmt.excluded.passed,
-                "seconds": CellYield.seconds + stmt.excluded.seconds,
-                "updated_at": now,
-            },
-        )
-        session.execute(stmt)
-
-
 def untargeted_updates(
     generated: int,
     seconds: float,
@@ -308,25 +248,23 @@ def targeted_updates(
     return updates
 
 
-def record_ingest_run(session: Session, report: object) -> bool:
-    """Fold an ingest run's robust-gate tallies into the ``sample`` rows; the caller commits.
+def ingest_run_updates(report: object) -> dict[tuple[str, tuple[int, int]], Counts] | None:
+    """What an ingest run teaches the ``sample`` rows (record them with ``SAMPLE``).
 
     Ingest samples without a target, so every generated face was a try at every cell, and
     each robust pass counts in its (gender, band). Faces the cheap gates rejected first
     (mostly uncertain gender) count as tries that did not pass, which they would nearly
-    always have been. Returns False (recording nothing) when the run had no robust gate.
+    always have been. None (nothing to record) when the run had no robust gate.
     """
     checked = int(getattr(report, "robust_checked", 0))
     if not checked:
-        return False
+        return None
     timings: Mapping[str, float] = getattr(report, "timings", {})
     seconds = sum(timings.get(k, 0.0) for k in ("generation", "estimation", "gates"))
-    updates = untargeted_updates(
+    return untargeted_updates(
         int(getattr(report, "generated", 0)),
         seconds,
         getattr(report, "robust_passes", {}),
         GENDERS,
         BANDS,
     )
-    record(session, SAMPLE, updates)
-    return True

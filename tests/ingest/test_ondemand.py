@@ -18,15 +18,18 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from catalog import flight
 from catalog.admission import SqlIngestCatalog
 from catalog.db import session_factory
 from catalog.errors import ApiError
 from catalog.models import BackfillRequest, CellYield, Face, IngestRun, OndemandJob
-from catalog.selection import Filters, verify_cells
+from catalog.ondemand import SqlOndemandCatalog
+from catalog.selection import verify_cells
 from catalog.storage import get_storage
+from catalog.yields import record_yields
 from ingest.gates import NOT_ROBUST
-from ingest.ondemand import flight
 from ingest.ondemand.engine import ModelSet, OnDemand, OndemandSettings
+from ingest.ondemand.ports import FULFILLED, NOT_FOUND, PENDING, Target
 from ingest.ondemand.yields import (
     CONDITIONAL,
     OPTIMISE,
@@ -37,13 +40,12 @@ from ingest.ondemand.yields import (
     YieldTable,
     choose,
     plans,
-    record,
 )
 from ingest.pipeline import IngestSettings
 from tests.ingest.robust_fakes import Face as FakeFace
 from tests.ingest.robust_fakes import RobustFakeEstimator, RobustFakeGenerator, mix
 
-FEMALE_40S = Filters("female", 40, 49)
+FEMALE_40S = Target("female", 40, 49)
 COMMON = FakeFace(25, 0.05)  # a young man: most of what the fake generator makes
 
 
@@ -65,7 +67,7 @@ def make_engine(
     models = ModelSet(generator, estimator or RobustFakeEstimator())  # type: ignore[arg-type]
     engine = OnDemand(
         settings=OndemandSettings(**values),
-        session_factory=session_factory(app),
+        catalog=SqlOndemandCatalog(session_factory(app)),
         storage=get_storage(app),
         models=lambda: models,
         available=lambda: [SAMPLE],
@@ -76,7 +78,7 @@ def make_engine(
 
 def seed_yield(app: Flask, strategy: str, gender: str, band: tuple[int, int], **counts: float):  # type: ignore[no-untyped-def]
     with session_factory(app)() as session:
-        record(session, strategy, {(gender, band): Counts(**counts)})
+        record_yields(session, strategy, {(gender, band): Counts(**counts)})
         session.commit()
 
 
@@ -177,7 +179,7 @@ def test_serves_first_pass_and_admits_every_passing_candidate(app: Flask) -> Non
         assert row.tried == run.generated and row.passed == len(stored) and row.seconds > 0
         assert session.get(CellYield, (SAMPLE, "male", 20)) is None
     # The next request for the filter is served from the catalog.
-    assert engine.stored(FEMALE_40S) is not None
+    assert engine.catalog.stored(FEMALE_40S) is not None
 
 
 def test_robust_gate_rejects_faces_that_pass_only_unaugmented(app: Flask) -> None:
@@ -192,7 +194,7 @@ def test_robust_gate_rejects_faces_that_pass_only_unaugmented(app: Flask) -> Non
         assert set(run.rejected) == {NOT_ROBUST} and run.generated > 0
         assert session.get(CellYield, (SAMPLE, "female", 40)).passed == 0
         request = session.get(BackfillRequest, "female:40-49")
-        assert request.reason == flight.NOT_FOUND and request.status == flight.PENDING
+        assert request.reason == NOT_FOUND and request.status == PENDING
 
 
 def test_budget_is_respected(app: Flask) -> None:
@@ -304,12 +306,12 @@ def test_stale_claim_is_taken_over(app: Flask) -> None:
 def test_backfill_fills_requested_cells(app: Flask) -> None:
     generator = RobustFakeGenerator(mix((0.3, FakeFace(45.0, 0.95)), (0.7, COMMON)))
     engine = make_engine(app, generator, backfill_seconds=5.0, backfill_faces=5)
-    flight.request_backfill(session_factory(app), "female", 40, 49, flight.NOT_FOUND)
+    flight.request_backfill(session_factory(app), "female", 40, 49, NOT_FOUND)
     admitted = engine.run_backfill()
     assert admitted >= 5 and len(faces(app)) == admitted
     with session_factory(app)() as session:
         request = session.get(BackfillRequest, "female:40-49")
-        assert request.status == flight.FULFILLED and request.admitted == admitted
+        assert request.status == FULFILLED and request.admitted == admitted
 
 
 def test_ingest_uses_the_robust_gate(app: Flask, session_maker) -> None:  # type: ignore[no-untyped-def]

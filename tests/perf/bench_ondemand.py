@@ -41,12 +41,12 @@ sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
 from analysis.robust import cell_match, robust_predict  # noqa: E402
 from app import create_app  # noqa: E402
-from catalog.admission import SqlIngestCatalog  # noqa: E402
+from catalog import flight  # noqa: E402
 from catalog.db import get_engine, session_factory, upgrade  # noqa: E402
 from catalog.models import CellYield, Face  # noqa: E402
-from catalog.selection import Filters  # noqa: E402
+from catalog.ondemand import SqlOndemandCatalog  # noqa: E402
 from catalog.storage import get_storage  # noqa: E402
-from ingest.ondemand import flight  # noqa: E402
+from catalog.yields import load_yields  # noqa: E402
 from ingest.ondemand.cli import format_table  # noqa: E402
 from ingest.ondemand.engine import (  # noqa: E402
     ModelSet,
@@ -54,7 +54,8 @@ from ingest.ondemand.engine import (  # noqa: E402
     OndemandSettings,
     load_model_set,
 )
-from ingest.ondemand.yields import BANDS, GENDERS, YieldTable, choose  # noqa: E402
+from ingest.ondemand.ports import Target  # noqa: E402
+from ingest.ondemand.yields import BANDS, GENDERS, choose  # noqa: E402
 from ingest.pipeline import draw_seeds  # noqa: E402
 
 logger = logging.getLogger("bench_ondemand")
@@ -64,11 +65,11 @@ logger = logging.getLogger("bench_ondemand")
 # Unmet but reachable filters: two the DCGAN reaches by sampling now and then, and three
 # only the conditional generator reaches (children, women over 60).
 FILTERS = (
-    Filters("male", 40, 49),
-    Filters("female", 30, 39),
-    Filters("female", 40, 49),
-    Filters("female", 60, 69),
-    Filters("male", 0, 9),
+    Target("male", 40, 49),
+    Target("female", 30, 39),
+    Target("female", 40, 49),
+    Target("female", 60, 69),
+    Target("male", 0, 9),
 )
 
 
@@ -115,7 +116,7 @@ def engine_for(app: Any, models: ModelSet, budget: float) -> OnDemand:
     settings = OndemandSettings.from_config({**app.config, "ONDEMAND_BUDGET_SECONDS": budget})
     engine = OnDemand(
         settings=settings,
-        session_factory=session_factory(app),
+        catalog=SqlOndemandCatalog(session_factory(app)),
         storage=get_storage(app),
         models=lambda: models,
     )
@@ -124,7 +125,7 @@ def engine_for(app: Any, models: ModelSet, budget: float) -> OnDemand:
     return engine
 
 
-def plain_rejection(models: ModelSet, filters: Filters, budget: float, threshold: float) -> float:
+def plain_rejection(models: ModelSet, filters: Target, budget: float, threshold: float) -> float:
     """Seconds to the first robustly passing face, robust-checking every candidate.
 
     Batches of 8, so it overruns its budget by about as little as the engine does.
@@ -144,7 +145,7 @@ def plain_rejection(models: ModelSet, filters: Filters, budget: float, threshold
 def time_to_face(catalogs: Catalogs, models: ModelSet, trials: int, budget: float) -> dict:
     results: dict[str, Any] = {}
     for filters in FILTERS:
-        key = flight.filter_key(filters.gender, filters.minimum_age, filters.maximum_age)
+        key = filters.key
         engine_times: list[float] = []
         plain_times: list[float] = []
         strategy = None
@@ -187,7 +188,7 @@ def _summary(times: list[float]) -> dict[str, Any]:
 
 
 def concurrent(
-    catalogs: Catalogs, models: ModelSet, n: int, budget: float, concurrent_filter: Filters
+    catalogs: Catalogs, models: ModelSet, n: int, budget: float, concurrent_filter: Target
 ) -> dict:
     app = catalogs.fresh()
     engine_for(app, models, budget)
@@ -218,7 +219,7 @@ def concurrent(
         and a[1]["gender"] == filters.gender
         and filters.minimum_age <= a[1]["age"] <= filters.maximum_age
     ]
-    key = flight.filter_key(filters.gender, filters.minimum_age, filters.maximum_age)
+    key = filters.key
     return {
         "filter": key,
         "requests": n,
@@ -235,11 +236,11 @@ def yield_report(catalogs: Catalogs, models: ModelSet, budget: float) -> tuple[s
     app = catalogs.fresh()
     engine = engine_for(app, models, budget)
     with session_factory(app)() as session:
-        table = YieldTable.load(session)
+        table = load_yields(session)
     reachable, refused = [], []
     for gender in GENDERS:
         for band in BANDS:
-            filters = Filters(gender, band[0], band[1])
+            filters = Target(gender, band[0], band[1])
             plan = choose(engine.plans(filters, budget), engine.settings.min_success)
             (reachable if plan else refused).append((filters, plan))
     return format_table(table), reachable, refused
@@ -296,7 +297,7 @@ def ingest_cost(catalogs: Catalogs, models: ModelSet, count: int) -> dict:
             generator=models.generator,
             estimator=models.estimator,
             storage=get_storage(app),
-            catalog=SqlIngestCatalog(session_factory(app)),
+            catalog=SqlOndemandCatalog(session_factory(app)),
             settings=settings,
             trigger="bench",
             seeds=seeds,
@@ -311,7 +312,7 @@ def ingest_cost(catalogs: Catalogs, models: ModelSet, count: int) -> dict:
 
 
 def optimise_sheet(
-    catalogs: Catalogs, models: ModelSet, cells: list[Filters], seconds: float, out: Path
+    catalogs: Catalogs, models: ModelSet, cells: list[Target], seconds: float, out: Path
 ) -> list[dict]:
     """Guarded optimisation as the worker's backfill runs it, one batch per cell; the sheet
     shows every face it admitted (passed the robust gate)."""
@@ -431,7 +432,7 @@ def main(
         for item in optimise_cells.split(","):
             gender, _, ages = item.partition(":")
             low, _, high = ages.partition("-")
-            cells.append(Filters(gender, int(low), int(high)))
+            cells.append(Target(gender, int(low), int(high)))
         report["optimise"] = optimise_sheet(
             catalogs, models, cells, optimise_seconds, sheet.with_name("contact_sheet_optimise.png")
         )

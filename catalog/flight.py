@@ -11,6 +11,11 @@ service (Redis lock) is needed, and a crashed owner costs at most ``ttl`` second
 
 Backfill: ``backfill_request`` rows, one per normalised filter, counted up by every 404
 or slow hit, read by the worker (``ingest.ondemand.engine.run_backfill``).
+
+This is the SQL behind ``ingest.ondemand.ports.JobBoard`` and ``BackfillQueue``
+(``catalog.ondemand.SqlOndemandCatalog`` delegates here); the engine decides when to
+claim, wait and queue, and the vocabulary it uses (``filter_key``, the backfill states)
+is defined beside those ports.
 """
 
 from __future__ import annotations
@@ -25,16 +30,12 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.models import BackfillRequest, OndemandJob, utcnow
+from ingest.ondemand.ports import FULFILLED, PENDING, filter_key
 
 logger = logging.getLogger(__name__)
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 POLL_SECONDS = 0.05
-
-
-def filter_key(gender: str | None, minimum_age: int, maximum_age: int) -> str:
-    """The normalised filter: ``female:40-49``, ``any:0-100``."""
-    return f"{gender or 'any'}:{int(minimum_age)}-{int(maximum_age)}"
 
 
 def _insert(session: Session):  # type: ignore[no-untyped-def]
@@ -150,10 +151,7 @@ def job_runs(factory: sessionmaker[Session], key: str) -> int:
         return int(session.scalar(select(OndemandJob.runs).where(OndemandJob.key == key)) or 0)
 
 
-# --- backfill requests -------------------------------------------------------------------
-
-PENDING, FULFILLED, UNREACHABLE = "pending", "done", "unreachable"
-NOT_FOUND, SLOW = "not_found", "slow"
+# --- backfill requests (states and reasons: ``ingest.ondemand.ports``) -------------------
 
 
 def request_backfill(
