@@ -13,7 +13,9 @@ ingest pipeline) and states what it needs from the catalog as
 * ``supply``: the supplier ``catalog.fallback`` calls for an unmet filter; the engine's
   ``Unreachable`` becomes the 404 ``no_match`` with nearby filters, and generation is
   charged to the caller's budget through ``catalog.limits``;
-* ``init_app``: installs the supplier.
+* ``init_app``: installs the supplier, and gives the ``facecat ingest`` commands (which
+  live in ``ingest.cli`` and may not import ``catalog``) this app's catalog, storage and
+  engine as ``ingest.services.IngestServices``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from catalog.models import Face, FaceCell
 from catalog.selection import Filters
 from catalog.storage import get_storage
 from ingest.ondemand.ports import Target
+from ingest.services import IngestServices, register_services
 
 if TYPE_CHECKING:
     from ingest.ondemand.engine import OnDemand
@@ -196,9 +199,19 @@ def supply(filters: Filters) -> Face | None:
 
 
 def init_app(app: Flask) -> None:
-    """Install on-demand generation as the app's supplier for unmet filters.
+    """Install on-demand generation as the app's supplier for unmet filters, and hand the
+    ``facecat ingest`` commands this app's catalog, storage and engine.
 
-    The engine is built on the first unmet filter, so creating the app (in every web
-    worker) connects to nothing and imports no torch.
+    Everything is built lazily: the engine on the first unmet filter, the database engine
+    and storage when a command first asks, so creating the app (in every web worker)
+    connects to nothing and imports no torch.
     """
     register_supplier(app, supply)
+    register_services(
+        app,
+        IngestServices(
+            catalog=lambda: SqlOndemandCatalog(session_factory(app)),
+            storage=lambda: get_storage(app),
+            ondemand=lambda: get_ondemand(app),
+        ),
+    )

@@ -1,7 +1,10 @@
 """``facecat ingest``: a one-shot run with a progress bar, and the scheduled worker.
 
-Commands only parse options and assemble the pieces (models, storage, sessions,
-settings); the work is ``ingest.pipeline.run_ingest`` and ``ingest.scheduling``.
+Commands only parse options and assemble the pieces (models, storage, catalog,
+settings); the work is ``ingest.pipeline.run_ingest`` and ``ingest.scheduling``. The app's
+catalog rows and object storage come from the factories the catalog registered on the
+app (``ingest.services``), so this module imports nothing from ``catalog``; the CLI
+imports it only when a ``facecat ingest`` command runs (``catalog.cli.LazyCommand``).
 """
 
 from __future__ import annotations
@@ -14,15 +17,10 @@ from typing import TYPE_CHECKING
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from sqlalchemy import func, select
 
-from catalog.admission import band_counts
-from catalog.db import session_factory
-from catalog.models import FaceCell
-from catalog.ondemand import SqlOndemandCatalog
-from catalog.storage import get_storage
 from ingest.pipeline import BatchOutcome, IngestReport, IngestSettings, run_ingest
 from ingest.scheduling import IngestWorker
+from ingest.services import get_services
 
 if TYPE_CHECKING:  # torch is imported only when a command loads the models
     from analysis.types import AgeGenderEstimator
@@ -65,16 +63,16 @@ def load_models(
 
 def catalog_size(app: Flask) -> int:
     """Faces in the catalog, from the per-cell counters."""
-    with session_factory(app)() as session:
-        return int(session.scalar(select(func.coalesce(func.sum(FaceCell.n), 0))) or 0)
+    with get_services(app).catalog().read() as view:
+        return sum(view.band_counts().values())
 
 
 def catalog_is_full(app: Flask, settings: IngestSettings) -> bool:
     """Whether every band with a target has reached it."""
     from ingest.curation import curator_for
 
-    with session_factory(app)() as session:
-        counts = band_counts(session)
+    with get_services(app).catalog().read() as view:
+        counts = view.band_counts()
     return curator_for(counts, settings.composition, settings.target_size).is_full()
 
 
@@ -91,12 +89,13 @@ def ingest_once(
     progress: Callable[[BatchOutcome], None] | None = None,
 ) -> IngestReport:
     """``run_ingest`` with the app's storage and database; its yields feed on-demand planning."""
-    catalog = SqlOndemandCatalog(session_factory(app))
+    wiring = get_services(app)
+    catalog = wiring.catalog()
     report = run_ingest(
         count,
         generator=generator,
         estimator=estimator,
-        storage=get_storage(app),
+        storage=wiring.storage(),
         catalog=catalog,
         settings=settings,
         trigger=trigger,
@@ -211,9 +210,7 @@ def make_worker(
         )
 
     def backfill(stop: threading.Event) -> int:
-        from catalog.ondemand import get_ondemand
-
-        return int(get_ondemand(app).run_backfill(stop=stop))
+        return int(get_services(app).ondemand().run_backfill(stop=stop))
 
     return IngestWorker(
         run_once,

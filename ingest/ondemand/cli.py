@@ -7,6 +7,9 @@ adds tried / passed / seconds per (gender, decade band). The seconds recorded pe
 are what an on-demand run for that cell would spend: generation and the plain estimate
 for every candidate, plus the robust re-estimate for the candidates its prefilter
 would pass.
+
+Both reach the app's catalog through ``ingest.services`` (registered by the catalog), so
+this module imports nothing from ``catalog``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ import numpy as np
 from flask import current_app
 from flask.cli import with_appcontext
 
-from catalog.db import session_factory
-from catalog.ondemand import SqlOndemandCatalog
 from ingest.ondemand.yields import (
     BANDS,
     CONDITIONAL,
@@ -32,6 +33,7 @@ from ingest.ondemand.yields import (
     Counts,
     YieldTable,
 )
+from ingest.services import get_services
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +258,7 @@ def measure_yields_command(
     if device:
         config["DEVICE"] = device
     models = load_model_set(config)
-    catalog = SqlOndemandCatalog(session_factory(app))
+    catalog = get_services(app).catalog()
     threshold = app.config["GENDER_THRESHOLD"]
     for strategy in names:
         if strategy == CONDITIONAL and models.conditional is None:
@@ -311,7 +313,5 @@ def backfill_command(limit: int) -> None:
 
     Example: ``facecat ingest backfill --limit 5``. The worker does this before each run.
     """
-    from catalog.ondemand import get_ondemand
-
-    admitted = get_ondemand().run_backfill(limit=limit)
+    admitted = get_services(current_app).ondemand().run_backfill(limit=limit)
     click.echo(f"backfill admitted {admitted} faces")
