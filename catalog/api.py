@@ -19,6 +19,7 @@ from catalog import fallback
 from catalog.db import serving_read
 from catalog.errors import ApiError
 from catalog.images import image_url, url_base
+from catalog.limits import settle_request
 from catalog.params import parse_filters, parse_int
 from catalog.selection import Filters, get_face, pick_random
 from catalog.serving import get_cell_cache, get_draw_ahead, get_recorder
@@ -119,6 +120,7 @@ def pick_faces(filters: Filters, count: int = 1) -> list[Any]:
 
 def count_served(faces: list[Any]) -> None:
     """Count one serving of each face, except for HEAD requests, which only look."""
+    settle_request()  # a request refused by its lookup limit serves nothing
     if request.method != "HEAD":
         get_recorder().record(face.id for face in faces)
 

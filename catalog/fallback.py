@@ -15,6 +15,7 @@ from collections.abc import Callable
 from flask import Flask, current_app
 
 from catalog.errors import ApiError
+from catalog.limits import settle_request
 from catalog.models import Face
 from catalog.selection import Filters
 
@@ -34,6 +35,7 @@ def register_supplier(app: Flask, supplier: Supplier) -> None:
 
 def supply_unmet(filters: Filters) -> Face | None:
     """A new face matching ``filters`` when none is stored, or None if none can be made."""
+    settle_request()  # a request refused by its lookup limit generates nothing
     if not current_app.config["ONDEMAND_ENABLED"]:
         return None
     supplier: Supplier | None = current_app.extensions.get(_EXTENSION)

@@ -32,11 +32,17 @@ of the breached limit really admits the next request (rounded up).
 If the storage fails, lookups and image fetches fall back to per-process counters (logged
 at most once a minute) rather than failing; generation fails closed with a 503.
 
-Cost: the one Redis round trip per request is what the limiter costs, and in a threaded
-gunicorn worker redis-py's pooled client made it nearly three times dearer than the bare
-socket trip (see ``ThreadConnectionRedis``), so the ``limits`` scripts run over a
-connection each thread keeps. The counting, the scripts and the keys remain the
-``limits`` library's; ``tests/perf/bench_limits.py`` measures the overhead.
+Cost: the one Redis round trip per request is what the limiter costs, so its transport is
+tuned (``catalog.limit_storage``): each thread counts over its own connection, and a
+lookup's or image fetch's hit is sent before the view runs and its reply read only before
+the view does anything that matters (``settle_request``: before counting a serving,
+before on-demand generation, and at the latest before the response leaves). A request
+whose reply says "over the limit" gets the 429 instead of what the view made, and changes
+nothing. Once a caller is over a fixed-window limit, it stays over until that window
+ends, so each process remembers the refusal and answers the caller's next requests in
+that window with a 429 at once, without Redis and without running the view. The
+counting, the scripts and the keys remain the ``limits`` library's;
+``tests/perf/bench_limits.py`` measures the overhead.
 """
 
 from __future__ import annotations
@@ -44,20 +50,20 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
 
-import redis
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, g, request
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage, RedisStorage, Storage, storage_from_string
+from limits.storage import MemoryStorage, Storage
 from limits.strategies import STRATEGIES, FixedWindowRateLimiter, RateLimiter
+from redis.exceptions import NoScriptError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from catalog.errors import ApiError
+from catalog.errors import ApiError, error_response
 from catalog.keys import Caller, current_caller
+from catalog.limit_storage import PendingReply, ThreadConnectionRedisStorage, open_storage
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +78,8 @@ BLUEPRINT_LIMITS = {
     "avatar": ("RATELIMIT_IMAGES", "images"),
 }
 _WARN_EVERY = 60.0
+_PENDING = "facecat_pending_hits"  # on flask.g: this request's sent, unread hits
+_REMEMBERED_REFUSALS = 10_000  # past this, expired refusals are forgotten
 
 
 def throttled(retry_after: float) -> ApiError:
@@ -89,120 +97,6 @@ def throttled(retry_after: float) -> ApiError:
 def _shortest_first(limit_string: str) -> list[RateLimitItem]:
     """Parsed limits, shortest window first: a burst refusal never touches the daily one."""
     return sorted(parse_many(limit_string), key=lambda item: item.get_expiry())
-
-
-# Bumped in every forked child, so a thread there never uses a socket its parent holds;
-# cheaper than an os.getpid() system call on every hit.
-_process_generation = 0
-
-
-def _forked() -> None:
-    global _process_generation
-    _process_generation += 1
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-class _ThreadHeld(threading.local):
-    """Per thread: the connection, the process generation that made it, whether it has
-    answered."""
-
-    generation = -1
-    connection: redis.connection.AbstractConnection | None = None
-    answered = False
-
-
-class ThreadConnectionRedis(redis.Redis):
-    """A ``redis.Redis`` whose EVALSHA (how every ``limits`` strategy counts) goes over a
-    connection this thread keeps; every other command takes the usual pooled path.
-
-    Why: each request makes one EVALSHA, and under load (2 gthread workers x 4 threads
-    on 2 shared cores) redis-py's pooled path cost 83-98 us of worker CPU per call,
-    against 55-63 us this way and 30-44 us for a hand-written socket round trip (thread
-    CPU time around the call, 2026-11-21). The pooled path adds the pool lock and
-    bookkeeping, a non-blocking ``recv`` probe of each borrowed connection (three more
-    system calls, one of them a GIL hand-off), the retry wrapper and metrics hooks. A
-    connection per thread needs no borrowing and no probe; it is still redis-py's
-    ``Connection``, so packing, parsing, timeouts and errors are redis-py's. Each thread
-    that counts holds one connection (workers x threads in all), outside the pool's
-    ``max_connections``.
-
-    Failures: a reply error (``NoScriptError`` among them, which ``Script`` answers by
-    loading the script) leaves the connection usable. Any other error drops it. If a
-    connection that had answered before fails to connect or breaks (Redis restarted, an
-    idle socket closed), the command is sent once more on a new one, as redis-py's own
-    retry does, so at worst a command that ran but whose reply was lost counts one hit
-    twice: a budget can then be under-used by one, never exceeded. Timeouts and failures
-    of a new connection are raised.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._held = _ThreadHeld()
-
-    def thread_connection(self) -> redis.connection.AbstractConnection:
-        """This thread's connection, made on first use (and again in a forked child)."""
-        held = self._held
-        if held.connection is None or held.generation != _process_generation:
-            pool = self.connection_pool
-            # Not pool.make_connection(): that counts towards the pool's own connections.
-            held.connection = pool.connection_class(**pool.connection_kwargs)
-            held.generation = _process_generation
-            held.answered = False
-        return held.connection
-
-    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:  # type: ignore[override]
-        """Run a loaded script on this thread's connection (see the class doc)."""
-        connection = self.thread_connection()
-        held = self._held
-        try:
-            reply = _evalsha_on(connection, sha, numkeys, keys_and_args)
-        except redis.ConnectionError:
-            if not held.answered:
-                raise
-            held.answered = False
-            reply = _evalsha_on(connection, sha, numkeys, keys_and_args)
-        held.answered = True
-        return reply
-
-
-def _evalsha_on(
-    connection: redis.connection.AbstractConnection,
-    sha: str,
-    numkeys: int,
-    keys_and_args: tuple[Any, ...],
-) -> Any:
-    """EVALSHA on ``connection`` (which connects if it is not); drop it unless the whole
-    reply was read."""
-    try:
-        connection.send_command("EVALSHA", sha, numkeys, *keys_and_args)
-        return connection.read_response()
-    except redis.ResponseError:
-        raise  # a whole reply was read: the connection is fine
-    except BaseException:
-        connection.disconnect()  # a half-sent command or half-read reply: start over
-        raise
-
-
-class ThreadConnectionRedisStorage(RedisStorage):
-    """``limits``' own ``RedisStorage`` (same scripts, keys and options) running its
-    scripts through ``ThreadConnectionRedis``."""
-
-    def __init__(self, uri: str, **options: Any) -> None:
-        super().__init__(uri, **options)
-        # Same pool, so the URL's options (timeouts, password, db) hold for both paths.
-        self.storage = ThreadConnectionRedis(connection_pool=self.storage.connection_pool)
-        self.initialize_storage(uri)  # bind the scripts to the new client
-
-
-def open_storage(url: str) -> Storage:
-    """The ``limits`` storage for ``url``; plain ``redis://``/``rediss://`` get
-    ``ThreadConnectionRedisStorage``, anything else (``memory://``, sentinel, cluster,
-    valkey) the library's own."""
-    if url.partition("://")[0] in ("redis", "rediss"):
-        return ThreadConnectionRedisStorage(url)
-    return storage_from_string(url)
 
 
 class Limiter:
@@ -230,6 +124,10 @@ class Limiter:
             for user_class in ("anon", "basic", "professional", "enterprise")
         }
         self._fallback: RateLimiter = FixedWindowRateLimiter(MemoryStorage())
+        # Only ThreadConnectionRedisStorage can send a hit and read its count later.
+        self._deferrable = isinstance(self.storage, ThreadConnectionRedisStorage)
+        # Limit key -> when its breached window ends (fixed-window request limits only).
+        self._refused: dict[str, float] = {}
         self._warned_at = -math.inf
         self._warn_lock = threading.Lock()
 
@@ -245,10 +143,13 @@ class Limiter:
 
     def check_request(self, items: list[RateLimitItem], scope: str) -> None:
         """``before_request`` of a limited blueprint: count the request against its
-        family's ``items``, or 429."""
+        family's ``items`` (or send the count, see ``settle_request``), or 429."""
         if not self.enabled or request.environ.get("REQUEST_METHOD") == "OPTIONS":
             return
         identifiers = (KEY_PREFIX, current_caller().rate_key, scope)
+        self._refuse_if_remembered(items, identifiers)
+        if self._deferrable and len(items) == 1 and self._send(items[0], identifiers):
+            return
         try:
             self._hit_all(self.requests, items, identifiers)
         except ApiError:
@@ -257,14 +158,108 @@ class Limiter:
             self._warn_storage_down()
             self._hit_all(self._fallback, items, identifiers)
 
-    @staticmethod
+    def _send(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> bool:
+        """Send the hit, to be read by ``settle_request``; False if it could not be sent
+        (the synchronous path then meets the same failure and handles it)."""
+        try:
+            reply = self.storage.send_incr(  # type: ignore[attr-defined]
+                item.key_for(*identifiers), item.get_expiry()
+            )
+        except Exception:
+            return False
+        g.setdefault(_PENDING, []).append(_PendingHit(self, item, identifiers, reply))
+        return True
+
+    def settle(self, hit: _PendingHit) -> None:
+        """Read a sent hit's count: 429 if it went over the limit.
+
+        If the script was not loaded (Redis restarted or flushed), it never ran: the
+        library's own ``hit`` loads and runs it. If the reply is lost, the library's hit
+        is tried too (at worst counting one hit twice), then the per-process fallback.
+        """
+        try:
+            count = int(hit.reply.result())
+        except NoScriptError:
+            count = None
+        except Exception:
+            count = None
+            logger.info("a deferred rate-limit reply was lost; counting again", exc_info=True)
+        if count is None:
+            try:
+                self._hit_all(self.requests, [hit.item], hit.identifiers)
+            except ApiError:
+                raise
+            except Exception:
+                self._warn_storage_down()
+                self._hit_all(self._fallback, [hit.item], hit.identifiers)
+            return
+        if count > hit.item.amount:
+            self._refuse(self.requests, hit.item, hit.identifiers)
+
+    def _refuse(
+        self, strategy: RateLimiter, item: RateLimitItem, identifiers: tuple[str, ...]
+    ) -> None:
+        """Raise the 429 for a breached ``item``, remembering until when it is breached."""
+        reset_at, _remaining = strategy.get_window_stats(item, *identifiers)
+        if strategy is self.requests:
+            if len(self._refused) >= _REMEMBERED_REFUSALS:
+                now = time.time()
+                self._refused = {k: t for k, t in self._refused.items() if t > now}
+            self._refused[item.key_for(*identifiers)] = reset_at
+        raise throttled(reset_at - time.time())
+
+    def _refuse_if_remembered(
+        self, items: list[RateLimitItem], identifiers: tuple[str, ...]
+    ) -> None:
+        """429 at once while a fixed window this caller breached is still running: its
+        count only grows until the window ends, so asking Redis again cannot admit."""
+        if not self._refused:
+            return
+        for item in items:
+            reset_at = self._refused.get(item.key_for(*identifiers))
+            if reset_at is not None and reset_at > time.time():
+                raise throttled(reset_at - time.time())
+
     def _hit_all(
-        strategy: RateLimiter, items: list[RateLimitItem], identifiers: tuple[str, ...]
+        self, strategy: RateLimiter, items: list[RateLimitItem], identifiers: tuple[str, ...]
     ) -> None:
         for item in items:
             if not strategy.hit(item, *identifiers):
-                reset_at, _remaining = strategy.get_window_stats(item, *identifiers)
-                raise throttled(reset_at - time.time())
+                self._refuse(strategy, item, identifiers)
+
+
+@dataclass(frozen=True)
+class _PendingHit:
+    """A request's hit that was sent to the storage and whose count is not read yet."""
+
+    limiter: Limiter
+    item: RateLimitItem
+    identifiers: tuple[str, ...]
+    reply: PendingReply
+
+
+def settle_request() -> None:
+    """Read the current request's sent hits, if any: raise the 429 if one went over.
+
+    Call it before a limited view does anything that must not happen for a refused
+    request (counting a serving, generating); ``init_app`` also calls it after every
+    limited view, so a refused request never gets the view's response. Cheap and
+    idempotent: the first call reads, later ones find nothing.
+    """
+    hits = g.pop(_PENDING, None)
+    if hits:
+        for hit in hits:
+            hit.limiter.settle(hit)
+
+
+def _settle_before_response(response: Response) -> Response:
+    """``after_request`` of a limited blueprint: the 429 replaces a refused request's
+    response."""
+    try:
+        settle_request()
+    except ApiError as error:
+        return error_response(error)
+    return response
 
 
 def get_limiter(app: Flask | None = None) -> Limiter:
@@ -349,3 +344,4 @@ def init_app(app: Flask) -> None:
     for blueprint, (items, scope) in limiter.families.items():
         hooks = app.before_request_funcs.setdefault(blueprint, [])
         hooks.append(functools.partial(limiter.check_request, items, scope))
+        app.after_request_funcs.setdefault(blueprint, []).append(_settle_before_response)

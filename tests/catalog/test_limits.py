@@ -19,9 +19,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from limits import parse_many
 
-from catalog import keys, limits
+from catalog import keys, limit_storage, limits
 from catalog.db import session_scope
 from catalog.errors import ApiError
+from catalog.fallback import register_supplier
 from catalog.models import Face
 
 THROTTLED = re.compile(r"^Request was throttled\. Expected available in (\d+) seconds\.$")
@@ -208,7 +209,7 @@ def test_threads_of_two_instances_share_one_exact_lookup_budget(
     settings = {"RATELIMIT_STORAGE_URL": redis_url, "RATELIMIT_LOOKUPS": "37/minute"}
     apps = [app_factory(**settings), app_factory(**settings)]
     assert all(
-        isinstance(limits.get_limiter(app).storage, limits.ThreadConnectionRedisStorage)
+        isinstance(limits.get_limiter(app).storage, limit_storage.ThreadConnectionRedisStorage)
         for app in apps
     )
     make_face()
@@ -235,9 +236,9 @@ def test_threads_of_two_instances_share_one_exact_lookup_budget(
     assert Counter(statuses) == {200: 37, 429: 96 - 37}
 
 
-def _thread_redis(app: Flask) -> limits.ThreadConnectionRedis:
+def _thread_redis(app: Flask) -> limit_storage.ThreadConnectionRedis:
     storage = limits.get_limiter(app).storage
-    assert isinstance(storage, limits.ThreadConnectionRedisStorage)
+    assert isinstance(storage, limit_storage.ThreadConnectionRedisStorage)
     return storage.storage
 
 
@@ -279,7 +280,7 @@ def test_reply_errors_keep_the_thread_connection_and_unknown_scripts_get_loaded(
     assert script(args=[2]) == int(script.script.split()[1]) + 2
 
 
-def _connection_id(client: limits.ThreadConnectionRedis) -> int:
+def _connection_id(client: limit_storage.ThreadConnectionRedis) -> int:
     connection = client.thread_connection()
     connection.send_command("CLIENT", "ID")
     return int(connection.read_response())
@@ -305,6 +306,132 @@ def test_a_forked_child_never_shares_its_parents_redis_socket(
         childs = int(pipe.read())
     assert childs != parents
     assert _connection_id(client) == parents  # the parent's socket was left alone
+
+
+@pytest.mark.redis
+def test_a_refused_lookup_counts_no_serving_and_generates_nothing(
+    app_factory: Callable[..., Flask], redis_url: str, make_face: Callable[..., Face]
+) -> None:
+    """The hit is read late (after the view started), but before anything that matters."""
+    app = app_factory(RATELIMIT_STORAGE_URL=redis_url, RATELIMIT_LOOKUPS="2/minute")
+    face = make_face(gender="male", age=40)
+    asked: list[object] = []
+    register_supplier(app, lambda filters: asked.append(filters))
+    client = app.test_client()
+    address = {"REMOTE_ADDR": random_address()}
+    assert client.get("/face/json", environ_base=address).status_code == 200
+    unmet = "/face/json?gender=female&minimum_age=80&maximum_age=90"
+    assert client.get(unmet, environ_base=address).status_code == 404  # asked the supplier
+    for path in ("/face/json", "/face/view", unmet):
+        response = client.get(path, environ_base=address)
+        assert response.status_code == 429
+        assert response.get_json()["error"] == "throttled"
+        assert response.headers["X-User-Class"] == "anon"
+    assert len(asked) == 1
+    with session_scope(app) as session:
+        assert session.get(Face, face.id).times_served == 1
+
+
+@pytest.mark.redis
+def test_a_breached_window_is_refused_without_asking_redis_again(
+    app_factory: Callable[..., Flask], redis_url: str, make_face: Callable[..., Face]
+) -> None:
+    app = app_factory(RATELIMIT_STORAGE_URL=redis_url, RATELIMIT_LOOKUPS="2/minute")
+    make_face()
+    storage = limits.get_limiter(app).storage
+    sent: list[str] = []
+    send_incr = storage.send_incr
+    storage.send_incr = lambda key, *args: sent.append(key) or send_incr(key, *args)
+    client = app.test_client()
+    address = {"REMOTE_ADDR": random_address()}
+    first = [client.get("/face/json", environ_base=address) for _ in range(3)]
+    assert [r.status_code for r in first] == [200, 200, 429]
+    assert len(sent) == 3
+    later = [client.get("/face/json", environ_base=address) for _ in range(5)]
+    assert [r.status_code for r in later] == [429] * 5
+    assert len(sent) == 3  # answered from the remembered refusal
+    for response in later:
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+    other = {"REMOTE_ADDR": random_address()}
+    assert client.get("/face/json", environ_base=other).status_code == 200  # others unaffected
+
+
+@pytest.mark.redis
+def test_a_deferred_hit_whose_script_was_flushed_is_counted_once(
+    app_factory: Callable[..., Flask], redis_url: str, make_face: Callable[..., Face]
+) -> None:
+    import redis
+
+    app = app_factory(RATELIMIT_STORAGE_URL=redis_url, RATELIMIT_LOOKUPS="10/minute")
+    make_face()
+    limiter = limits.get_limiter(app)
+    client = app.test_client()
+    address = random_address()
+    assert client.get("/face/json", environ_base={"REMOTE_ADDR": address}).status_code == 200
+    redis.Redis.from_url(redis_url).script_flush()  # as a Redis restart does
+    assert client.get("/face/json", environ_base={"REMOTE_ADDR": address}).status_code == 200
+    item = limiter.families["api"][0][0]
+    stats = limiter.requests.get_window_stats(item, limits.KEY_PREFIX, f"addr:{address}", "lookups")
+    assert stats.remaining == 8
+
+
+@pytest.mark.redis
+def test_a_deferred_reply_lost_with_its_connection_is_counted_again(
+    app_factory: Callable[..., Flask], redis_url: str, make_face: Callable[..., Face]
+) -> None:
+    import redis
+
+    app = app_factory(RATELIMIT_STORAGE_URL=redis_url, RATELIMIT_LOOKUPS="10/minute")
+    make_face()
+    client = _thread_redis(app)
+    admin = redis.Redis.from_url(redis_url)
+    killed: list[int] = []
+
+    # Redis holds scripts while writes are paused, so the hit the limiter sends next is
+    # still unexecuted when its connection is killed: its reply is lost for good.
+    def pause_writes() -> None:
+        admin.client_pause(300, all=False)
+
+    app.before_request(pause_writes)
+
+    def drop_connection_mid_request() -> None:  # runs after the limiter sent its hit
+        killed.append(_socket_client_id(admin, client._held.connection))
+        admin.client_kill_filter(_id=killed[0])
+
+    app.before_request_funcs["api"].append(drop_connection_mid_request)
+    address = random_address()
+    response = app.test_client().get("/face/json", environ_base={"REMOTE_ADDR": address})
+    assert response.status_code == 200
+    assert killed and _connection_id(client) != killed[0]  # counted over a new connection
+    limiter = limits.get_limiter(app)
+    item = limiter.families["api"][0][0]
+    stats = limiter.requests.get_window_stats(item, limits.KEY_PREFIX, f"addr:{address}", "lookups")
+    assert stats.remaining == 9  # the lost hit never ran; the retry counted it once
+
+
+def _socket_client_id(admin: object, connection: object) -> int:
+    """Redis's id for ``connection``, found by its local address in CLIENT LIST."""
+    host, port = connection._sock.getsockname()[:2]  # type: ignore[attr-defined]
+    for entry in admin.client_list():  # type: ignore[attr-defined]
+        if entry["addr"] == f"{host}:{port}":
+            return int(entry["id"])
+    raise AssertionError("connection not found in CLIENT LIST")
+
+
+@pytest.mark.redis
+def test_a_command_sent_while_a_reply_is_pending_gets_its_own_reply(
+    app_factory: Callable[..., Flask], redis_url: str
+) -> None:
+    client = _thread_redis(app_factory(RATELIMIT_STORAGE_URL=redis_url))
+    first = client.register_script("return 'first ' .. ARGV[1]")
+    second = client.register_script("return 'second ' .. ARGV[1]")
+    first(args=[0]), second(args=[0])  # loaded
+    pending = client.send_evalsha(first.sha, 0, "a")
+    assert client.evalsha(second.sha, 0, "b") == b"second b"
+    assert pending.result() == b"first a"
+    again = client.send_evalsha(first.sha, 0, "c")
+    assert client.send_evalsha(second.sha, 0, "d").result() == b"second d"
+    assert again.result() == b"first c"
 
 
 @pytest.mark.redis

@@ -67,6 +67,8 @@ def bench_app():  # type: ignore[no-untyped-def]
     app = create_app()
     if os.environ.get("BENCH_MODE") in ("bare", "key_only"):
         get_limiter(app).enabled = False  # lookup checks are skipped
+    if os.environ.get("BENCH_MODE") == "sync":
+        get_limiter(app)._deferrable = False  # wait for each hit's reply before the view
     # One file per worker: two workers writing one path would corrupt each other's copy.
     weights = Path(os.environ["BENCH_WEIGHTS_DIR"]) / str(os.getpid())
     app.extensions[STUDIO_EXTENSION] = random_studio(random_weights(weights))
@@ -274,10 +276,15 @@ def main() -> None:
             ),
         }
         if args.decompose:
-            # Where the overhead goes: the key check alone, then the limiter's own work
-            # with per-process counters (no Redis round trip; not a production mode).
+            # Where the overhead goes: the key check alone, the limiter waiting for each
+            # hit's reply before the view (as before replies were read late), and the
+            # limiter's own work with per-process counters (no Redis round trip; not a
+            # production mode).
             servers["key_only"] = start_server(
                 {**base_env, "BENCH_MODE": "key_only"}, args.workers, args.threads
+            )
+            servers["limited_sync"] = start_server(
+                {**unlimited, "BENCH_MODE": "sync"}, args.workers, args.threads
             )
             servers["limited_memory"] = start_server(
                 {**unlimited, "FACECAT_RATELIMIT_STORAGE_URL": "memory://"},
