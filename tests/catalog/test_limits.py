@@ -308,6 +308,14 @@ def test_a_forked_child_never_shares_its_parents_redis_socket(
     assert _connection_id(client) == parents  # the parent's socket was left alone
 
 
+def lookups_remaining(app: Flask, address: str) -> int:
+    """What is left of an anonymous address's lookup budget in the current window."""
+    limiter = limits.get_limiter(app)
+    item = limiter.families["api"][0][0]
+    identifiers = (limits.KEY_PREFIX, f"addr:{address}", "lookups")
+    return limiter.requests.get_window_stats(item, *identifiers).remaining
+
+
 @pytest.mark.redis
 def test_a_refused_lookup_counts_no_serving_and_generates_nothing(
     app_factory: Callable[..., Flask], redis_url: str, make_face: Callable[..., Face]
@@ -364,15 +372,12 @@ def test_a_deferred_hit_whose_script_was_flushed_is_counted_once(
 
     app = app_factory(RATELIMIT_STORAGE_URL=redis_url, RATELIMIT_LOOKUPS="10/minute")
     make_face()
-    limiter = limits.get_limiter(app)
     client = app.test_client()
     address = random_address()
     assert client.get("/face/json", environ_base={"REMOTE_ADDR": address}).status_code == 200
     redis.Redis.from_url(redis_url).script_flush()  # as a Redis restart does
     assert client.get("/face/json", environ_base={"REMOTE_ADDR": address}).status_code == 200
-    item = limiter.families["api"][0][0]
-    stats = limiter.requests.get_window_stats(item, limits.KEY_PREFIX, f"addr:{address}", "lookups")
-    assert stats.remaining == 8
+    assert lookups_remaining(app, address) == 8
 
 
 @pytest.mark.redis
@@ -403,10 +408,7 @@ def test_a_deferred_reply_lost_with_its_connection_is_counted_again(
     response = app.test_client().get("/face/json", environ_base={"REMOTE_ADDR": address})
     assert response.status_code == 200
     assert killed and _connection_id(client) != killed[0]  # counted over a new connection
-    limiter = limits.get_limiter(app)
-    item = limiter.families["api"][0][0]
-    stats = limiter.requests.get_window_stats(item, limits.KEY_PREFIX, f"addr:{address}", "lookups")
-    assert stats.remaining == 9  # the lost hit never ran; the retry counted it once
+    assert lookups_remaining(app, address) == 9  # the lost hit never ran; the retry counted it
 
 
 def _socket_client_id(admin: object, connection: object) -> int:
