@@ -320,7 +320,7 @@ SETTINGS: tuple[Setting, ...] = (
         "TARGET_COMPOSITION",
         None,
         "Target share per gender × age band, JSON like "
-        '{"female:20-39": 0.2, "male:60+": 0.05}. Default: see catalog/bands.py.',
+        '{"female:20-39": 0.2, "male:60+": 0.05}. Default: see ingest/bands.py.',
         lambda v: None if v in (None, "") else _composition(v),
         "ingest",
     ),
