@@ -204,7 +204,9 @@ class Limiter:
         if strategy is self.requests:
             if len(self._refused) >= _REMEMBERED_REFUSALS:
                 now = time.time()
-                self._refused = {k: t for k, t in self._refused.items() if t > now}
+                # list() copies in one step under the GIL; iterating the live dict could
+                # meet another thread's insert.
+                self._refused = {k: t for k, t in list(self._refused.items()) if t > now}
             self._refused[item.key_for(*identifiers)] = reset_at
         raise throttled(reset_at - time.time())
 
