@@ -60,9 +60,11 @@ def test_sigkill_mid_batch_leaves_orphans_only(  # type: ignore[no-untyped-def]
 
     report = fsck(session_maker, LocalStorage(objects))
     assert report.rows == 8 and report.missing == []
-    # The 20th upload hangs; the other upload threads may have stored more of batch 2.
+    # The 20th upload is written, then hangs; uploads 17-19 were counted before it but
+    # may still be writing when it signals, and the other threads may store more of
+    # batch 2 before the kill lands.
     orphans = len(report.orphans)
-    assert 4 <= orphans <= 16
+    assert 1 <= orphans <= 16
     with session_maker() as session:
         run = session.scalars(select(IngestRun)).one()
         assert run.status == "running"  # nobody lived to record the end
