@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields
+from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -110,6 +111,7 @@ def _update_run(session: Session, run_id: int, counts: RunCounts) -> None:
             generated=counts.generated,
             admitted=counts.admitted,
             rejected=dict(counts.rejected),
+            heartbeat_at=utcnow(),
         )
     )
 
@@ -117,8 +119,11 @@ def _update_run(session: Session, run_id: int, counts: RunCounts) -> None:
 class SqlIngestCatalog:
     """``ingest.ports.IngestCatalog`` on the catalog's database, through ``session_factory``."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], stale_run_seconds: float = 900.0
+    ) -> None:
         self.session_factory = session_factory
+        self.stale_run_seconds = stale_run_seconds
 
     @contextmanager
     def read(self) -> Iterator[SqlCatalogView]:
@@ -141,11 +146,35 @@ class SqlIngestCatalog:
         return object_writes(self.session_factory.kw["bind"])
 
     def start_run(self, *, trigger: str, device: str, generator: str, requested: int) -> int:
-        """Insert a ``running`` run row and return its id."""
+        """Insert a ``running`` run row and return its id; first mark runs whose process
+        died (``running``, no counts written for ``stale_run_seconds``) as ``died``.
+
+        A SIGKILLed or crashed process cannot record its own end, and nobody else knows it
+        is gone except by its silence: runs write their counts after every batch.
+        """
         with self.session_factory() as session:
+            now = utcnow()
+            silent_since = now - timedelta(seconds=self.stale_run_seconds)
+            died = session.execute(
+                update(IngestRun)
+                .where(
+                    IngestRun.status == "running",
+                    func.coalesce(IngestRun.heartbeat_at, IngestRun.started_at) < silent_since,
+                )
+                .values(
+                    status="died",
+                    error="no progress recorded for "
+                    f"{self.stale_run_seconds:.0f} s: the process running it stopped without "
+                    "recording its end",
+                )
+            )
+            if died.rowcount:
+                logger.warning("marked %d silent ingest run(s) as died", died.rowcount)
             run = IngestRun(
                 trigger=trigger,
                 status="running",
+                started_at=now,
+                heartbeat_at=now,
                 device=device,
                 generator=generator,
                 requested=requested,

@@ -317,6 +317,15 @@ SETTINGS: tuple[Setting, ...] = (
         "ingest",
     ),
     Setting(
+        "INGEST_STALE_RUN_SECONDS",
+        900,
+        "A run still 'running' whose counts have not been written for this long is marked "
+        "'died' when the next run starts: its process was killed without recording its "
+        "end. Keep it well above the slowest batch.",
+        _int_range(60),
+        "ingest",
+    ),
+    Setting(
         "TARGET_COMPOSITION",
         None,
         "Target share per gender × age band, JSON like "

@@ -133,6 +133,9 @@ class IngestRun(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Written with the run's counts after every batch: a 'running' run whose heartbeat
+    # stopped belongs to a process that died (catalog.admission marks it 'died').
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     device: Mapped[str] = mapped_column(String(32))
     generator: Mapped[str] = mapped_column(String(64))
     requested: Mapped[int] = mapped_column(Integer, default=0)

@@ -62,9 +62,16 @@ def target_condition(target: Target) -> list[Any]:
 class SqlOndemandCatalog(SqlIngestCatalog):
     """``ingest.ondemand.ports.OndemandCatalog`` on the catalog's database."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        super().__init__(session_factory)
+    def __init__(
+        self, session_factory: sessionmaker[Session], stale_run_seconds: float = 900.0
+    ) -> None:
+        super().__init__(session_factory, stale_run_seconds)
         self._rng = random.SystemRandom()
+
+    @classmethod
+    def for_app(cls, app: Flask) -> SqlOndemandCatalog:
+        """The catalog of ``app``'s database, with its settings."""
+        return cls(session_factory(app), float(app.config["INGEST_STALE_RUN_SECONDS"]))
 
     # --- stored faces -----------------------------------------------------------------
 
@@ -160,7 +167,7 @@ def get_ondemand(app: Flask | None = None) -> OnDemand:
                 config = app.config
                 engine = OnDemand(
                     settings=OndemandSettings.from_config(config),
-                    catalog=SqlOndemandCatalog(session_factory(app)),
+                    catalog=SqlOndemandCatalog.for_app(app),
                     storage=get_storage(app),
                     models=lambda: load_model_set(config),
                     available=available_without_loading,
@@ -210,7 +217,7 @@ def init_app(app: Flask) -> None:
     register_services(
         app,
         IngestServices(
-            catalog=lambda: SqlOndemandCatalog(session_factory(app)),
+            catalog=lambda: SqlOndemandCatalog.for_app(app),
             storage=lambda: get_storage(app),
             ondemand=lambda: get_ondemand(app),
         ),

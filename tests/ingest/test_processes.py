@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from catalog.admission import SqlIngestCatalog
 from catalog.fsck import fsck
 from catalog.models import Face, FaceCell, IngestRun
 from catalog.selection import verify_cells
@@ -79,6 +80,21 @@ def test_sigkill_mid_batch_leaves_orphans_only(  # type: ignore[no-untyped-def]
     assert f"deleted {orphans} orphaned objects" in result.output
     result = runner.invoke(args=["catalog", "fsck"])
     assert result.exit_code == 0 and "catalog and storage agree" in result.output
+
+    # The next run to start finds the dead one silent and marks it, once it has been
+    # silent for longer than the setting.
+    catalog = SqlIngestCatalog(session_maker, stale_run_seconds=900)
+    other = catalog.start_run(trigger="cli", device="cpu", generator="fake", requested=1)
+    with session_maker() as session:
+        assert session.get(IngestRun, run.id).status == "running"  # silent < 900 s
+    SqlIngestCatalog(session_maker, stale_run_seconds=0.001).start_run(
+        trigger="cli", device="cpu", generator="fake", requested=1
+    )
+    with session_maker() as session:
+        dead = session.get(IngestRun, run.id)
+        assert dead.status == "died" and "stopped without recording its end" in dead.error
+        assert dead.admitted == 8  # its counts are kept
+        assert session.get(IngestRun, other).status == "died"  # silent for over 1 ms too
 
 
 def test_two_processes_never_overfill_a_band(  # type: ignore[no-untyped-def]
