@@ -32,6 +32,7 @@ Timeouts and failures of a new connection are raised.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from typing import Any
@@ -131,15 +132,22 @@ class ThreadConnectionRedis(redis.Redis):
         replaced once.
         """
         connection = self.thread_connection()
+        return self.send_packed(
+            connection.pack_command("EVALSHA", sha, numkeys, *keys_and_args), retry=retry
+        )
+
+    def send_packed(self, packed: list[bytes], *, retry: bool = True) -> PendingReply:
+        """Send a command packed by ``Connection.pack_command`` (callers that send the
+        same command often pack it once); the reply is read on demand."""
+        connection = self.thread_connection()
         held = self._held
-        command = ("EVALSHA", sha, numkeys, *keys_and_args)
         try:
-            _send_on(connection, command)
+            _send_on(connection, packed)
         except redis.ConnectionError:
             if not (retry and held.answered):
                 raise
             held.answered = False
-            _send_on(connection, command)  # the dropped connection reconnects
+            _send_on(connection, packed)  # the dropped connection reconnects
         pending = PendingReply(held, connection)
         held.pending = pending
         return pending
@@ -158,11 +166,11 @@ class ThreadConnectionRedis(redis.Redis):
             return self.send_evalsha(sha, numkeys, *keys_and_args, retry=False).result()
 
 
-def _send_on(connection: redis.connection.AbstractConnection, args: tuple[Any, ...]) -> None:
-    """Send one command on ``connection`` (which connects if it is not); drop it if only
-    part of the command may have gone out."""
+def _send_on(connection: redis.connection.AbstractConnection, packed: list[bytes]) -> None:
+    """Send one packed command on ``connection`` (which connects if it is not); drop it if
+    only part of the command may have gone out."""
     try:
-        connection.send_command(*args)
+        connection.send_packed_command(packed)
     except BaseException:
         connection.disconnect()
         raise
@@ -184,8 +192,13 @@ class ThreadConnectionRedisStorage(RedisStorage):
         """``incr`` (what ``FixedWindowRateLimiter.hit`` runs) with its reply read late:
         the same script, key and arguments as ``RedisStorage.incr``. A reply of
         ``NoScriptError`` means the script never ran; ``incr`` loads it."""
-        return self.storage.send_evalsha(
-            self.lua_incr_expire.sha, 1, self.prefixed_key(key), expiry, amount
+        return self.storage.send_packed(self._packed_incr(key, expiry, amount))
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one storage per app, for its lifetime
+    def _packed_incr(self, key: str, expiry: int, amount: int) -> list[bytes]:
+        """The packed EVALSHA of ``incr``: a caller's lookups repeat it, so pack it once."""
+        return self.storage.thread_connection().pack_command(
+            "EVALSHA", self.lua_incr_expire.sha, 1, self.prefixed_key(key), expiry, amount
         )
 
 

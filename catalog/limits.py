@@ -52,7 +52,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from flask import Flask, Response, current_app, g, request
 from limits import RateLimitItem, parse_many
@@ -163,7 +163,7 @@ class Limiter:
         (the synchronous path then meets the same failure and handles it)."""
         try:
             reply = self.storage.send_incr(  # type: ignore[attr-defined]
-                item.key_for(*identifiers), item.get_expiry()
+                *_key_and_expiry(item, identifiers)
             )
         except Exception:
             return False
@@ -230,14 +230,20 @@ class Limiter:
                 self._refuse(strategy, item, identifiers)
 
 
-@dataclass(frozen=True)
-class _PendingHit:
+class _PendingHit(NamedTuple):
     """A request's hit that was sent to the storage and whose count is not read yet."""
 
     limiter: Limiter
     item: RateLimitItem
     identifiers: tuple[str, ...]
     reply: PendingReply
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_and_expiry(item: RateLimitItem, identifiers: tuple[str, ...]) -> tuple[str, int]:
+    """The limit's storage key for these identifiers and its window in seconds; a
+    caller's requests repeat them, and building the key is most of the hit's Python."""
+    return item.key_for(*identifiers), item.get_expiry()
 
 
 def settle_request() -> None:
