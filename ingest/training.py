@@ -502,6 +502,10 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     opt_d = torch.optim.Adam(d.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
 
     step, seconds_before = 0, 0.0
+    # What the provenance names as the run: the code commit and command it started with,
+    # plus the commands of any resumes (an export long after the start keeps them).
+    invocation = shlex.join(command) if command else None
+    run = {"code_commit": _git_commit(), "commands": [invocation] if invocation else []}
     checkpoint_path = out / "last.pt"
     if checkpoint_path.exists():
         ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
@@ -514,6 +518,9 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         rng.bit_generator.state = ckpt["numpy_rng"]
         torch.set_rng_state(ckpt["torch_rng"])
         init_sha = ckpt.get("init_sha256", init_sha)
+        if "run" in ckpt:
+            commands = ckpt["run"]["commands"] + ([invocation] if invocation else [])
+            run = {**ckpt["run"], "commands": commands}
         logger.info(
             "resumed from %s at step %d (%.0f s trained)", checkpoint_path, step, seconds_before
         )
@@ -534,6 +541,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
                 "config": asdict(config),
                 "init_sha256": init_sha,
                 "data": data_info,
+                "run": run,
             },
             tmp,
         )
@@ -651,7 +659,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     sample_sheet(g_ema, out / "samples" / f"step_{step:06d}.png", device)
     if not config.export:
         return None
-    return export(g_ema, config, data_info, step, total_seconds, init_sha, command)
+    return export(g_ema, config, data_info, step, total_seconds, init_sha, run)
 
 
 def load_init_weights(g: cond.ConditionalDCGAN, path: str | Path) -> str:
@@ -701,8 +709,8 @@ def save_snapshot(
 def export_snapshot(out: str | Path, step: int, export_path: str | Path, command=None) -> Path:
     """Export the EMA snapshot a run saved at ``step`` (chosen on held-out seeds).
 
-    The provenance is the run's (config from ``last.pt``), with the snapshot's own step
-    count and training seconds.
+    The provenance is the run's (config, code commit and command from ``last.pt``), with
+    the snapshot's own step count and training seconds, and this export's command.
     """
     out = Path(out)
     checkpoint_path, snapshot = out / "last.pt", _snapshot_path(out, step)
@@ -718,9 +726,10 @@ def export_snapshot(out: str | Path, step: int, export_path: str | Path, command
         config.band_weights = tuple(config.band_weights)
     net = cond.ConditionalDCGAN()
     net.load_state_dict(torch.load(snapshot, map_location="cpu", weights_only=True))
+    run = ckpt.get("run") or {"code_commit": _git_commit(), "commands": []}
     return export(
-        net, config, ckpt["data"], step, seconds, ckpt.get("init_sha256"), command,
-        snapshot=snapshot,
+        net, config, ckpt["data"], step, seconds, ckpt.get("init_sha256"), run,
+        snapshot=snapshot, export_command=shlex.join(command) if command else None,
     )  # fmt: skip
 
 
@@ -731,8 +740,9 @@ def export(
     step: int,
     seconds: float,
     init_sha: str | None,
-    command: Sequence[str] | None,
+    run: dict,
     snapshot: Path | None = None,
+    export_command: str | None = None,
 ) -> Path:
     """Write the EMA generator (BN recalibrated, CPU float32) and its provenance JSON.
 
@@ -763,8 +773,8 @@ def export(
             "name": "UTKFace (utkface-dev subset, whole 200x200 chips resized to 64x64)",
         },
         "init": init,
-        "code_commit": _git_commit(),
-        "command": shlex.join(command) if command else None,
+        "code_commit": run["code_commit"],
+        "command": run["commands"][0] if run["commands"] else None,
         "config": asdict(config),
         "steps": step,
         "images_seen": step * config.batch_size,
@@ -774,8 +784,11 @@ def export(
         "licence": LICENCE,
         "calibration": None,  # identity; tests/perf/calibrate_conditional.py records one
     }
+    if len(run["commands"]) > 1:
+        provenance["resumed_with"] = run["commands"][1:]
     if snapshot is not None:
         provenance["snapshot"] = str(snapshot)
+        provenance["export_command"] = export_command
     path.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n")
     logger.info("exported %s (sha256 %s) and its provenance", path, sha[:12])
     return path

@@ -194,7 +194,7 @@ def test_init_from_weights_with_warmup_and_new_losses(dataset: Path, tmp_path: P
 
 def test_snapshot_exports_like_the_final_export(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    final = training.train(_config(dataset, out, steps=2))  # snapshots at step 2
+    final = training.train(_config(dataset, out, steps=2), command=["train", "--steps", "2"])
     records = [json.loads(x) for x in (out / "snapshots.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2]
     exported = training.export_snapshot(out, 2, tmp_path / "snap" / "conditional.pt")
@@ -206,6 +206,12 @@ def test_snapshot_exports_like_the_final_export(dataset: Path, tmp_path: Path) -
     assert provenance["steps"] == 2
     assert provenance["sha256"] == sha256_file(exported)
     assert provenance["snapshot"].endswith("g_ema_000002.pt")
+    # The run's command and commit, not the export's, name how the weights were made.
+    assert provenance["command"] == "train --steps 2"
+    assert (
+        provenance["code_commit"]
+        == json.loads(final.with_suffix(".json").read_text())["code_commit"]
+    )
     ConditionalGenerator(exported, device="cpu")  # loads, checksum verified
     with pytest.raises(Exception, match=r"step 4|g_ema_000004"):
         training.export_snapshot(out, 4, tmp_path / "x.pt")
