@@ -385,6 +385,13 @@ def describe_calibration(generator: cond.ConditionalGenerator) -> str:
 @click.option("--sheets/--no-sheets", default=True, help="Write contact sheets.")
 @click.option("--report/--no-report", default=True, help="Write docs/coverage.md.")
 @click.option(
+    "--sheet-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=REPO_ROOT / "docs" / "coverage",
+    show_default=True,
+    help="Where contact sheets go (elsewhere to look at a candidate's without replacing them).",
+)
+@click.option(
     "--json-out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -426,6 +433,7 @@ def main(
     real_per_cell: int,
     only_gender: str,
     cells_from: tuple[Path, ...],
+    sheet_dir: Path,
 ) -> None:
     """Measure every cell and write docs/coverage.md and docs/coverage/*.png."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -442,7 +450,7 @@ def main(
     latents = generator.sample_latents(range(first_seed, first_seed + per_cell))
     results: list[CellResult] = []
     feature_kind = "pixels"
-    sheet_dir = REPO_ROOT / "docs" / "coverage"
+    sheet_dir.mkdir(parents=True, exist_ok=True)
     for path in cells_from:
         stored = json.loads(path.read_text())
         if (

@@ -151,6 +151,13 @@ def cli() -> None:
     default=REPO_ROOT / "instance" / "models",
     show_default=True,
 )
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=cond.DEFAULT_WEIGHTS,
+    show_default=True,
+    help="Weights to measure (a candidate export with its provenance JSON next to it).",
+)
 def sweep(
     genders: tuple[str, ...],
     ages: str,
@@ -162,12 +169,13 @@ def sweep(
     max_seconds: float,
     results: Path,
     models_dir: Path,
+    weights: Path,
 ) -> None:
     """Measure every (gender, age, scale, psi) point on held-out seeds; append to RESULTS."""
     if first_seed < 256:
         raise click.BadParameter("seeds below 256 are the benchmark's; calibrate on others")
     configure_threads(threads)
-    generator = cond.ConditionalGenerator(device="cpu")
+    generator = cond.ConditionalGenerator(weights, device="cpu")
     estimator = load_estimator("faceapi", models_dir, device="cpu", batch_size=128)
     latents = generator.sample_latents(range(first_seed, first_seed + n_seeds))
     stored = _load(results)
@@ -242,6 +250,13 @@ def sweep(
     default=DEFAULT_RESULTS,
     show_default=True,
 )
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=cond.DEFAULT_WEIGHTS,
+    show_default=True,
+    help="Weights to measure (a candidate export with its provenance JSON next to it).",
+)
 def near_dups(
     genders: tuple[str, ...],
     ages: str,
@@ -251,6 +266,7 @@ def near_dups(
     first_seed: int,
     threads: int,
     results: Path,
+    weights: Path,
 ) -> None:
     """Near-duplicate rate per point at the benchmark's 256 faces (no estimator: fast).
 
@@ -261,7 +277,7 @@ def near_dups(
     if first_seed < 256:
         raise click.BadParameter("seeds below 256 are the benchmark's; calibrate on others")
     configure_threads(threads)
-    generator = cond.ConditionalGenerator(device="cpu")
+    generator = cond.ConditionalGenerator(weights, device="cpu")
     latents = generator.sample_latents(range(first_seed, first_seed + n_seeds))
     stored = _load(results)
     table = stored.setdefault("near_dups", {})
