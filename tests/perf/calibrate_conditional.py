@@ -130,6 +130,17 @@ def cli() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
 
+# Both measuring commands take a candidate network, so a retrained export can be swept
+# without replacing the committed weights.
+weights_option = click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=cond.DEFAULT_WEIGHTS,
+    show_default=True,
+    help="Weights to measure (a candidate export with its provenance JSON next to it).",
+)
+
+
 @cli.command()
 @click.option("--gender", "genders", type=click.Choice(cond.GENDERS), multiple=True)
 @click.option("--ages", required=True, help="Conditioning ages, comma-separated (may be >100).")
@@ -151,13 +162,7 @@ def cli() -> None:
     default=REPO_ROOT / "instance" / "models",
     show_default=True,
 )
-@click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=cond.DEFAULT_WEIGHTS,
-    show_default=True,
-    help="Weights to measure (a candidate export with its provenance JSON next to it).",
-)
+@weights_option
 def sweep(
     genders: tuple[str, ...],
     ages: str,
@@ -250,13 +255,7 @@ def sweep(
     default=DEFAULT_RESULTS,
     show_default=True,
 )
-@click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=cond.DEFAULT_WEIGHTS,
-    show_default=True,
-    help="Weights to measure (a candidate export with its provenance JSON next to it).",
-)
+@weights_option
 def near_dups(
     genders: tuple[str, ...],
     ages: str,
