@@ -150,6 +150,10 @@ class Limiter:
         self._refuse_if_remembered(items, identifiers)
         if self._deferrable and len(items) == 1 and self._send(items[0], identifiers):
             return
+        self._hit_now(items, identifiers)
+
+    def _hit_now(self, items: list[RateLimitItem], identifiers: tuple[str, ...]) -> None:
+        """Count synchronously in the storage, or per process while the storage fails."""
         try:
             self._hit_all(self.requests, items, identifiers)
         except ApiError:
@@ -185,13 +189,7 @@ class Limiter:
             count = None
             logger.info("a deferred rate-limit reply was lost; counting again", exc_info=True)
         if count is None:
-            try:
-                self._hit_all(self.requests, [hit.item], hit.identifiers)
-            except ApiError:
-                raise
-            except Exception:
-                self._warn_storage_down()
-                self._hit_all(self._fallback, [hit.item], hit.identifiers)
+            self._hit_now([hit.item], hit.identifiers)
             return
         if count > hit.item.amount:
             self._refuse(self.requests, hit.item, hit.identifiers)
@@ -207,7 +205,7 @@ class Limiter:
                 # list() copies in one step under the GIL; iterating the live dict could
                 # meet another thread's insert.
                 self._refused = {k: t for k, t in list(self._refused.items()) if t > now}
-            self._refused[item.key_for(*identifiers)] = reset_at
+            self._refused[_key_and_expiry(item, identifiers)[0]] = reset_at
         raise throttled(reset_at - time.time())
 
     def _refuse_if_remembered(
@@ -218,7 +216,7 @@ class Limiter:
         if not self._refused:
             return
         for item in items:
-            reset_at = self._refused.get(item.key_for(*identifiers))
+            reset_at = self._refused.get(_key_and_expiry(item, identifiers)[0])
             if reset_at is not None and reset_at > time.time():
                 raise throttled(reset_at - time.time())
 
