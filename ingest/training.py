@@ -31,6 +31,11 @@ gap was a training problem, not a calibration one; docs/coverage.md):
   edges (13, 20) where the L1 term in units of 20 years barely separates 16 from 22.
 * ``--child-gender-weight``: the gender term weighted up for faces aged 0-12 (boys came
   out girlish).
+* ``--anchor-weight`` (with ``--init-from``): an L1 term that keeps G's output equal to
+  the init network's, through that file's own calibration, for every requested age
+  outside ``--anchor-free-ages``. The first teen retraining lifted teenagers but moved
+  the whole age scale and lost the 60+ cells; the anchor lets training change what users
+  get for the free ages only, and the stored calibration stays valid elsewhere.
 
 A run writes under ``--out``: ``last.pt`` (resumable checkpoint), ``samples/`` sheets and
 export-ready EMA snapshots (BatchNorm recalibrated, ``snapshots.jsonl`` lists their step
@@ -113,6 +118,8 @@ class TrainConfig:
     band_weights: tuple[float, ...] | None = None
     band_loss_weight: float = 0.0
     child_gender_weight: float = 1.0
+    anchor_weight: float = 0.0
+    anchor_free_ages: tuple[float, float] = (13.0, 19.0)
 
 
 # --------------------------------------------------------------------------- data
@@ -368,6 +375,49 @@ def _random_conditions(rng: np.random.Generator, n: int, device: torch.device):
     return female.to(device), ages.to(device)
 
 
+def anchored_requests(
+    rng: np.random.Generator, n: int, free: tuple[float, float], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Requested female flags and ages, uniform over 0..100 outside the ``free`` ages."""
+    low, high = free
+    width = high - low
+    female = torch.from_numpy((rng.random(n) < 0.5).astype(np.float32))
+    ages = rng.random(n).astype(np.float32) * (cond.MAX_AGE - width)
+    ages = np.where(ages >= low, ages + width, ages).astype(np.float32)
+    return female.to(device), torch.from_numpy(ages).to(device)
+
+
+def anchor_loss(
+    g: cond.ConditionalDCGAN,
+    anchor: cond.ConditionalDCGAN,
+    rng: np.random.Generator,
+    n: int,
+    free: tuple[float, float],
+    device: torch.device,
+) -> torch.Tensor:
+    """Mean L1 between ``g`` and the frozen ``anchor`` on the anchor's calibrated requests.
+
+    Both networks see the same batch in training mode (batch statistics), so the term
+    compares like with like; ``anchor``'s calibration (age map, gender guidance, noise
+    scale) turns each request into the condition and noise users are actually served.
+    """
+    female, ages = anchored_requests(rng, n, free, device)
+    z = torch.from_numpy(rng.standard_normal((n, cond.NOISE_DIM), dtype=np.float32)).to(device)
+    with torch.no_grad():
+        condition, psi = anchor.calibrated(female, ages)
+        z = z * psi[:, None]
+        target = anchor(z, condition)
+    return F.l1_loss(g(z, condition), target)
+
+
+def load_anchor(path: str | Path, device: torch.device) -> cond.ConditionalDCGAN:
+    """The init weights with their calibration kept, frozen, in training mode (see
+    ``anchor_loss``)."""
+    net = cond.ConditionalDCGAN()
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return net.to(device).train().requires_grad_(False)
+
+
 # Batches of 64 for BatchNorm recalibration at export and snapshot time (tests lower it).
 RECALIBRATION_BATCHES = 32
 
@@ -494,6 +544,11 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         g.load_dcgan_state(load_dcgan_state(Path(path).read_bytes()))
     elif config.init != "scratch":
         raise click.ClickException(f"--init must be dcgan or scratch, got {config.init!r}")
+    anchor = None
+    if config.anchor_weight:
+        if not config.init_from:
+            raise click.ClickException("--anchor-weight needs --init-from (the anchor)")
+        anchor = load_anchor(config.init_from, device)
     d = ProjectionDiscriminator(bands=len(BAND_EDGES) if config.band_loss_weight else 0)
     g.to(device).train()
     d.to(device).train()
@@ -600,6 +655,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         opt_d.step()
 
         # G step through the updated D (its weights frozen, so only input gradients).
+        loss_anchor = torch.zeros(())
         if warming_up:
             loss_g = loss_aux_fake = torch.zeros(())
         else:
@@ -611,6 +667,9 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
                 fake_female_logit, fake_age, female, ages, fake_bands, **loss_options
             )
             loss_g = -score.mean() + config.aux_weight * loss_aux_fake
+            if anchor is not None:
+                loss_anchor = anchor_loss(g, anchor, rng, bs, config.anchor_free_ages, device)
+                loss_g = loss_g + config.anchor_weight * loss_anchor
             d.requires_grad_(True)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -631,7 +690,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
             elapsed = seconds_before + time.monotonic() - loop_start
             logger.info(
                 "step %d loss_d %.4f loss_g %.4f d_real %.3f d_fake %.3f aux real %.3f fake %.3f"
-                "  %.0f s, %.1f img/s",
+                " anchor %.4f  %.0f s, %.1f img/s",
                 step,
                 loss_d.item(),
                 loss_g.item(),
@@ -639,6 +698,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
                 d_fake.mean().item(),
                 loss_aux_real.item(),
                 loss_aux_fake.item(),
+                loss_anchor.item(),
                 elapsed,
                 step * bs / max(elapsed, 1e-9),
             )
@@ -861,6 +921,20 @@ def export(
     show_default=True,
     help="Weight of the auxiliary gender term for faces aged 0-12, relative to others.",
 )
+@click.option(
+    "--anchor-weight",
+    default=0.0,
+    show_default=True,
+    help="With --init-from: weight of an L1 term keeping G's output, through the init "
+    "file's calibration, equal to the init network's for requested ages outside "
+    "--anchor-free-ages (0: off).",
+)
+@click.option(
+    "--anchor-free-ages",
+    default="13,19",
+    show_default=True,
+    help="Requested ages LOW,HIGH that --anchor-weight leaves free to change.",
+)
 @click.option("--ema-beta", default=0.999, show_default=True, help="EMA decay of G's weights.")
 @click.option(
     "--export-snapshot",
@@ -897,6 +971,8 @@ def train_command(
     band_weights: str | None,
     band_loss_weight: float,
     child_gender_weight: float,
+    anchor_weight: float,
+    anchor_free_ages: str,
     ema_beta: float,
     snapshot_step: int | None,
     export_path: str,
@@ -924,6 +1000,18 @@ def train_command(
                 f"need {len(BAND_EDGES)} weights >= 0 ({','.join(BAND_LABELS)})",
                 param_hint="--band-weights",
             )
+    try:
+        free_low, free_high = (float(x) for x in anchor_free_ages.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"need LOW,HIGH ages: {anchor_free_ages!r}", param_hint="--anchor-free-ages"
+        ) from None
+    if not 0 <= free_low < free_high <= cond.MAX_AGE:
+        raise click.BadParameter(
+            f"need 0 <= LOW < HIGH <= {cond.MAX_AGE:g}", param_hint="--anchor-free-ages"
+        )
+    if anchor_weight and not init_from:
+        raise click.BadParameter("needs --init-from (the anchor)", param_hint="--anchor-weight")
     if (Path(out) / "last.pt").exists() and not resume:
         raise click.ClickException(f"{out}/last.pt exists: pass --resume or choose another --out")
     models_dir = None
@@ -956,6 +1044,8 @@ def train_command(
         band_weights=weights,
         band_loss_weight=band_loss_weight,
         child_gender_weight=child_gender_weight,
+        anchor_weight=anchor_weight,
+        anchor_free_ages=(free_low, free_high),
     )
     path = train(config, command=sys.argv)
     if path:
