@@ -224,3 +224,83 @@ def test_cli_validates_band_weights(dataset: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "--band-weights" in result.output
+
+
+def test_anchored_requests_skip_the_free_ages() -> None:
+    female, ages = training.anchored_requests(
+        np.random.default_rng(0), 20000, (13.0, 19.0), torch.device("cpu")
+    )
+    assert not ((ages >= 13.0) & (ages < 19.0)).any()
+    assert float(ages.min()) < 1.0 and float(ages.max()) > 99.0
+    assert float(ages.max()) <= cond_module.MAX_AGE
+    # Both sides of the gap are covered in proportion to their width (13 vs 81 years).
+    below = float((ages < 13.0).float().mean())
+    assert below == pytest.approx(13.0 / 94.0, abs=0.01)
+    assert 0.45 < float(female.mean()) < 0.55
+
+
+def _calibrated_init(path: Path) -> cond_module.ConditionalDCGAN:
+    """A conditional network with live conditional paths and a non-identity calibration."""
+    torch.manual_seed(2)
+    net = cond_module.ConditionalDCGAN()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "gamma" in name or "condition_in" in name:
+                p.normal_(0.0, 0.1)
+    calibration = identity_calibration()
+    calibration["calibration_psi"][:] = 0.7
+    calibration["calibration_condition_ages"][0, 3] = 25.0  # male 30 -> conditioned on 25
+    net.set_calibration(calibration)
+    torch.save(net.state_dict(), path)
+    return net
+
+
+def test_anchor_loss_is_zero_for_the_anchor_itself_and_grows_with_drift(tmp_path: Path) -> None:
+    init_path = tmp_path / "init.pt"
+    _calibrated_init(init_path)
+    anchor = training.load_anchor(init_path, torch.device("cpu"))
+    g = cond_module.ConditionalDCGAN()
+    training.load_init_weights(g, init_path)  # what training starts from: calibration reset
+    g.train()
+    free, device = (13.0, 19.0), torch.device("cpu")
+    same = training.anchor_loss(g, anchor, np.random.default_rng(0), 16, free, device)
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        g.ups[-1].weight.mul_(1.5)
+    drifted = training.anchor_loss(g, anchor, np.random.default_rng(0), 16, free, device)
+    assert drifted.item() > 1e-3
+    drifted.backward()
+    assert g.ups[-1].weight.grad is not None and g.ups[-1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in anchor.parameters())  # the anchor stays frozen
+
+
+def test_anchored_run_trains_and_records_the_anchor(dataset: Path, tmp_path: Path) -> None:
+    init_path = tmp_path / "init.pt"
+    init = _calibrated_init(init_path)
+    config = _config(
+        dataset, tmp_path / "run", steps=3, init_from=str(init_path), d_warmup_steps=1,
+        anchor_weight=20.0, anchor_free_ages=(13.0, 19.0),
+    )  # fmt: skip
+    path = training.train(config)
+    state = torch.load(path, weights_only=True)
+    assert not torch.equal(state["ups.0.weight"], init.state_dict()["ups.0.weight"])
+    provenance = json.loads(path.with_suffix(".json").read_text())
+    assert provenance["config"]["anchor_weight"] == 20.0
+    assert provenance["config"]["anchor_free_ages"] == [13.0, 19.0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--anchor-weight", "5"], "--init-from"),
+        (["--anchor-free-ages", "19,13"], "--anchor-free-ages"),
+        (["--anchor-free-ages", "teen"], "--anchor-free-ages"),
+    ],
+)
+def test_cli_validates_the_anchor(dataset: Path, tmp_path: Path, args, message) -> None:
+    result = CliRunner().invoke(
+        training.train_command, [str(dataset), "--out", str(tmp_path), "--steps", "1", *args]
+    )
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not (tmp_path / "last.pt").exists()
