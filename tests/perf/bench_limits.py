@@ -25,6 +25,11 @@ the end. Every run uses freshly created keys, so counters of earlier runs never 
    each request costs is reported too (Linux): the mode's gunicorn workers, redis-server
    and the bench database's PostgreSQL backends, read from /proc around each slice, plus
    this client process; that ratio barely moves with background load.
+3. ``--data-tier-cpus 1``: redis-server and the bench database's PostgreSQL backends are
+   pinned to those CPUs and the gunicorn servers and this client to the others, the
+   production shape (Redis and PostgreSQL on their own hosts) on one machine: with every
+   process on two shared cores, the saturated ratio also charges redis-server's CPU to the
+   web tier. redis-server's own affinity is put back at the end.
 """
 
 from __future__ import annotations
@@ -147,6 +152,32 @@ def fire(
     return statuses, latencies, time.perf_counter() - began
 
 
+def pin(pids: list[int], cpus: set[int]) -> dict[int, set[int]]:
+    """Pin every thread of ``pids`` to ``cpus``; their previous affinities, by thread id.
+
+    Threads a pinned thread creates later inherit its affinity (gthread's pool threads).
+    """
+    previous: dict[int, set[int]] = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+            tid = int(task.name)
+            try:
+                previous[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, cpus)
+            except OSError:  # the thread ended meanwhile
+                continue
+    return previous
+
+
+def unpin(previous: dict[int, set[int]]) -> None:
+    """Give threads pinned by ``pin`` their affinity back (those still running)."""
+    for tid, cpus in previous.items():
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            continue
+
+
 def redis_pid(redis_url: str) -> int:
     """redis-server's process id (it runs on this machine: the bench is loopback only)."""
     import redis
@@ -224,6 +255,12 @@ def main() -> None:
         action="store_true",
         help="also run key-only and in-memory-limiter servers, to show where the overhead goes",
     )
+    parser.add_argument(
+        "--data-tier-cpus",
+        default=None,
+        help="comma-separated CPUs for redis-server and PostgreSQL's bench backends; the "
+        "servers and the client get the others (e.g. 1 on a 2-CPU machine)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -246,6 +283,14 @@ def main() -> None:
         "workers": args.workers,
         "threads": args.threads,
     }
+    data_cpus: set[int] = set()
+    if args.data_tier_cpus:
+        data_cpus = {int(cpu) for cpu in args.data_tier_cpus.split(",")}
+        web_cpus = os.sched_getaffinity(0) - data_cpus
+        if not web_cpus or not data_cpus <= os.sched_getaffinity(0):
+            parser.error(f"--data-tier-cpus {args.data_tier_cpus}: leave the web tier a CPU")
+        result["pinned"] = {"data_tier": sorted(data_cpus), "web_and_client": sorted(web_cpus)}
+    redis_affinity: dict[int, set[int]] = {}
     try:
         # 1. exact budgets under concurrency
         process, port = start_server(
@@ -299,6 +344,12 @@ def main() -> None:
                 fire(port, "/face/json", headers[mode], 100, args.clients)
             workers = {mode: children(process.pid) for mode, (process, _) in servers.items()}
             shared = {"redis": [redis_pid(redis_url)], "postgres": backend_pids(url)}
+            if data_cpus:
+                redis_affinity = pin(shared["redis"], data_cpus)
+                pin(shared["postgres"], data_cpus)  # the bench's own backends, dropped at the end
+                web = [process.pid for process, _ in servers.values()]
+                pin(web + [pid for pids in workers.values() for pid in pids], web_cpus)
+                pin([os.getpid()], web_cpus)
             samples: dict[str, list[float]] = {mode: [] for mode in servers}
             seconds: dict[str, float] = dict.fromkeys(servers, 0.0)
             round_means: dict[str, list[float]] = {mode: [] for mode in servers}
@@ -320,6 +371,7 @@ def main() -> None:
                     seconds[mode] += elapsed
                     round_means[mode].append(statistics.fmean(latencies))
         finally:
+            unpin(redis_affinity)
             for process, _ in servers.values():
                 stop_gunicorn(process)
         total = args.requests * args.rounds
