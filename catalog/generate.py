@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 
 from catalog.errors import ApiError
+from catalog.extensions import lazy_extension
 from catalog.keys import require_class
 from catalog.limits import charge_generation
 from catalog.params import invalid, parse_choice, parse_int
@@ -36,7 +36,6 @@ FORMATS = ("jpeg", "webp")
 SEED_CLASS = "professional"
 STUDIO_EXTENSION = "facecat.studio"
 _DIGITS = re.compile(r"[0-9]{1,10}")
-_studio_lock = threading.Lock()
 
 
 def parse_seed(args: Mapping[str, str]) -> int | None:
@@ -59,16 +58,13 @@ def parse_age(args: Mapping[str, str]) -> int | None:
 def get_studio(app: Flask | None = None) -> Any:
     """The app's ``SeededStudio``, created on first use (importing torch only then)."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    studio = app.extensions.get(STUDIO_EXTENSION)
-    if studio is None:
-        with _studio_lock:
-            studio = app.extensions.get(STUDIO_EXTENSION)
-            if studio is None:
-                from ingest.seeded import studio_for
 
-                studio = studio_for(app.config)
-                app.extensions[STUDIO_EXTENSION] = studio
-    return studio
+    def make() -> Any:
+        from ingest.seeded import studio_for
+
+        return studio_for(app.config)
+
+    return lazy_extension(app, STUDIO_EXTENSION, make)
 
 
 def _models_ready(studio: Any) -> None:

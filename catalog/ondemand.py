@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +33,7 @@ from catalog import flight, yields
 from catalog.admission import SqlIngestCatalog
 from catalog.db import session_factory
 from catalog.errors import ApiError
+from catalog.extensions import lazy_extension
 from catalog.fallback import register_supplier
 from catalog.models import Face, FaceCell
 from catalog.selection import Filters
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _EXTENSION = "facecat.ondemand"
-_create_lock = threading.Lock()
 
 
 def target_condition(target: Target) -> list[Any]:
@@ -152,28 +151,25 @@ class SqlOndemandCatalog(SqlIngestCatalog):
 def get_ondemand(app: Flask | None = None) -> OnDemand:
     """The app's ``OnDemand`` engine, created on first use (after any fork)."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    engine = app.extensions.get(_EXTENSION)
-    if engine is None:
-        with _create_lock:
-            engine = app.extensions.get(_EXTENSION)
-            if engine is None:
-                from ingest.ondemand.engine import (
-                    OnDemand,
-                    OndemandSettings,
-                    available_without_loading,
-                    load_model_set,
-                )
+    return lazy_extension(app, _EXTENSION, lambda: _make_ondemand(app))
 
-                config = app.config
-                engine = OnDemand(
-                    settings=OndemandSettings.from_config(config),
-                    catalog=SqlOndemandCatalog.for_app(app),
-                    storage=get_storage(app),
-                    models=lambda: load_model_set(config),
-                    available=available_without_loading,
-                )
-                app.extensions[_EXTENSION] = engine
-    return engine  # type: ignore[no-any-return]
+
+def _make_ondemand(app: Flask) -> OnDemand:
+    from ingest.ondemand.engine import (
+        OnDemand,
+        OndemandSettings,
+        available_without_loading,
+        load_model_set,
+    )
+
+    config = app.config
+    return OnDemand(
+        settings=OndemandSettings.from_config(config),
+        catalog=SqlOndemandCatalog.for_app(app),
+        storage=get_storage(app),
+        models=lambda: load_model_set(config),
+        available=available_without_loading,
+    )
 
 
 def _charge() -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.db import get_engine
+from catalog.extensions import lazy_extension, pop_own_extension
 from catalog.models import utcnow
 from catalog.selection import CellCache, Filters, record_served
 
@@ -30,7 +31,6 @@ logger = logging.getLogger(__name__)
 _CACHE = "facecat.cells"
 _RECORDER = "facecat.served"
 _AHEAD = "facecat.ahead"
-_create_lock = threading.Lock()
 
 
 class ServedRecorder:
@@ -175,44 +175,38 @@ class DrawAhead:
             self._drawn.clear()
 
 
-def _per_process(app: Flask, key: str, make):  # type: ignore[no-untyped-def]
-    """``app.extensions[key]``, rebuilt in a forked child (threads do not survive a fork)."""
-    value = app.extensions.get(key)
-    if value is None or value[0] != os.getpid():
-        with _create_lock:
-            value = app.extensions.get(key)
-            if value is None or value[0] != os.getpid():
-                value = (os.getpid(), make())
-                app.extensions[key] = value
-    return value[1]
-
-
 def get_cell_cache(app: Flask | None = None) -> CellCache:
     """This process's cell-count cache (FACECAT_CELL_CACHE_SECONDS)."""
     app = app or current_app
-    return _per_process(app, _CACHE, lambda: CellCache(app.config["CELL_CACHE_SECONDS"]))
+    return lazy_extension(
+        app, _CACHE, lambda: CellCache(app.config["CELL_CACHE_SECONDS"]), per_process=True
+    )
 
 
 def get_draw_ahead(app: Flask | None = None) -> DrawAhead:
     """This process's faces drawn ahead (FACECAT_DRAW_AHEAD, FACECAT_CELL_CACHE_SECONDS)."""
     app = app or current_app
-    return _per_process(
-        app, _AHEAD, lambda: DrawAhead(app.config["DRAW_AHEAD"], app.config["CELL_CACHE_SECONDS"])
+    return lazy_extension(
+        app,
+        _AHEAD,
+        lambda: DrawAhead(app.config["DRAW_AHEAD"], app.config["CELL_CACHE_SECONDS"]),
+        per_process=True,
     )
 
 
 def get_recorder(app: Flask | None = None) -> ServedRecorder:
     """This process's serving counter (FACECAT_SERVED_FLUSH_SECONDS)."""
     app = app or current_app
-    return _per_process(
+    return lazy_extension(
         app,
         _RECORDER,
         lambda: ServedRecorder(get_engine(app), app.config["SERVED_FLUSH_SECONDS"]),
+        per_process=True,
     )
 
 
 def shutdown(app: Flask) -> None:
     """Flush and stop this process's recorder (tests and graceful shutdowns)."""
-    value = app.extensions.pop(_RECORDER, None)
-    if value is not None and value[0] == os.getpid():
-        value[1].close()
+    recorder = pop_own_extension(app, _RECORDER)
+    if recorder is not None:
+        recorder.close()
