@@ -148,19 +148,26 @@ def test_aux_loss_child_gender_weight_and_band_term() -> None:
         training.aux_loss(logit, age_scaled, female, age, None, band_weight=1.0)
 
 
-def test_init_from_weights_with_warmup_and_new_losses(dataset: Path, tmp_path: Path) -> None:
-    # A "trained" file with a non-identity calibration, as committed weights have.
-    torch.manual_seed(1)
-    init = cond_module.ConditionalDCGAN()
+def _calibrated_init(path: Path) -> cond_module.ConditionalDCGAN:
+    """A conditional network with live conditional paths and a non-identity calibration."""
+    torch.manual_seed(2)
+    net = cond_module.ConditionalDCGAN()
     with torch.no_grad():
-        for name, p in init.named_parameters():
+        for name, p in net.named_parameters():
             if "gamma" in name or "condition_in" in name:
                 p.normal_(0.0, 0.1)
     calibration = identity_calibration()
-    calibration["calibration_psi"][0] = 0.7
-    init.set_calibration(calibration)
+    calibration["calibration_psi"][:] = 0.7
+    calibration["calibration_condition_ages"][0, 3] = 25.0  # male 30 -> conditioned on 25
+    net.set_calibration(calibration)
+    torch.save(net.state_dict(), path)
+    return net
+
+
+def test_init_from_weights_with_warmup_and_new_losses(dataset: Path, tmp_path: Path) -> None:
+    # A "trained" file with a non-identity calibration, as committed weights have.
     init_path = tmp_path / "init.pt"
-    torch.save(init.state_dict(), init_path)
+    init = _calibrated_init(init_path)
 
     # Warm-up covers the whole (1-step) run: G's parameters are exactly the file's.
     config = _config(
@@ -237,22 +244,6 @@ def test_anchored_requests_skip_the_free_ages() -> None:
     below = float((ages < 13.0).float().mean())
     assert below == pytest.approx(13.0 / 94.0, abs=0.01)
     assert 0.45 < float(female.mean()) < 0.55
-
-
-def _calibrated_init(path: Path) -> cond_module.ConditionalDCGAN:
-    """A conditional network with live conditional paths and a non-identity calibration."""
-    torch.manual_seed(2)
-    net = cond_module.ConditionalDCGAN()
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "gamma" in name or "condition_in" in name:
-                p.normal_(0.0, 0.1)
-    calibration = identity_calibration()
-    calibration["calibration_psi"][:] = 0.7
-    calibration["calibration_condition_ages"][0, 3] = 25.0  # male 30 -> conditioned on 25
-    net.set_calibration(calibration)
-    torch.save(net.state_dict(), path)
-    return net
 
 
 def test_anchor_loss_is_zero_for_the_anchor_itself_and_grows_with_drift(tmp_path: Path) -> None:
