@@ -36,6 +36,15 @@ gap was a training problem, not a calibration one; docs/coverage.md):
   outside ``--anchor-free-ages``. The first teen retraining lifted teenagers but moved
   the whole age scale and lost the 60+ cells; the anchor lets training change what users
   get for the free ages only, and the stored calibration stays valid elsewhere.
+* ``--adapter`` (with ``--init-from``): train only the network's gated adapter (extra
+  conditional paths multiplied by a gate that is 1 for conditioning ages 13-19 and 0
+  outside 11-21, ``ConditionalDCGAN.adapter_gate``); every other weight and the
+  BatchNorm statistics stay frozen (BN in eval mode, no recalibration at export), so
+  every request whose conditioning age lies outside the gate renders bit-identically,
+  and the export keeps the init file's calibration. D still sees every age (its
+  auxiliary head must know what 10 and 25 look like to judge 16); weight the teen band
+  up with ``--band-weights``, since fakes outside the gate teach G nothing. The anchor
+  did not hold the other cells; this holds them by construction.
 
 A run writes under ``--out``: ``last.pt`` (resumable checkpoint), ``samples/`` sheets and
 export-ready EMA snapshots (BatchNorm recalibrated, ``snapshots.jsonl`` lists their step
@@ -120,6 +129,7 @@ class TrainConfig:
     child_gender_weight: float = 1.0
     anchor_weight: float = 0.0
     anchor_free_ages: tuple[float, float] = (13.0, 19.0)
+    adapter: bool = False
 
 
 # --------------------------------------------------------------------------- data
@@ -529,6 +539,8 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    if config.adapter and (not config.init_from or config.anchor_weight):
+        raise click.ClickException("--adapter needs --init-from and no --anchor-weight")
     data = FaceDataset(config.dataset_dir, band_weights=config.band_weights)
 
     g = cond.ConditionalDCGAN()
@@ -553,7 +565,18 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     g.to(device).train()
     d.to(device).train()
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
-    opt_g = torch.optim.Adam(g.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
+    if config.adapter:
+        # Frozen BN statistics: batch statistics of teen-only batches would differ from
+        # the running ones every other request is rendered with.
+        g.eval().requires_grad_(False)
+        trained = g.adapter_parameters()
+        for p in trained:
+            p.requires_grad_(True)
+    else:
+        trained = [p for name, p in g.named_parameters() if not cond.is_adapter_key(name)]
+        for p in g.adapter_parameters():  # stays zero: it belongs to adapter runs
+            p.requires_grad_(False)
+    opt_g = torch.optim.Adam(trained, lr=config.lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
 
     step, seconds_before = 0, 0.0
@@ -602,10 +625,10 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         )
         tmp.replace(checkpoint_path)  # atomic: a kill mid-save keeps the previous checkpoint
 
-    n_g = sum(p.numel() for p in g.parameters())
+    n_g = sum(p.numel() for p in trained)
     n_d = sum(p.numel() for p in d.parameters())
     logger.info(
-        "G %.2fM params, D %.2fM params, device %s, threads %d",
+        "G %.2fM trained params, D %.2fM params, device %s, threads %d",
         n_g / 1e6,
         n_d / 1e6,
         device,
@@ -742,6 +765,27 @@ def load_init_weights(g: cond.ConditionalDCGAN, path: str | Path) -> str:
     return cond.sha256_file(path)
 
 
+def export_ready(g_ema: cond.ConditionalDCGAN, config: TrainConfig) -> cond.ConditionalDCGAN:
+    """A CPU copy of the EMA generator as it is saved: BatchNorm and calibration settled.
+
+    A full run recomputes BN statistics for the averaged weights and exports identity
+    calibration (calibrating is a separate, measured step). An adapter run changed neither
+    BN statistics nor anything outside its gate, so it keeps both from the init file: the
+    cells outside the gate stay exactly as calibrated, and only the gate's knots need
+    recalibrating.
+    """
+    net = copy.deepcopy(g_ema).cpu().eval()
+    if config.adapter:
+        init = cond.ConditionalDCGAN()
+        state = torch.load(config.init_from, map_location="cpu", weights_only=True)
+        init.load_state_dict(state, strict=True)
+        net.set_calibration(init.calibration())
+    else:
+        recalibrate_batchnorm(net, np.random.default_rng(config.seed + 1), torch.device("cpu"))
+        net.set_calibration(cond.identity_calibration())
+    return net
+
+
 def _snapshot_path(out: Path, step: int) -> Path:
     return out / "samples" / f"g_ema_{step:06d}.pt"
 
@@ -754,9 +798,7 @@ def save_snapshot(
     BatchNorm statistics are recomputed exactly as ``export`` does (same seed), so a
     snapshot measures like the file it would become; the copy leaves training untouched.
     """
-    net = copy.deepcopy(g_ema).cpu()
-    recalibrate_batchnorm(net, np.random.default_rng(config.seed + 1), torch.device("cpu"))
-    net.set_calibration(cond.identity_calibration())
+    net = export_ready(g_ema, config)
     path = _snapshot_path(out, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
@@ -804,15 +846,13 @@ def export(
     snapshot: Path | None = None,
     export_command: str | None = None,
 ) -> Path:
-    """Write the EMA generator (BN recalibrated, CPU float32) and its provenance JSON.
+    """Write the EMA generator (CPU float32, see ``export_ready``) and its provenance JSON.
 
-    The file carries the network's calibration buffers, set to identity: a fresh export
-    renders exactly what it was trained on. Calibrating the condition is a separate,
-    measured step (``tests/perf/calibrate_conditional.py apply``) that rewrites the file.
+    A full run's file carries identity calibration buffers: a fresh export renders exactly
+    what it was trained on. Calibrating the condition is a separate, measured step
+    (``tests/perf/calibrate_conditional.py apply``) that rewrites the file.
     """
-    net = copy.deepcopy(g_ema).cpu()
-    recalibrate_batchnorm(net, np.random.default_rng(config.seed + 1), torch.device("cpu"))
-    net.set_calibration(cond.identity_calibration())
+    net = export_ready(g_ema, config)
     path = Path(config.export)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
@@ -844,6 +884,13 @@ def export(
         "licence": LICENCE,
         "calibration": None,  # identity; tests/perf/calibrate_conditional.py records one
     }
+    if config.adapter:
+        provenance["adapter"] = {
+            "gate_ages": [float(a) for a in net.adapter_gate_ages],
+            "trained_parameters": sum(p.numel() for p in net.adapter_parameters()),
+            "frozen": "every other weight and the BatchNorm statistics, from the init file",
+        }
+        provenance["calibration"] = "kept from the init file; recalibrate the gate's knots"
     if len(run["commands"]) > 1:
         provenance["resumed_with"] = run["commands"][1:]
     if snapshot is not None:
@@ -935,6 +982,11 @@ def export(
     show_default=True,
     help="Requested ages LOW,HIGH that --anchor-weight leaves free to change.",
 )
+@click.option(
+    "--adapter",
+    is_flag=True,
+    help="Train only the gated teen adapter (needs --init-from); everything else frozen.",
+)
 @click.option("--ema-beta", default=0.999, show_default=True, help="EMA decay of G's weights.")
 @click.option(
     "--export-snapshot",
@@ -973,6 +1025,7 @@ def train_command(
     child_gender_weight: float,
     anchor_weight: float,
     anchor_free_ages: str,
+    adapter: bool,
     ema_beta: float,
     snapshot_step: int | None,
     export_path: str,
@@ -1012,6 +1065,11 @@ def train_command(
         )
     if anchor_weight and not init_from:
         raise click.BadParameter("needs --init-from (the anchor)", param_hint="--anchor-weight")
+    if adapter and (not init_from or anchor_weight):
+        raise click.BadParameter(
+            "needs --init-from (the network it adapts) and no --anchor-weight",
+            param_hint="--adapter",
+        )
     if (Path(out) / "last.pt").exists() and not resume:
         raise click.ClickException(f"{out}/last.pt exists: pass --resume or choose another --out")
     models_dir = None
@@ -1046,6 +1104,7 @@ def train_command(
         child_gender_weight=child_gender_weight,
         anchor_weight=anchor_weight,
         anchor_free_ages=(free_low, free_high),
+        adapter=adapter,
     )
     path = train(config, command=sys.argv)
     if path:

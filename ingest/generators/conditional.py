@@ -152,22 +152,45 @@ def _check_latents(latents: torch.Tensor) -> None:
         raise ValueError(f"latents must be (N, {LATENT_DIM}), got {tuple(latents.shape)}")
 
 
+def _zero_linear(inputs: int, outputs: int) -> nn.Linear:
+    layer = nn.Linear(inputs, outputs)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class ConditionalBatchNorm(nn.Module):
-    """BatchNorm2d (loadable from the DCGAN) plus a zero-initialised conditional affine."""
+    """BatchNorm2d (loadable from the DCGAN) plus a zero-initialised conditional affine.
+
+    ``adapter_gamma``/``adapter_beta`` are a second conditional affine multiplied by the
+    network's age gate (see ``ConditionalDCGAN.adapter_gate``); zero unless an adapter was
+    trained, so they change nothing for other weight files.
+    """
 
     def __init__(self, channels: int, condition_dim: int = CONDITION_DIM) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(channels)
-        self.gamma = nn.Linear(condition_dim, channels)
-        self.beta = nn.Linear(condition_dim, channels)
-        for layer in (self.gamma, self.beta):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        self.gamma = _zero_linear(condition_dim, channels)
+        self.beta = _zero_linear(condition_dim, channels)
+        self.adapter_gamma = _zero_linear(condition_dim, channels)
+        self.adapter_beta = _zero_linear(condition_dim, channels)
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        gamma = 1.0 + self.gamma(condition)[:, :, None, None]
-        return self.bn(x) * gamma + self.beta(condition)[:, :, None, None]
+    def forward(
+        self, x: torch.Tensor, condition: torch.Tensor, gate: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        gamma = 1.0 + self.gamma(condition)
+        beta = self.beta(condition)
+        if gate is not None:
+            # Adding exact zeros where the gate is 0 leaves those rows bit-identical.
+            gamma = gamma + gate[:, None] * self.adapter_gamma(condition)
+            beta = beta + gate[:, None] * self.adapter_beta(condition)
+        return self.bn(x) * gamma[:, :, None, None] + beta[:, :, None, None]
 
+
+# Conditioning ages (years) of the adapter's gate: 0 up to the first, rising to 1 at the
+# second, 1 to the third, 0 again from the fourth (teenagers, see ``adapter_gate``).
+ADAPTER_GATE_AGES = (11.0, 13.0, 19.0, 21.0)
+_ADAPTER_PREFIXES = ("condition_adapter.", "adapter_gate_ages")
 
 # Requested ages (years) at which the calibration is stored; piecewise linear in between.
 CALIBRATION_KNOTS = (0.0, 6.0, 16.0, 30.0, 50.0, 72.0, 100.0)
@@ -233,6 +256,13 @@ class ConditionalDCGAN(nn.Module):
 
     ``forward`` takes a raw condition (training); ``render_request`` applies the calibration.
     A state without these buffers (an older file, a training snapshot) loads as identity.
+
+    The **adapter** (``condition_adapter`` and every norm's ``adapter_gamma/beta``) is a
+    second set of condition paths multiplied by a gate on the conditioning age
+    (``adapter_gate_ages``, a buffer). Why: every other weight is shared by all ages, so
+    retraining them for teenagers moved the other cells (docs/coverage.md); an adapter
+    trained alone, with the rest frozen, cannot change any request whose conditioning age
+    lies outside the gate. A state without it loads as zero, which renders as before.
     """
 
     def __init__(self, features: int = 64) -> None:
@@ -247,12 +277,13 @@ class ConditionalDCGAN(nn.Module):
             ]
         )
         self.norms = nn.ModuleList([ConditionalBatchNorm(c) for c in channels[1:5]])
-        self.condition_in = nn.Linear(CONDITION_DIM, f * 8 * 16)
-        nn.init.zeros_(self.condition_in.weight)
-        nn.init.zeros_(self.condition_in.bias)
+        self.condition_in = _zero_linear(CONDITION_DIM, f * 8 * 16)
+        self.condition_adapter = _zero_linear(CONDITION_DIM, f * 8 * 16)
+        self.register_buffer("adapter_gate_ages", torch.tensor(ADAPTER_GATE_AGES))
         for name, value in identity_calibration().items():
             self.register_buffer(name, value)
         self._register_load_state_dict_pre_hook(self._identity_if_uncalibrated)
+        self._register_load_state_dict_pre_hook(self._zero_adapter_if_absent)
 
     def _identity_if_uncalibrated(self, state, prefix, *args, **kwargs) -> None:
         """Older files and training snapshots have no calibration: load them as identity."""
@@ -260,6 +291,32 @@ class ConditionalDCGAN(nn.Module):
         if not any(name in state for name in names):
             for name, value in identity_calibration().items():
                 state[prefix + name] = value
+
+    def _zero_adapter_if_absent(self, state, prefix, *args, **kwargs) -> None:
+        """Files from before the adapter existed load with a zero adapter (renders as they did)."""
+        own = self.state_dict()
+        if any(prefix + name in state for name in own if is_adapter_key(name)):
+            return
+        for name, value in own.items():
+            if is_adapter_key(name):
+                fill = torch.tensor(ADAPTER_GATE_AGES) if name == "adapter_gate_ages" else 0.0
+                state[prefix + name] = torch.zeros_like(value) + fill
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        """The adapter's weights: all that an adapter run trains."""
+        return [p for name, p in self.named_parameters() if is_adapter_key(name)]
+
+    def adapter_gate(self, condition: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` gate in [0, 1] from the conditioning age (``age/100`` is column 2).
+
+        A trapezoid, so the adapter fades in over two years instead of switching on at one
+        age (a seed swept across ages must age smoothly, see the identity sweep).
+        """
+        age = condition[:, 2] * MAX_AGE
+        a0, a1, a2, a3 = self.adapter_gate_ages
+        rise = (age - a0) / (a1 - a0)
+        fall = (a3 - age) / (a3 - a2)
+        return torch.minimum(rise, fall).clamp(0.0, 1.0)
 
     def calibration(self) -> dict[str, torch.Tensor]:
         """The calibration buffers (CPU copies)."""
@@ -293,10 +350,12 @@ class ConditionalDCGAN(nn.Module):
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """``(N, 100)`` noise, ``(N, CONDITION_DIM)`` condition -> ``(N, 3, 64, 64)`` in [-1, 1]."""
+        gate = self.adapter_gate(condition)
         x = self.ups[0](z.reshape(z.shape[0], NOISE_DIM, 1, 1))
         x = x + self.condition_in(condition).reshape_as(x)
+        x = x + (gate[:, None] * self.condition_adapter(condition)).reshape_as(x)
         for up, norm in zip(self.ups[1:], self.norms, strict=True):
-            x = up(torch.relu(norm(x, condition)))
+            x = up(torch.relu(norm(x, condition, gate)))
         return torch.tanh(x)
 
     def load_dcgan_state(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -311,11 +370,16 @@ class ConditionalDCGAN(nn.Module):
         if unexpected or any(
             not k.endswith(("gamma.weight", "gamma.bias", "beta.weight", "beta.bias"))
             and "condition_in" not in k
+            and not is_adapter_key(k)
             for k in missing
         ):
             raise ValueError(
                 f"DCGAN state does not fit: missing {missing}, unexpected {unexpected}"
             )
+
+
+def is_adapter_key(name: str) -> bool:
+    return name.startswith(_ADAPTER_PREFIXES) or ".adapter_" in name
 
 
 def sha256_file(path: str | Path) -> str:
