@@ -297,3 +297,50 @@ def test_committed_calibration_is_monotone_and_recorded() -> None:
     cond.check_calibration(network.calibration())
     stored = network.calibration()["calibration_condition_ages"].tolist()
     assert stored == [record["condition_age"]["male"], record["condition_age"]["female"]]
+
+
+def _raw(net: cond.ConditionalDCGAN, z: torch.Tensor, female: float, age: float) -> torch.Tensor:
+    n = z.shape[0]
+    condition = cond.encode_condition_unclamped(torch.full((n,), female), torch.full((n,), age))
+    with torch.no_grad():
+        return net.eval()(z, condition)
+
+
+def test_adapter_gate_is_a_trapezoid_over_conditioning_age() -> None:
+    net = cond.ConditionalDCGAN()
+    ages = torch.tensor([0.0, 11.0, 12.0, 13.0, 16.0, 19.0, 20.0, 21.0, 60.0, 130.0])
+    gate = net.adapter_gate(cond.encode_condition_unclamped(torch.zeros(len(ages)), ages))
+    assert gate.tolist() == pytest.approx([0, 0, 0.5, 1, 1, 1, 0.5, 0, 0, 0])
+
+
+def test_adapter_changes_only_the_gated_ages_and_old_files_load_without_it(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(1)
+    base = cond.ConditionalDCGAN()
+    with torch.no_grad():
+        for name, p in base.named_parameters():
+            if not cond.is_adapter_key(name) and ("gamma" in name or "condition_in" in name):
+                p.normal_(0.0, 0.1)
+    for m in base.modules():  # non-trivial running statistics, as a trained file has
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.1)
+    # A file from before the adapter existed: no adapter keys at all.
+    old = {k: v for k, v in base.state_dict().items() if not cond.is_adapter_key(k)}
+    assert len(old) < len(base.state_dict())
+    loaded = cond.ConditionalDCGAN()
+    loaded.load_state_dict(old, strict=True)
+    assert all(not p.any() for p in loaded.adapter_parameters())
+    assert loaded.adapter_gate_ages.tolist() == list(cond.ADAPTER_GATE_AGES)
+
+    adapted = cond.ConditionalDCGAN()
+    adapted.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        for p in adapted.adapter_parameters():
+            p.normal_(0.0, 0.2)
+    z = torch.randn(6, cond.NOISE_DIM)
+    for female in (0.0, 1.0):
+        for age in (0.0, 6.0, 10.9, 21.0, 25.0, 50.0, 95.0):
+            assert torch.equal(_raw(adapted, z, female, age), _raw(loaded, z, female, age)), age
+        for age in (12.0, 16.0, 20.0):
+            assert not torch.allclose(_raw(adapted, z, female, age), _raw(loaded, z, female, age))

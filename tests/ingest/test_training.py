@@ -67,6 +67,8 @@ def test_train_checkpoints_resumes_and_exports(dataset: Path, tmp_path: Path) ->
     for name, value in identity_calibration().items():
         assert torch.equal(state[name], value), name
     assert provenance["calibration"] is None
+    # A full run leaves the adapter alone: it is zero unless an adapter run trains it.
+    assert all(not state[k].any() for k in state if k.startswith("condition_adapter"))
 
     resumed = training.train(_config(dataset, tmp_path / "a", steps=3))
     assert json.loads(resumed.with_suffix(".json").read_text())["steps"] == 3
@@ -154,6 +156,8 @@ def _calibrated_init(path: Path) -> cond_module.ConditionalDCGAN:
     net = cond_module.ConditionalDCGAN()
     with torch.no_grad():
         for name, p in net.named_parameters():
+            if cond_module.is_adapter_key(name):
+                continue  # zero, as in every file trained before the adapter
             if "gamma" in name or "condition_in" in name:
                 p.normal_(0.0, 0.1)
     calibration = identity_calibration()
@@ -286,6 +290,7 @@ def test_anchored_run_trains_and_records_the_anchor(dataset: Path, tmp_path: Pat
         (["--anchor-weight", "5"], "--init-from"),
         (["--anchor-free-ages", "19,13"], "--anchor-free-ages"),
         (["--anchor-free-ages", "teen"], "--anchor-free-ages"),
+        (["--adapter"], "--adapter"),
     ],
 )
 def test_cli_validates_the_anchor(dataset: Path, tmp_path: Path, args, message) -> None:
@@ -295,3 +300,49 @@ def test_cli_validates_the_anchor(dataset: Path, tmp_path: Path, args, message) 
     assert result.exit_code != 0
     assert message in result.output
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_adapter_run_trains_only_the_adapter(dataset: Path, tmp_path: Path) -> None:
+    init_path = tmp_path / "init.pt"
+    init = _calibrated_init(init_path)
+    for m in init.modules():  # trained-looking BN statistics, which the run must not touch
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.1)
+    torch.save(init.state_dict(), init_path)
+    config = _config(
+        dataset, tmp_path / "run", steps=3, init_from=str(init_path), d_warmup_steps=1,
+        band_weights=(1, 6, 1, 0.5, 0.5), band_loss_weight=1.0, adapter=True, lr_g=1e-2,
+    )  # fmt: skip
+    path = training.train(config)
+    state, before = torch.load(path, weights_only=True), init.state_dict()
+    adapter_keys = [k for k in state if cond_module.is_adapter_key(k)]
+    assert adapter_keys
+    for key, value in state.items():
+        if key in adapter_keys:
+            continue
+        # Everything else, BN statistics and the init's calibration included, is the file's.
+        assert torch.equal(value, before[key]), key
+    assert any(
+        not torch.equal(state[k], before[k]) for k in adapter_keys if k != "adapter_gate_ages"
+    )
+    provenance = json.loads(path.with_suffix(".json").read_text())
+    assert provenance["adapter"]["gate_ages"] == list(cond_module.ADAPTER_GATE_AGES)
+    assert "init file" in provenance["calibration"]
+
+    # Served requests outside the gate render bit-identically; teenagers change.
+    adapted = ConditionalGenerator(path, device="cpu")
+    init_file = tmp_path / "init_served.pt"
+    torch.save(before, init_file)
+    (tmp_path / "init_served.json").write_text(json.dumps({"sha256": sha256_file(init_file)}))
+    original = ConditionalGenerator(init_file, device="cpu")
+    latents = original.sample_latents(range(4))
+    for gender in ("male", "female"):
+        for age in (3.0, 30.0, 50.0, 90.0):
+            assert torch.equal(
+                adapted.generate_for(gender, age, latents),
+                original.generate_for(gender, age, latents),
+            ), (gender, age)
+        assert not torch.equal(
+            adapted.generate_for(gender, 16.0, latents),
+            original.generate_for(gender, 16.0, latents),
+        )
