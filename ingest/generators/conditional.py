@@ -190,7 +190,33 @@ class ConditionalBatchNorm(nn.Module):
 # Conditioning ages (years) of the adapter's gate: 0 up to the first, rising to 1 at the
 # second, 1 to the third, 0 again from the fourth (teenagers, see ``adapter_gate``).
 ADAPTER_GATE_AGES = (11.0, 13.0, 19.0, 21.0)
-_ADAPTER_PREFIXES = ("condition_adapter.", "adapter_gate_ages")
+# Rank of the adapter's change to each transposed convolution (LoRA-style, see LowRankDelta).
+ADAPTER_RANK = 64
+_ADAPTER_PREFIXES = ("condition_adapter.", "adapter_gate_ages", "up_adapters.")
+
+
+class LowRankDelta(nn.Module):
+    """A change ``down @ up`` (rank ``rank``) to one transposed convolution's weight.
+
+    Why low rank: a full copy of every convolution's weight would double the 15 MB file,
+    past the 25 MB the issue allows; rank 64 costs about 4 MB for all five layers.
+    ``up`` starts at zero (the delta is exactly zero, as in LoRA), ``down`` at random so
+    gradients reach ``up`` from the first step.
+    """
+
+    def __init__(self, conv: nn.ConvTranspose2d, rank: int = ADAPTER_RANK) -> None:
+        super().__init__()
+        c_in, c_out, k_h, k_w = conv.weight.shape
+        self.weight_shape = (c_in, c_out, k_h, k_w)
+        self.stride, self.padding = conv.stride, conv.padding
+        bound = 1.0 / math.sqrt(c_in)
+        self.down = nn.Parameter(torch.empty(c_in, rank).uniform_(-bound, bound))
+        self.up = nn.Parameter(torch.zeros(rank, c_out * k_h * k_w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = (self.down @ self.up).reshape(self.weight_shape)
+        return nn.functional.conv_transpose2d(x, weight, stride=self.stride, padding=self.padding)
+
 
 # Requested ages (years) at which the calibration is stored; piecewise linear in between.
 CALIBRATION_KNOTS = (0.0, 6.0, 16.0, 30.0, 50.0, 72.0, 100.0)
@@ -257,12 +283,15 @@ class ConditionalDCGAN(nn.Module):
     ``forward`` takes a raw condition (training); ``render_request`` applies the calibration.
     A state without these buffers (an older file, a training snapshot) loads as identity.
 
-    The **adapter** (``condition_adapter`` and every norm's ``adapter_gamma/beta``) is a
-    second set of condition paths multiplied by a gate on the conditioning age
+    The **adapter** is a second set of condition paths (``condition_adapter``, every
+    norm's ``adapter_gamma/beta``) plus a low-rank change to every convolution's weight
+    (``up_adapters``), all multiplied by a gate on the conditioning age
     (``adapter_gate_ages``, a buffer). Why: every other weight is shared by all ages, so
     retraining them for teenagers moved the other cells (docs/coverage.md); an adapter
     trained alone, with the rest frozen, cannot change any request whose conditioning age
-    lies outside the gate. A state without it loads as zero, which renders as before.
+    lies outside the gate, and costs nothing for those requests (the convolution deltas
+    run on gated rows only). A state without it loads with the adapter at zero, which
+    renders as before.
     """
 
     def __init__(self, features: int = 64) -> None:
@@ -279,6 +308,7 @@ class ConditionalDCGAN(nn.Module):
         self.norms = nn.ModuleList([ConditionalBatchNorm(c) for c in channels[1:5]])
         self.condition_in = _zero_linear(CONDITION_DIM, f * 8 * 16)
         self.condition_adapter = _zero_linear(CONDITION_DIM, f * 8 * 16)
+        self.up_adapters = nn.ModuleList([LowRankDelta(up) for up in self.ups])
         self.register_buffer("adapter_gate_ages", torch.tensor(ADAPTER_GATE_AGES))
         for name, value in identity_calibration().items():
             self.register_buffer(name, value)
@@ -293,14 +323,17 @@ class ConditionalDCGAN(nn.Module):
                 state[prefix + name] = value
 
     def _zero_adapter_if_absent(self, state, prefix, *args, **kwargs) -> None:
-        """Files from before the adapter existed load with a zero adapter (renders as they did)."""
+        """Files from before the adapter existed keep this module's fresh adapter.
+
+        Fresh means zero in effect (zero linear maps, ``up`` factors zero), so such a file
+        renders as it did; the random ``down`` factors let an adapter run start from it.
+        """
         own = self.state_dict()
         if any(prefix + name in state for name in own if is_adapter_key(name)):
             return
         for name, value in own.items():
             if is_adapter_key(name):
-                fill = torch.tensor(ADAPTER_GATE_AGES) if name == "adapter_gate_ages" else 0.0
-                state[prefix + name] = torch.zeros_like(value) + fill
+                state[prefix + name] = value.clone()
 
     def adapter_parameters(self) -> list[nn.Parameter]:
         """The adapter's weights: all that an adapter run trains."""
@@ -351,12 +384,21 @@ class ConditionalDCGAN(nn.Module):
     def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """``(N, 100)`` noise, ``(N, CONDITION_DIM)`` condition -> ``(N, 3, 64, 64)`` in [-1, 1]."""
         gate = self.adapter_gate(condition)
-        x = self.ups[0](z.reshape(z.shape[0], NOISE_DIM, 1, 1))
+        rows = gate.nonzero().squeeze(1)
+        x = self._up(0, z.reshape(z.shape[0], NOISE_DIM, 1, 1), gate, rows)
         x = x + self.condition_in(condition).reshape_as(x)
         x = x + (gate[:, None] * self.condition_adapter(condition)).reshape_as(x)
-        for up, norm in zip(self.ups[1:], self.norms, strict=True):
-            x = up(torch.relu(norm(x, condition, gate)))
+        for i, norm in enumerate(self.norms, start=1):
+            x = self._up(i, torch.relu(norm(x, condition, gate)), gate, rows)
         return torch.tanh(x)
+
+    def _up(self, i: int, x: torch.Tensor, gate: torch.Tensor, rows: torch.Tensor):
+        """Transposed convolution ``i``, plus the gated weight delta on the gated ``rows``."""
+        out = self.ups[i](x)
+        if rows.numel():
+            delta = self.up_adapters[i](x[rows]) * gate[rows, None, None, None]
+            out = out.index_add(0, rows, delta)  # other rows stay bit-identical
+        return out
 
     def load_dcgan_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Initialise from the default DCGAN's ``netG_state_dict`` (strict on those keys)."""
