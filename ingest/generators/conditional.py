@@ -192,7 +192,7 @@ class ConditionalBatchNorm(nn.Module):
 ADAPTER_GATE_AGES = (11.0, 13.0, 19.0, 21.0)
 # Rank of the adapter's change to each transposed convolution (LoRA-style, see LowRankDelta).
 ADAPTER_RANK = 64
-_ADAPTER_PREFIXES = ("condition_adapter.", "adapter_gate_ages", "up_adapters.")
+_ADAPTER_PREFIXES = ("condition_adapter.", "adapter_gate_ages", "adapter_genders", "up_adapters.")
 
 
 class LowRankDelta(nn.Module):
@@ -310,6 +310,9 @@ class ConditionalDCGAN(nn.Module):
         self.condition_adapter = _zero_linear(CONDITION_DIM, f * 8 * 16)
         self.up_adapters = nn.ModuleList([LowRankDelta(up) for up in self.ups])
         self.register_buffer("adapter_gate_ages", torch.tensor(ADAPTER_GATE_AGES))
+        # Which genders (row 0 male, row 1 female) the adapter serves: both while
+        # training; after it, only those it was measured to improve (``set_adapter_genders``).
+        self.register_buffer("adapter_genders", torch.ones(2))
         for name, value in identity_calibration().items():
             self.register_buffer(name, value)
         self._register_load_state_dict_pre_hook(self._identity_if_uncalibrated)
@@ -328,11 +331,9 @@ class ConditionalDCGAN(nn.Module):
         Fresh means zero in effect (zero linear maps, ``up`` factors zero), so such a file
         renders as it did; the random ``down`` factors let an adapter run start from it.
         """
-        own = self.state_dict()
-        if any(prefix + name in state for name in own if is_adapter_key(name)):
-            return
-        for name, value in own.items():
-            if is_adapter_key(name):
+        for name, value in self.state_dict().items():
+            # Per key: files saved before ``adapter_genders`` existed lack only that one.
+            if is_adapter_key(name) and prefix + name not in state:
                 state[prefix + name] = value.clone()
 
     def adapter_parameters(self) -> list[nn.Parameter]:
@@ -349,7 +350,17 @@ class ConditionalDCGAN(nn.Module):
         a0, a1, a2, a3 = self.adapter_gate_ages
         rise = (age - a0) / (a1 - a0)
         fall = (a3 - age) / (a3 - a2)
-        return torch.minimum(rise, fall).clamp(0.0, 1.0)
+        # Female rows have the larger one-hot entry, with or without gender guidance.
+        female = (condition[:, 1] > condition[:, 0]).long()
+        return torch.minimum(rise, fall).clamp(0.0, 1.0) * self.adapter_genders[female]
+
+    def set_adapter_genders(self, genders: Sequence[str]) -> None:
+        """Serve the adapter to these genders only; the others render as without it."""
+        unknown = set(genders) - set(GENDERS)
+        if unknown:
+            raise ValueError(f"unknown genders {sorted(unknown)}; expected some of {GENDERS}")
+        mask = torch.tensor([float(g in genders) for g in GENDERS])
+        self.adapter_genders.copy_(mask.to(self.adapter_genders.device))
 
     def calibration(self) -> dict[str, torch.Tensor]:
         """The calibration buffers (CPU copies)."""

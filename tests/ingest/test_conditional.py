@@ -346,3 +346,27 @@ def test_adapter_changes_only_the_gated_ages_and_old_files_load_without_it(
             assert torch.equal(_raw(adapted, z, female, age), _raw(loaded, z, female, age)), age
         for age in (12.0, 16.0, 20.0):
             assert not torch.allclose(_raw(adapted, z, female, age), _raw(loaded, z, female, age))
+
+
+def test_adapter_can_be_kept_to_one_gender() -> None:
+    torch.manual_seed(3)
+    net = cond.ConditionalDCGAN()
+    with torch.no_grad():
+        for p in net.adapter_parameters():
+            p.normal_(0.0, 0.2)
+    plain = cond.ConditionalDCGAN()
+    plain.load_state_dict(
+        {k: v for k, v in net.state_dict().items() if not cond.is_adapter_key(k)}, strict=True
+    )
+    z = torch.randn(4, cond.NOISE_DIM)
+    net.set_adapter_genders(["female"])
+    assert torch.equal(_raw(net, z, 0.0, 16.0), _raw(plain, z, 0.0, 16.0))
+    assert not torch.allclose(_raw(net, z, 1.0, 16.0), _raw(plain, z, 1.0, 16.0))
+    # Gender guidance (the one-hot pushed past 0/1) still reads as the same gender.
+    n = len(z)
+    guided = cond.encode_condition_unclamped(torch.zeros(n), torch.full((n,), 16.0), 1.5)
+    assert not net.adapter_gate(guided).any()
+    # The choice is part of the state, so the weights file's checksum covers it.
+    assert net.state_dict()["adapter_genders"].tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="unknown genders"):
+        net.set_adapter_genders(["other"])
