@@ -354,6 +354,18 @@ class ConditionalDCGAN(nn.Module):
         female = (condition[:, 1] > condition[:, 0]).long()
         return torch.minimum(rise, fall).clamp(0.0, 1.0) * self.adapter_genders[female]
 
+    def set_adapter_gate_ages(self, ages: Sequence[float]) -> None:
+        """Move the gate (four strictly increasing conditioning ages, see ``adapter_gate``).
+
+        Why after training: the calibration maps a requested age to a conditioning age, so
+        the gate the adapter was trained with (11-21) need not cover the requested ages
+        13-19; moving it is an inference-time choice, measured like the calibration.
+        """
+        values = torch.as_tensor([float(a) for a in ages], dtype=torch.float32)
+        if values.shape != (4,) or not bool((values.diff() > 0).all()):
+            raise ValueError(f"gate ages must be 4 strictly increasing ages, got {list(ages)}")
+        self.adapter_gate_ages.copy_(values.to(self.adapter_gate_ages.device))
+
     def set_adapter_genders(self, genders: Sequence[str]) -> None:
         """Serve the adapter to these genders only; the others render as without it."""
         unknown = set(genders) - set(GENDERS)

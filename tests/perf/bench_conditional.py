@@ -303,12 +303,7 @@ def write_report(
             "the robust verdict (9 estimator passes per face)."
         )
     if provenance:
-        lines.append(
-            f"Training: {provenance.get('steps')} steps of batch "
-            f"{provenance.get('config', {}).get('batch_size')} "
-            f"({provenance.get('images_seen')} images) in {provenance.get('seconds')} s on "
-            f"one CPU thread; command and data in `ingest/generators/weights/conditional.json`."
-        )
+        lines.append(_training_line(provenance))
     lines += [
         "",
         "Contact sheets: `docs/coverage/<gender>_<band>.png` (first 32 seeds, not selected; "
@@ -325,6 +320,29 @@ def write_report(
         kept = path.read_text().split(HAND_WRITTEN, 1)[1]
     lines.append(HAND_WRITTEN)
     path.write_text("\n".join(lines) + kept)
+
+
+def _training_line(provenance: dict) -> str:
+    """How the measured weights were trained, from their provenance (base network first)."""
+
+    def run(record: dict) -> str:
+        threads = record.get("config", {}).get("threads") or 1
+        return (
+            f"{record.get('steps')} steps of batch {record.get('config', {}).get('batch_size')} "
+            f"({record.get('images_seen')} images) in {record.get('seconds')} s on "
+            f"{threads} CPU thread{'s' if threads != 1 else ''}"
+        )
+
+    base = provenance.get("base_network")
+    if base and provenance.get("adapter"):
+        serves = provenance["adapter"].get("serves", {}).get("genders", ["male", "female"])
+        text = (
+            f"Training: base network {run(base)}; teen adapter (serves "
+            f"{', '.join(serves) or 'nobody'}) {run(provenance)}"
+        )
+    else:
+        text = f"Training: {run(provenance)}"
+    return text + "; commands and data in `ingest/generators/weights/conditional.json`."
 
 
 def describe_calibration(generator: cond.ConditionalGenerator) -> str:

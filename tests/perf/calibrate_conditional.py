@@ -486,5 +486,51 @@ def apply(
     click.echo(f"calibrated {weights}: sha256 {reloaded.checksum[:16]}… (was {old_sha[:16]}…)")
 
 
+@cli.command("adapter")
+@click.option(
+    "--gender", "genders", type=click.Choice(cond.GENDERS), multiple=True,
+    help="Genders the adapter serves (none given: it serves nobody).",
+)  # fmt: skip
+@click.option("--gate-ages", default=None, help="Four conditioning ages A0<A1<A2<A3 (gate).")
+@click.option("--note", required=True, help="The measurement this choice rests on.")
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=cond.DEFAULT_WEIGHTS,
+    show_default=True,
+)
+def adapter(genders: tuple[str, ...], gate_ages: str | None, note: str, weights: Path) -> None:
+    """Choose whom a trained teen adapter serves: genders, and where its gate sits.
+
+    Like ``apply``, inference-time choices written into WEIGHTS (the ``adapter_*``
+    buffers, so the checksum covers them) and recorded in the provenance.
+    """
+    generator = cond.ConditionalGenerator(weights, device="cpu")
+    old_sha = generator.checksum
+    network = generator.network.cpu()
+    try:
+        network.set_adapter_genders(genders)
+        if gate_ages:
+            network.set_adapter_gate_ages(_floats(gate_ages))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    torch.save(network.state_dict(), weights)
+    provenance_path = weights.with_suffix(".json")
+    provenance = json.loads(provenance_path.read_text())
+    provenance["sha256"] = cond.sha256_file(weights)
+    provenance.setdefault("adapter", {})["serves"] = {
+        "genders": list(genders),
+        "gate_ages": network.adapter_gate_ages.tolist(),
+        "note": note,
+        "command": shlex.join(["tests/perf/calibrate_conditional.py", *sys.argv[1:]]),
+        "code_commit": _git_commit(),
+        "weights_sha256_before": old_sha,
+        "applied_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    provenance_path.write_text(json.dumps(provenance, indent=2) + "\n")
+    reloaded = cond.ConditionalGenerator(weights, device="cpu")  # verify the round trip
+    click.echo(f"adapter serves {list(genders)} in {weights}: sha256 {reloaded.checksum[:16]}…")
+
+
 if __name__ == "__main__":
     cli()
