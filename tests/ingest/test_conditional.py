@@ -370,3 +370,27 @@ def test_adapter_can_be_kept_to_one_gender() -> None:
     assert net.state_dict()["adapter_genders"].tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="unknown genders"):
         net.set_adapter_genders(["other"])
+
+
+def test_adapter_gate_can_be_moved_and_is_validated() -> None:
+    net = cond.ConditionalDCGAN()
+    net.set_adapter_gate_ages([9.45, 10.1, 16.75, 17.14])
+    ages = torch.tensor([9.0, 10.5, 16.0, 17.2])
+    gate = net.adapter_gate(cond.encode_condition_unclamped(torch.ones(4), ages))
+    assert gate.tolist() == pytest.approx([0.0, 1.0, 1.0, 0.0])
+    for bad in ([13, 11, 19, 21], [11, 13, 19]):
+        with pytest.raises(ValueError, match="strictly increasing"):
+            net.set_adapter_gate_ages(bad)
+
+
+def test_committed_adapter_serves_girls_only_and_is_recorded() -> None:
+    provenance = json.loads(cond.DEFAULT_PROVENANCE.read_text())
+    serves = provenance["adapter"]["serves"]
+    network = ConditionalGenerator.from_models_dir(None, device="cpu").network
+    assert network.adapter_genders.tolist() == [0.0, 1.0] and serves["genders"] == ["female"]
+    assert network.adapter_gate_ages.tolist() == pytest.approx(serves["gate_ages"])
+    # The calibration maps requested 13..19 (girls) into the gate, 12 and 20 outside it.
+    female = torch.ones(3)
+    condition, _ = network.calibrated(female, torch.tensor([12.0, 16.0, 20.0]))
+    assert network.adapter_gate(condition).tolist() == [0.0, 1.0, 0.0]
+    assert provenance["base_network"]["sha256"].startswith("c8fb05705c4c")
