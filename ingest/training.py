@@ -547,6 +547,19 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     init_sha = None
     if config.init_from:
         init_sha = load_init_weights(g, config.init_from)
+        if not config.adapter:
+            g.reset_adapter()  # a full run changes the base any trained adapter was fit to
+        else:
+            logger.info(
+                "adapter run: gate at conditioning ages %s, serving %s (a gender it does not "
+                "serve gets no gradient)",
+                g.adapter_gate_ages.tolist(),
+                [
+                    name
+                    for name, on in zip(cond.GENDERS, g.adapter_genders.tolist(), strict=True)
+                    if on
+                ],
+            )
     elif config.init == "dcgan":
         models_dir = config.models_dir or str(
             Path(__file__).resolve().parents[1] / "instance" / "models"
@@ -890,7 +903,10 @@ def export(
             "trained_parameters": sum(p.numel() for p in net.adapter_parameters()),
             "frozen": "every other weight and the BatchNorm statistics, from the init file",
         }
-        provenance["calibration"] = "kept from the init file; recalibrate the gate's knots"
+        provenance["calibration"] = (
+            "kept from the init file; place the gate to fit it (calibrate_conditional.py "
+            "adapter) or recalibrate the teen knots"
+        )
     if len(run["commands"]) > 1:
         provenance["resumed_with"] = run["commands"][1:]
     if snapshot is not None:

@@ -336,6 +336,17 @@ class ConditionalDCGAN(nn.Module):
             if is_adapter_key(name) and prefix + name not in state:
                 state[prefix + name] = value.clone()
 
+    def reset_adapter(self) -> None:
+        """Put the adapter back to its fresh, zero-in-effect state (default gate, both genders).
+
+        A full retraining changes the base network the adapter was trained on, so the old
+        adapter would no longer fit it.
+        """
+        fresh = ConditionalDCGAN().to(self.adapter_gate_ages.device)
+        own = self.state_dict()
+        own.update({k: v for k, v in fresh.state_dict().items() if is_adapter_key(k)})
+        self.load_state_dict(own, strict=True)
+
     def adapter_parameters(self) -> list[nn.Parameter]:
         """The adapter's weights: all that an adapter run trains."""
         return [p for name, p in self.named_parameters() if is_adapter_key(name)]

@@ -172,6 +172,12 @@ def test_init_from_weights_with_warmup_and_new_losses(dataset: Path, tmp_path: P
     # A "trained" file with a non-identity calibration, as committed weights have.
     init_path = tmp_path / "init.pt"
     init = _calibrated_init(init_path)
+    # ... and a trained adapter serving one gender, which a full run must not carry over.
+    with torch.no_grad():
+        for p in init.adapter_parameters():
+            p.normal_(0.0, 0.1)
+    init.set_adapter_genders(["female"])
+    torch.save(init.state_dict(), init_path)
 
     # Warm-up covers the whole (1-step) run: G's parameters are exactly the file's.
     config = _config(
@@ -181,7 +187,12 @@ def test_init_from_weights_with_warmup_and_new_losses(dataset: Path, tmp_path: P
     path = training.train(config)
     state = torch.load(path, weights_only=True)
     for name, p in init.named_parameters():
-        torch.testing.assert_close(state[name], p.detach(), msg=name)
+        if not cond_module.is_adapter_key(name):
+            torch.testing.assert_close(state[name], p.detach(), msg=name)
+        elif not name.endswith(".down"):  # reset: zero in effect again
+            assert not state[name].any(), name
+    assert state["adapter_genders"].tolist() == [1.0, 1.0]
+    assert state["adapter_gate_ages"].tolist() == list(cond_module.ADAPTER_GATE_AGES)
     for name, value in identity_calibration().items():
         assert torch.equal(state[name], value), name  # calibration reset for training
     provenance = json.loads(path.with_suffix(".json").read_text())
