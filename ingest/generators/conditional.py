@@ -175,15 +175,10 @@ class ConditionalBatchNorm(nn.Module):
         self.adapter_gamma = _zero_linear(condition_dim, channels)
         self.adapter_beta = _zero_linear(condition_dim, channels)
 
-    def forward(
-        self, x: torch.Tensor, condition: torch.Tensor, gate: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        gamma = 1.0 + self.gamma(condition)
-        beta = self.beta(condition)
-        if gate is not None:
-            # Adding exact zeros where the gate is 0 leaves those rows bit-identical.
-            gamma = gamma + gate[:, None] * self.adapter_gamma(condition)
-            beta = beta + gate[:, None] * self.adapter_beta(condition)
+    def forward(self, x: torch.Tensor, condition: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        # Adding exact zeros where the gate is 0 leaves those rows bit-identical.
+        gamma = 1.0 + self.gamma(condition) + gate[:, None] * self.adapter_gamma(condition)
+        beta = self.beta(condition) + gate[:, None] * self.adapter_beta(condition)
         return self.bn(x) * gamma[:, :, None, None] + beta[:, :, None, None]
 
 
@@ -316,7 +311,7 @@ class ConditionalDCGAN(nn.Module):
         for name, value in identity_calibration().items():
             self.register_buffer(name, value)
         self._register_load_state_dict_pre_hook(self._identity_if_uncalibrated)
-        self._register_load_state_dict_pre_hook(self._zero_adapter_if_absent)
+        self._register_load_state_dict_pre_hook(self._fresh_adapter_if_absent)
 
     def _identity_if_uncalibrated(self, state, prefix, *args, **kwargs) -> None:
         """Older files and training snapshots have no calibration: load them as identity."""
@@ -325,7 +320,7 @@ class ConditionalDCGAN(nn.Module):
             for name, value in identity_calibration().items():
                 state[prefix + name] = value
 
-    def _zero_adapter_if_absent(self, state, prefix, *args, **kwargs) -> None:
+    def _fresh_adapter_if_absent(self, state, prefix, *args, **kwargs) -> None:
         """Files from before the adapter existed keep this module's fresh adapter.
 
         Fresh means zero in effect (zero linear maps, ``up`` factors zero), so such a file
@@ -446,7 +441,6 @@ class ConditionalDCGAN(nn.Module):
         if unexpected or any(
             not k.endswith(("gamma.weight", "gamma.bias", "beta.weight", "beta.bias"))
             and "condition_in" not in k
-            and not is_adapter_key(k)
             for k in missing
         ):
             raise ValueError(
