@@ -546,10 +546,8 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     g = cond.ConditionalDCGAN()
     init_sha = None
     if config.init_from:
-        init_sha = load_init_weights(g, config.init_from)
-        if not config.adapter:
-            g.reset_adapter()  # a full run changes the base any trained adapter was fit to
-        else:
+        init_sha = load_init_weights(g, config.init_from, adapter_run=config.adapter)
+        if config.adapter:
             logger.info(
                 "adapter run: gate at conditioning ages %s, serving %s (a gender it does not "
                 "serve gets no gradient)",
@@ -758,11 +756,16 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     return export(g_ema, config, data_info, step, total_seconds, init_sha, run)
 
 
-def load_init_weights(g: cond.ConditionalDCGAN, path: str | Path) -> str:
-    """Load a conditional weights file into ``g`` with identity calibration; its sha256.
+def load_init_weights(
+    g: cond.ConditionalDCGAN, path: str | Path, *, adapter_run: bool = False
+) -> str:
+    """Load a conditional weights file into ``g``; its sha256.
 
-    Training feeds the raw condition, so whatever calibration the file carries is dropped;
-    the exported network is calibrated again afterwards, on its own measurements.
+    A full run changes the base network, so the file's calibration is dropped (identity;
+    the export is calibrated again afterwards, on its own measurements) and so is any
+    trained adapter (it was fit to the old base). An adapter run keeps both: the base and
+    its calibration are what the other cells go on being served with, and the export
+    carries the calibration unchanged (training itself feeds the raw condition).
     """
     path = Path(path)
     if not path.is_file():
@@ -774,7 +777,9 @@ def load_init_weights(g: cond.ConditionalDCGAN, path: str | Path) -> str:
         raise click.ClickException(
             f"--init-from {path} is not a conditional generator: {exc}"
         ) from exc
-    g.set_calibration(cond.identity_calibration())
+    if not adapter_run:
+        g.set_calibration(cond.identity_calibration())
+        g.reset_adapter()
     return cond.sha256_file(path)
 
 
@@ -783,17 +788,12 @@ def export_ready(g_ema: cond.ConditionalDCGAN, config: TrainConfig) -> cond.Cond
 
     A full run recomputes BN statistics for the averaged weights and exports identity
     calibration (calibrating is a separate, measured step). An adapter run changed neither
-    BN statistics nor anything outside its gate, so it keeps both from the init file: the
-    cells outside the gate stay exactly as calibrated, and only the gate's knots need
-    recalibrating.
+    BN statistics nor anything outside its gate, and its network still carries the init
+    file's calibration (``load_init_weights``): the copy is saved as it is, so the cells
+    outside the gate stay exactly as calibrated.
     """
     net = copy.deepcopy(g_ema).cpu().eval()
-    if config.adapter:
-        init = cond.ConditionalDCGAN()
-        state = torch.load(config.init_from, map_location="cpu", weights_only=True)
-        init.load_state_dict(state, strict=True)
-        net.set_calibration(init.calibration())
-    else:
+    if not config.adapter:
         recalibrate_batchnorm(net, np.random.default_rng(config.seed + 1), torch.device("cpu"))
         net.set_calibration(cond.identity_calibration())
     return net
