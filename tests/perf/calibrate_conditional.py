@@ -456,14 +456,9 @@ def apply(
         network.set_calibration(buffers)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    torch.save(network.state_dict(), weights)
-    sha = cond.sha256_file(weights)
-    provenance_path = weights.with_suffix(".json")
-    provenance = json.loads(provenance_path.read_text())
     stored = _load(results)
     seeds = sorted({(p["first_seed"], p["n"]) for p in stored["points"]})
-    provenance["sha256"] = sha
-    provenance["calibration"] = {
+    entry = {
         "what": "inference-time condition calibration stored as buffers in the weights "
         "file (ConditionalDCGAN.calibration_*): requested age -> conditioning age per "
         "gender (piecewise linear, strictly increasing), gender guidance s, truncation psi",
@@ -474,16 +469,42 @@ def apply(
         "measured_on_seeds": [f"{a}-{a + n - 1}" for a, n in seeds] or [f"{FIRST_HELD_OUT_SEED}+"],
         "sweep_points": len(stored["points"]),
         "sweep_table": "docs/coverage/calibration.md",
+        "note": note,
+        "benchmark_targets": TARGET_AGES,
+    }
+    sha = _save_and_record(network, weights, old_sha, ("calibration",), entry)
+    click.echo(f"calibrated {weights}: sha256 {sha[:16]}… (was {old_sha[:16]}…)")
+
+
+def _save_and_record(
+    network: cond.ConditionalDCGAN,
+    weights: Path,
+    old_sha: str,
+    section: tuple[str, ...],
+    entry: dict,
+) -> str:
+    """Save NETWORK over WEIGHTS and record ENTRY at SECTION of its provenance JSON.
+
+    The entry gets this command, the code commit, the previous sha256 and the time; the
+    provenance gets the new sha256. The file is loaded back through the checksum check
+    (the round trip a server will make); returns the new sha256.
+    """
+    torch.save(network.state_dict(), weights)
+    provenance_path = weights.with_suffix(".json")
+    provenance = json.loads(provenance_path.read_text())
+    provenance["sha256"] = cond.sha256_file(weights)
+    target = provenance
+    for key in section[:-1]:
+        target = target.setdefault(key, {})
+    target[section[-1]] = {
+        **entry,
         "command": shlex.join(["tests/perf/calibrate_conditional.py", *sys.argv[1:]]),
         "code_commit": _git_commit(),
         "weights_sha256_before": old_sha,
         "applied_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "note": note,
-        "benchmark_targets": TARGET_AGES,
     }
     provenance_path.write_text(json.dumps(provenance, indent=2) + "\n")
-    reloaded = cond.ConditionalGenerator(weights, device="cpu")  # verify the round trip
-    click.echo(f"calibrated {weights}: sha256 {reloaded.checksum[:16]}… (was {old_sha[:16]}…)")
+    return cond.ConditionalGenerator(weights, device="cpu").checksum
 
 
 @cli.command("adapter")
@@ -514,22 +535,13 @@ def adapter(genders: tuple[str, ...], gate_ages: str | None, note: str, weights:
             network.set_adapter_gate_ages(_floats(gate_ages))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    torch.save(network.state_dict(), weights)
-    provenance_path = weights.with_suffix(".json")
-    provenance = json.loads(provenance_path.read_text())
-    provenance["sha256"] = cond.sha256_file(weights)
-    provenance.setdefault("adapter", {})["serves"] = {
+    entry = {
         "genders": list(genders),
         "gate_ages": network.adapter_gate_ages.tolist(),
         "note": note,
-        "command": shlex.join(["tests/perf/calibrate_conditional.py", *sys.argv[1:]]),
-        "code_commit": _git_commit(),
-        "weights_sha256_before": old_sha,
-        "applied_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    provenance_path.write_text(json.dumps(provenance, indent=2) + "\n")
-    reloaded = cond.ConditionalGenerator(weights, device="cpu")  # verify the round trip
-    click.echo(f"adapter serves {list(genders)} in {weights}: sha256 {reloaded.checksum[:16]}…")
+    sha = _save_and_record(network, weights, old_sha, ("adapter", "serves"), entry)
+    click.echo(f"adapter serves {list(genders)} in {weights}: sha256 {sha[:16]}…")
 
 
 if __name__ == "__main__":
