@@ -129,7 +129,18 @@ class IngestWorker:
             # SIGTERM it is sent afterwards instead of counting Ctrl-C as a first signal.
             if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
                 signal.signal(signal.SIGINT, self._on_signal)
-        self.scheduler.start()
+            # Only the main thread runs Python signal handlers, and the kernel may hand a
+            # signal to any thread: one taken by a job thread waits until the main thread
+            # runs bytecode, which it does not while joining a hung batch in ``finally``
+            # (a second SIGTERM then never abandons it). Threads inherit the signal mask,
+            # so the scheduler's threads, started with these blocked, never take them.
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+            try:
+                self.scheduler.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        else:
+            self.scheduler.start()
         logger.info("ingest worker started: a run every %s s", self.interval_seconds)
         try:
             while not self.stop.wait(1.0):
