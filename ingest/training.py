@@ -29,22 +29,24 @@ gap was a training problem, not a calibration one; docs/coverage.md):
 * ``--band-loss-weight``: an age-band classification term (cross-entropy over the five
   catalog bands) on D's auxiliary head next to the L1 age term; it is sharp at the band
   edges (13, 20) where the L1 term in units of 20 years barely separates 16 from 22.
-* ``--child-gender-weight``: the gender term weighted up for faces aged 0-12 (boys came
-  out girlish).
+* ``--child-gender-weight`` / ``--teen-gender-weight``: the gender term weighted up for
+  faces aged 0-12 / 13-19 (boys came out girlish; teen boys lost their gender first).
 * ``--anchor-weight`` (with ``--init-from``): an L1 term that keeps G's output equal to
   the init network's, through that file's own calibration, for every requested age
   outside ``--anchor-free-ages``. The first teen retraining lifted teenagers but moved
   the whole age scale and lost the 60+ cells; the anchor lets training change what users
   get for the free ages only, and the stored calibration stays valid elsewhere.
-* ``--adapter`` (with ``--init-from``): train only the network's gated adapter (extra
-  conditional paths multiplied by a gate that is 1 for conditioning ages 13-19 and 0
-  outside 11-21, ``ConditionalDCGAN.adapter_gate``); every other weight and the
-  BatchNorm statistics stay frozen (BN in eval mode, no recalibration at export), so
-  every request whose conditioning age lies outside the gate renders bit-identically,
-  and the export keeps the init file's calibration. D still sees every age (its
-  auxiliary head must know what 10 and 25 look like to judge 16); weight the teen band
-  up with ``--band-weights``, since fakes outside the gate teach G nothing. The anchor
-  did not hold the other cells; this holds them by construction.
+* ``--adapter GENDER`` (with ``--init-from``): train only that gender's gated teen
+  adapter (``TeenAdapter``: extra conditional paths and low-rank convolution changes
+  multiplied by a gate on the conditioning age, placed where the init file's
+  calibration puts requested ages 12.5-20); every other weight, the other gender's
+  adapter and the BatchNorm statistics stay frozen (BN in eval mode, no recalibration at
+  export), so every request outside the gate renders bit-identically, and the export
+  keeps the init file's calibration. Fakes are rendered through that calibration, as
+  users get them. D still sees every age and both genders (its auxiliary head must know
+  what 10 and 25 look like to judge 16); weight the teen band up with
+  ``--band-weights``, since fakes outside the gate teach G nothing. The anchor did not
+  hold the other cells; this holds them by construction.
 
 A run writes under ``--out``: ``last.pt`` (resumable checkpoint), ``samples/`` sheets and
 export-ready EMA snapshots (BatchNorm recalibrated, ``snapshots.jsonl`` lists their step
@@ -90,6 +92,10 @@ BAND_LABELS = ("0-12", "13-19", "20-39", "40-59", "60+")
 # Lower edges of bands 1..4, for torch.bucketize(..., right=True) on ages in years.
 BAND_STARTS = tuple(float(low) for low, _ in BAND_EDGES[1:])
 CHILD_MAX_AGE = 12.0
+TEEN_MAX_AGE = 19.0
+# Requested ages of an adapter's gate (0 up to the first, 1 from the second to the third,
+# 0 from the fourth): teenagers 13-19, whatever conditioning ages the calibration gives them.
+ADAPTER_GATE_REQUESTED_AGES = (12.5, 13.0, 19.5, 20.0)
 SHEET_AGES = (6.0, 16.0, 28.0, 50.0, 75.0)
 LICENCE = (
     "Non-commercial research use only: fine-tuned on UTKFace (non-commercial research "
@@ -127,9 +133,10 @@ class TrainConfig:
     band_weights: tuple[float, ...] | None = None
     band_loss_weight: float = 0.0
     child_gender_weight: float = 1.0
+    teen_gender_weight: float = 1.0
     anchor_weight: float = 0.0
     anchor_free_ages: tuple[float, float] = (13.0, 19.0)
-    adapter: bool = False
+    adapter: str | None = None  # the gender whose teen adapter an adapter run trains
 
 
 # --------------------------------------------------------------------------- data
@@ -342,18 +349,24 @@ def aux_loss(
     *,
     band_weight: float = 0.0,
     child_gender_weight: float = 1.0,
+    teen_gender_weight: float = 1.0,
 ) -> torch.Tensor:
     """Gender cross-entropy plus the L1 age error in units of 20 years.
 
     Centred on 40 so a zero-initialised head starts near the middle of the range.
-    ``child_gender_weight`` scales the gender term of faces aged 0-12 (a weighted mean, so
-    1 is the plain mean); ``band_weight`` adds a cross-entropy over the five age bands on
-    ``band_logits``, a signal that is sharp at the band edges.
+    ``child_gender_weight`` and ``teen_gender_weight`` scale the gender term of faces aged
+    0-12 and 13-19 (a weighted mean, so 1 is the plain mean); ``band_weight`` adds a
+    cross-entropy over the five age bands on ``band_logits``, a signal that is sharp at
+    the band edges.
     """
-    if child_gender_weight == 1.0:
+    if child_gender_weight == 1.0 and teen_gender_weight == 1.0:
         gender_term = F.binary_cross_entropy_with_logits(female_logit, female)
     else:
-        weights = torch.where(age <= CHILD_MAX_AGE, child_gender_weight, 1.0)
+        weights = torch.where(
+            age <= CHILD_MAX_AGE,
+            child_gender_weight,
+            torch.where(age <= TEEN_MAX_AGE, teen_gender_weight, 1.0),
+        )
         per_face = F.binary_cross_entropy_with_logits(female_logit, female, reduction="none")
         gender_term = (per_face * weights).sum() / weights.sum()
     loss = gender_term + F.l1_loss(age_scaled, (age.clamp(0.0, cond.MAX_AGE) - 40.0) / 20.0)
@@ -546,18 +559,9 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     g = cond.ConditionalDCGAN()
     init_sha = None
     if config.init_from:
-        init_sha = load_init_weights(g, config.init_from, adapter_run=config.adapter)
+        init_sha = load_init_weights(g, config.init_from, adapter_run=bool(config.adapter))
         if config.adapter:
-            logger.info(
-                "adapter run: gate at conditioning ages %s, serving %s (a gender it does not "
-                "serve gets no gradient)",
-                g.adapter_gate_ages.tolist(),
-                [
-                    name
-                    for name, on in zip(cond.GENDERS, g.adapter_genders.tolist(), strict=True)
-                    if on
-                ],
-            )
+            prepare_adapter_run(g, config.adapter)
     elif config.init == "dcgan":
         models_dir = config.models_dir or str(
             Path(__file__).resolve().parents[1] / "instance" / "models"
@@ -580,7 +584,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         # Frozen BN statistics: batch statistics of teen-only batches would differ from
         # the running ones every other request is rendered with.
         g.eval().requires_grad_(False)
-        trained = g.adapter_parameters()
+        trained = g.adapter_parameters(config.adapter)
         for p in trained:
             p.requires_grad_(True)
     else:
@@ -649,6 +653,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     loss_options = {
         "band_weight": config.band_loss_weight,
         "child_gender_weight": config.child_gender_weight,
+        "teen_gender_weight": config.teen_gender_weight,
     }
     loop_start = time.monotonic()
     bs = config.batch_size
@@ -666,9 +671,12 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
 
         # One fake batch serves both steps (as in the PyTorch DCGAN recipe): a second G
         # forward pass would cost 12% of a step. Fakes take the real batch's conditions,
-        # which the balanced sampler already spreads evenly over the 10 cells.
+        # which the balanced sampler already spreads evenly over the 10 cells. An adapter
+        # run renders them as users get them, through the stored calibration (its age map,
+        # guidance and truncation): the adapter learns what a request for a teenager
+        # returns, where its gate sits.
         with torch.set_grad_enabled(not warming_up):
-            fake = g(z, c_real)
+            fake = g.render_request(z, female, ages) if config.adapter else g(z, c_real)
 
         # D step: hinge loss on augmented real and fake; the auxiliary head learns gender
         # and age from real faces only (fakes would teach it the generator's mistakes).
@@ -705,9 +713,12 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
                 loss_anchor = anchor_loss(g, anchor, rng, bs, config.anchor_free_ages, device)
                 loss_g = loss_g + config.anchor_weight * loss_anchor
             d.requires_grad_(True)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            # An adapter run's batch may hold no face inside its gender's gate: then G's
+            # loss does not depend on what it trains, and there is nothing to step.
+            if loss_g.requires_grad:
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
             _update_ema(g_ema, g, config.ema_beta)
 
         step += 1
@@ -781,6 +792,25 @@ def load_init_weights(
         g.set_calibration(cond.identity_calibration())
         g.reset_adapter()
     return cond.sha256_file(path)
+
+
+def prepare_adapter_run(g: cond.ConditionalDCGAN, gender: str) -> None:
+    """Serve ``gender``'s adapter, its gate over the requested teens; log what is trained.
+
+    The gate is placed through the init file's calibration (requested 12.5-20, see
+    ``ADAPTER_GATE_REQUESTED_AGES``), the same calibration the fakes are rendered with, so
+    training and serving agree on which requests the adapter changes. The other gender's
+    adapter is left as the init file has it (trained or fresh, serving or not).
+    """
+    g.set_adapter_genders([*g.served_genders(), gender])
+    gate = g.place_adapter_gate(gender, ADAPTER_GATE_REQUESTED_AGES)
+    logger.info(
+        "adapter run for %s: gate at conditioning ages %s (requested %s); adapters served: %s",
+        gender,
+        [round(a, 2) for a in gate],
+        list(ADAPTER_GATE_REQUESTED_AGES),
+        g.served_genders(),
+    )
 
 
 def export_ready(g_ema: cond.ConditionalDCGAN, config: TrainConfig) -> cond.ConditionalDCGAN:
@@ -898,9 +928,13 @@ def export(
         "calibration": None,  # identity; tests/perf/calibrate_conditional.py records one
     }
     if config.adapter:
+        trained = net.adapters[cond.GENDERS.index(config.adapter)]
         provenance["adapter"] = {
-            "gate_ages": [float(a) for a in net.adapter_gate_ages],
-            "trained_parameters": sum(p.numel() for p in net.adapter_parameters()),
+            "gender": config.adapter,
+            "gate_ages": [float(a) for a in trained.gate_ages],
+            "gate_requested_ages": list(ADAPTER_GATE_REQUESTED_AGES),
+            "served": net.served_genders(),
+            "trained_parameters": sum(p.numel() for p in net.adapter_parameters(config.adapter)),
             "frozen": "every other weight and the BatchNorm statistics, from the init file",
         }
         provenance["calibration"] = (
@@ -999,9 +1033,16 @@ def export(
     help="Requested ages LOW,HIGH that --anchor-weight leaves free to change.",
 )
 @click.option(
+    "--teen-gender-weight",
+    default=1.0,
+    show_default=True,
+    help="Weight of the auxiliary gender term for faces aged 13-19, relative to others.",
+)
+@click.option(
     "--adapter",
-    is_flag=True,
-    help="Train only the gated teen adapter (needs --init-from); everything else frozen.",
+    type=click.Choice(cond.GENDERS),
+    default=None,
+    help="Train only this gender's gated teen adapter (needs --init-from); everything else frozen.",
 )
 @click.option("--ema-beta", default=0.999, show_default=True, help="EMA decay of G's weights.")
 @click.option(
@@ -1039,9 +1080,10 @@ def train_command(
     band_weights: str | None,
     band_loss_weight: float,
     child_gender_weight: float,
+    teen_gender_weight: float,
     anchor_weight: float,
     anchor_free_ages: str,
-    adapter: bool,
+    adapter: str | None,
     ema_beta: float,
     snapshot_step: int | None,
     export_path: str,
@@ -1118,6 +1160,7 @@ def train_command(
         band_weights=weights,
         band_loss_weight=band_loss_weight,
         child_gender_weight=child_gender_weight,
+        teen_gender_weight=teen_gender_weight,
         anchor_weight=anchor_weight,
         anchor_free_ages=(free_low, free_high),
         adapter=adapter,

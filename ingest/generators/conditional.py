@@ -36,6 +36,7 @@ import io
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -160,25 +161,25 @@ def _zero_linear(inputs: int, outputs: int) -> nn.Linear:
 
 
 class ConditionalBatchNorm(nn.Module):
-    """BatchNorm2d (loadable from the DCGAN) plus a zero-initialised conditional affine.
-
-    ``adapter_gamma``/``adapter_beta`` are a second conditional affine multiplied by the
-    network's age gate (see ``ConditionalDCGAN.adapter_gate``); zero unless an adapter was
-    trained, so they change nothing for other weight files.
-    """
+    """BatchNorm2d (loadable from the DCGAN) plus a zero-initialised conditional affine."""
 
     def __init__(self, channels: int, condition_dim: int = CONDITION_DIM) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(channels)
         self.gamma = _zero_linear(condition_dim, channels)
         self.beta = _zero_linear(condition_dim, channels)
-        self.adapter_gamma = _zero_linear(condition_dim, channels)
-        self.adapter_beta = _zero_linear(condition_dim, channels)
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        # Adding exact zeros where the gate is 0 leaves those rows bit-identical.
-        gamma = 1.0 + self.gamma(condition) + gate[:, None] * self.adapter_gamma(condition)
-        beta = self.beta(condition) + gate[:, None] * self.adapter_beta(condition)
+    def forward(
+        self,
+        x: torch.Tensor,
+        condition: torch.Tensor,
+        extra: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``extra``: the gated adapters' gain and bias, added to the condition's own."""
+        gamma = 1.0 + self.gamma(condition)
+        beta = self.beta(condition)
+        if extra is not None:
+            gamma, beta = gamma + extra[0], beta + extra[1]
         return self.bn(x) * gamma[:, :, None, None] + beta[:, :, None, None]
 
 
@@ -187,7 +188,11 @@ class ConditionalBatchNorm(nn.Module):
 ADAPTER_GATE_AGES = (11.0, 13.0, 19.0, 21.0)
 # Rank of the adapter's change to each transposed convolution (LoRA-style, see LowRankDelta).
 ADAPTER_RANK = 64
-_ADAPTER_PREFIXES = ("condition_adapter.", "adapter_gate_ages", "adapter_genders", "up_adapters.")
+# Keys of the single adapter that files from 2026-12-01 carry (it served girls), mapped
+# to one ``TeenAdapter`` by ``ConditionalDCGAN._per_gender_adapters``.
+_FLAT_ADAPTER_KEYS = re.compile(
+    r"^(condition_adapter\.|up_adapters\.|norms\.\d+\.adapter_(gamma|beta)\.|adapter_gate_ages$)"
+)
 
 
 class LowRankDelta(nn.Module):
@@ -211,6 +216,47 @@ class LowRankDelta(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = (self.down @ self.up).reshape(self.weight_shape)
         return nn.functional.conv_transpose2d(x, weight, stride=self.stride, padding=self.padding)
+
+
+class TeenAdapter(nn.Module):
+    """One gender's adapter: extra condition paths and convolution changes, gated by age.
+
+    Parts: a condition map added to the 4x4 features (``condition``), a gain and bias per
+    BatchNorm (``gammas``/``betas``), a low-rank change to every transposed convolution
+    (``ups``), all multiplied by the gate, a trapezoid on the conditioning age
+    (``gate_ages``). Why one per gender: a single adapter trained on boys and girls together
+    learnt one "teen look" in its convolution changes (they do not see the condition) and
+    boys lost their gender (docs/coverage.md); apart, each is trained on its own gender.
+    ``serving`` (0 or 1) switches it off for requests without changing the weights: the
+    choice is measured and stored like the calibration.
+    """
+
+    def __init__(self, ups: Sequence[nn.ConvTranspose2d], norm_channels: Sequence[int]) -> None:
+        super().__init__()
+        self.condition = _zero_linear(CONDITION_DIM, ups[0].weight.shape[1] * 16)
+        self.gammas = nn.ModuleList([_zero_linear(CONDITION_DIM, c) for c in norm_channels])
+        self.betas = nn.ModuleList([_zero_linear(CONDITION_DIM, c) for c in norm_channels])
+        self.ups = nn.ModuleList([LowRankDelta(up) for up in ups])
+        self.register_buffer("gate_ages", torch.tensor(ADAPTER_GATE_AGES))
+        self.register_buffer("serving", torch.ones(()))
+
+    def gate(self, age: torch.Tensor) -> torch.Tensor:
+        """Trapezoid in [0, 1] over conditioning ``age`` (years), times ``serving``.
+
+        A trapezoid, so the adapter fades in over the ramps instead of switching on at one
+        age (a seed swept across ages must age smoothly, see the identity sweep).
+        """
+        a0, a1, a2, a3 = self.gate_ages
+        rise = (age - a0) / (a1 - a0)
+        fall = (a3 - age) / (a3 - a2)
+        return torch.minimum(rise, fall).clamp(0.0, 1.0) * self.serving
+
+    def set_gate_ages(self, ages: Sequence[float]) -> None:
+        """Move the gate (four strictly increasing conditioning ages)."""
+        values = torch.as_tensor([float(a) for a in ages], dtype=torch.float32)
+        if values.shape != (4,) or not bool((values.diff() > 0).all()):
+            raise ValueError(f"gate ages must be 4 strictly increasing ages, got {list(ages)}")
+        self.gate_ages.copy_(values.to(self.gate_ages.device))
 
 
 # Requested ages (years) at which the calibration is stored; piecewise linear in between.
@@ -278,15 +324,15 @@ class ConditionalDCGAN(nn.Module):
     ``forward`` takes a raw condition (training); ``render_request`` applies the calibration.
     A state without these buffers (an older file, a training snapshot) loads as identity.
 
-    The **adapter** is a second set of condition paths (``condition_adapter``, every
-    norm's ``adapter_gamma/beta``) plus a low-rank change to every convolution's weight
-    (``up_adapters``), all multiplied by a gate on the conditioning age
-    (``adapter_gate_ages``, a buffer). Why: every other weight is shared by all ages, so
-    retraining them for teenagers moved the other cells (docs/coverage.md); an adapter
-    trained alone, with the rest frozen, cannot change any request whose conditioning age
-    lies outside the gate, and costs nothing for those requests (the convolution deltas
-    run on gated rows only). A state without it loads with the adapter at zero, which
-    renders as before.
+    The **adapters** (``adapters[0]`` male, ``adapters[1]`` female, see ``TeenAdapter``)
+    add condition paths and a low-rank change to every convolution, multiplied by a gate
+    on the conditioning age, for their gender's rows only. Why: every other weight is
+    shared by all ages, so retraining them for teenagers moved the other cells
+    (docs/coverage.md); an adapter trained alone, with the rest frozen, cannot change any
+    request outside its gate, and costs nothing for those requests (the convolution
+    deltas run on gated rows only). A state without adapters loads with both at zero,
+    which renders as before; a state with the single adapter of 2026-12-01 loads it into
+    the gender(s) it served.
     """
 
     def __init__(self, features: int = 64) -> None:
@@ -302,16 +348,11 @@ class ConditionalDCGAN(nn.Module):
         )
         self.norms = nn.ModuleList([ConditionalBatchNorm(c) for c in channels[1:5]])
         self.condition_in = _zero_linear(CONDITION_DIM, f * 8 * 16)
-        self.condition_adapter = _zero_linear(CONDITION_DIM, f * 8 * 16)
-        self.up_adapters = nn.ModuleList([LowRankDelta(up) for up in self.ups])
-        self.register_buffer("adapter_gate_ages", torch.tensor(ADAPTER_GATE_AGES))
-        # Which genders (row 0 male, row 1 female) the adapter serves: both while
-        # training; after it, only those it was measured to improve (``set_adapter_genders``).
-        self.register_buffer("adapter_genders", torch.ones(2))
+        self.adapters = nn.ModuleList([TeenAdapter(self.ups, channels[1:5]) for _ in GENDERS])
         for name, value in identity_calibration().items():
             self.register_buffer(name, value)
         self._register_load_state_dict_pre_hook(self._identity_if_uncalibrated)
-        self._register_load_state_dict_pre_hook(self._fresh_adapter_if_absent)
+        self._register_load_state_dict_pre_hook(self._per_gender_adapters)
 
     def _identity_if_uncalibrated(self, state, prefix, *args, **kwargs) -> None:
         """Older files and training snapshots have no calibration: load them as identity."""
@@ -320,65 +361,111 @@ class ConditionalDCGAN(nn.Module):
             for name, value in identity_calibration().items():
                 state[prefix + name] = value
 
-    def _fresh_adapter_if_absent(self, state, prefix, *args, **kwargs) -> None:
-        """Files from before the adapter existed keep this module's fresh adapter.
+    def _per_gender_adapters(self, state, prefix, *args, **kwargs) -> None:
+        """Bring older files to one adapter per gender.
 
-        Fresh means zero in effect (zero linear maps, ``up`` factors zero), so such a file
-        renders as it did; the random ``down`` factors let an adapter run start from it.
+        Files from before any adapter keep this module's fresh adapters (zero in effect:
+        zero linear maps, ``up`` factors zero; the random ``down`` factors let an adapter
+        run start from them), so they render as they did. Files with the single adapter of
+        2026-12-01 (flat keys, ``adapter_genders`` saying whom it served) get it as the
+        adapter of each gender it served, and a fresh one, not serving, for the others: the
+        same rendering, bit for bit.
         """
-        for name, value in self.state_dict().items():
-            # Per key: files saved before ``adapter_genders`` existed lack only that one.
-            if is_adapter_key(name) and prefix + name not in state:
-                state[prefix + name] = value.clone()
-
-    def reset_adapter(self) -> None:
-        """Put the adapter back to its fresh, zero-in-effect state (default gate, both genders).
-
-        A full retraining changes the base network the adapter was trained on, so the old
-        adapter would no longer fit it.
-        """
-        fresh = ConditionalDCGAN().to(self.adapter_gate_ages.device)
+        flat = {
+            k[len(prefix) :]: state.pop(k)
+            for k in list(state)
+            if k.startswith(prefix) and _FLAT_ADAPTER_KEYS.match(k[len(prefix) :])
+        }
+        served = state.pop(prefix + "adapter_genders", torch.ones(2) if flat else None)
         own = self.state_dict()
-        own.update({k: v for k, v in fresh.state_dict().items() if is_adapter_key(k)})
-        self.load_state_dict(own, strict=True)
+        for i, _ in enumerate(GENDERS):
+            head = f"adapters.{i}."
+            for name, value in own.items():
+                if name.startswith(head) and prefix + name not in state:
+                    state[prefix + name] = value.clone()
+            if served is None:
+                continue
+            if not flat or not served[i]:
+                state[prefix + head + "serving"] = torch.tensor(float(served[i] and not flat))
+                continue
+            for old, value in flat.items():
+                state[prefix + head + _per_gender_key(old)] = value.clone()
+            state[prefix + head + "serving"] = torch.tensor(1.0)
 
-    def adapter_parameters(self) -> list[nn.Parameter]:
-        """The adapter's weights: all that an adapter run trains."""
-        return [p for name, p in self.named_parameters() if is_adapter_key(name)]
+    def reset_adapter(self, gender: str | None = None) -> None:
+        """Put one gender's adapter (both if None) back to fresh: zero in effect, serving.
 
-    def adapter_gate(self, condition: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` gate in [0, 1] from the conditioning age (``age/100`` is column 2).
+        A full retraining changes the base network the adapters were trained on, so old
+        adapters would no longer fit it.
+        """
+        for i in self._adapter_indices(gender):
+            fresh = TeenAdapter(self.ups, [n.bn.num_features for n in self.norms])
+            self.adapters[i].load_state_dict(fresh.to(self.condition_in.weight.device).state_dict())
 
-        A trapezoid, so the adapter fades in over two years instead of switching on at one
-        age (a seed swept across ages must age smoothly, see the identity sweep).
+    def _adapter_indices(self, gender: str | None) -> list[int]:
+        if gender is None:
+            return list(range(len(GENDERS)))
+        if gender not in GENDERS:
+            raise ValueError(f"unknown gender {gender!r}; expected one of {GENDERS}")
+        return [GENDERS.index(gender)]
+
+    def adapter_parameters(self, gender: str | None = None) -> list[nn.Parameter]:
+        """The adapters' weights (one gender's, or both): all that an adapter run trains."""
+        return [p for i in self._adapter_indices(gender) for p in self.adapters[i].parameters()]
+
+    def adapter_gates(self, condition: torch.Tensor) -> torch.Tensor:
+        """``(2, N)``: each gender's adapter gate per row; 0 for rows of the other gender.
+
+        The conditioning age is ``age/100`` (column 2). A row's gender is its larger
+        one-hot entry, with or without gender guidance.
         """
         age = condition[:, 2] * MAX_AGE
-        a0, a1, a2, a3 = self.adapter_gate_ages
-        rise = (age - a0) / (a1 - a0)
-        fall = (a3 - age) / (a3 - a2)
-        # Female rows have the larger one-hot entry, with or without gender guidance.
-        female = (condition[:, 1] > condition[:, 0]).long()
-        return torch.minimum(rise, fall).clamp(0.0, 1.0) * self.adapter_genders[female]
+        female = condition[:, 1] > condition[:, 0]
+        return torch.stack(
+            [
+                adapter.gate(age) * (female if i else ~female)
+                for i, adapter in enumerate(self.adapters)
+            ]
+        )
 
-    def set_adapter_gate_ages(self, ages: Sequence[float]) -> None:
-        """Move the gate (four strictly increasing conditioning ages, see ``adapter_gate``).
+    def adapter_gate(self, condition: torch.Tensor) -> torch.Tensor:
+        """``(N,)``: the gate of each row's own adapter (see ``adapter_gates``)."""
+        return self.adapter_gates(condition).sum(0)
+
+    def set_adapter_gate_ages(self, gender: str, ages: Sequence[float]) -> None:
+        """Move one gender's gate (four strictly increasing conditioning ages).
 
         Why after training: the calibration maps a requested age to a conditioning age, so
-        the gate the adapter was trained with (11-21) need not cover the requested ages
-        13-19; moving it is an inference-time choice, measured like the calibration.
+        a gate need not sit where it was trained; moving it is an inference-time choice,
+        measured like the calibration (``place_adapter_gate`` derives it from requested
+        ages).
         """
-        values = torch.as_tensor([float(a) for a in ages], dtype=torch.float32)
-        if values.shape != (4,) or not bool((values.diff() > 0).all()):
-            raise ValueError(f"gate ages must be 4 strictly increasing ages, got {list(ages)}")
-        self.adapter_gate_ages.copy_(values.to(self.adapter_gate_ages.device))
+        self.adapters[self._adapter_indices(gender)[0]].set_gate_ages(ages)
+
+    def place_adapter_gate(self, gender: str, requested_ages: Sequence[float]) -> list[float]:
+        """Put ``gender``'s gate at the conditioning ages the calibration maps
+        ``requested_ages`` (four, rising) to; returns them.
+
+        So the gate covers the requested teens exactly, whatever the calibration does.
+        """
+        asked = torch.as_tensor([float(a) for a in requested_ages], dtype=torch.float32)
+        female = torch.full_like(asked, float(GENDERS.index(gender)))
+        condition, _ = self.calibrated(female.to(asked.device), asked)
+        ages = (condition[:, 2] * MAX_AGE).tolist()
+        self.set_adapter_gate_ages(gender, ages)
+        return ages
 
     def set_adapter_genders(self, genders: Sequence[str]) -> None:
-        """Serve the adapter to these genders only; the others render as without it."""
+        """Serve the adapters of these genders only; the others render as without one."""
         unknown = set(genders) - set(GENDERS)
         if unknown:
             raise ValueError(f"unknown genders {sorted(unknown)}; expected some of {GENDERS}")
-        mask = torch.tensor([float(g in genders) for g in GENDERS])
-        self.adapter_genders.copy_(mask.to(self.adapter_genders.device))
+        for gender, adapter in zip(GENDERS, self.adapters, strict=True):
+            adapter.serving.fill_(float(gender in genders))
+
+    def served_genders(self) -> list[str]:
+        """The genders whose adapter is switched on."""
+        return [g for g, a in zip(GENDERS, self.adapters, strict=True) if float(a.serving)]
 
     def calibration(self) -> dict[str, torch.Tensor]:
         """The calibration buffers (CPU copies)."""
@@ -412,20 +499,32 @@ class ConditionalDCGAN(nn.Module):
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """``(N, 100)`` noise, ``(N, CONDITION_DIM)`` condition -> ``(N, 3, 64, 64)`` in [-1, 1]."""
-        gate = self.adapter_gate(condition)
-        rows = gate.nonzero().squeeze(1)
-        x = self._up(0, z.reshape(z.shape[0], NOISE_DIM, 1, 1), gate, rows)
+        gates = self.adapter_gates(condition)
+        # Only adapters with a gated row take part; rows outside every gate stay
+        # bit-identical to the network without adapters (nothing is added to them).
+        active = [
+            (adapter, gate, gate.nonzero().squeeze(1))
+            for adapter, gate in zip(self.adapters, gates, strict=True)
+            if bool(gate.any())
+        ]
+        x = self._up(0, z.reshape(z.shape[0], NOISE_DIM, 1, 1), active)
         x = x + self.condition_in(condition).reshape_as(x)
-        x = x + (gate[:, None] * self.condition_adapter(condition)).reshape_as(x)
-        for i, norm in enumerate(self.norms, start=1):
-            x = self._up(i, torch.relu(norm(x, condition, gate)), gate, rows)
+        for adapter, gate, _ in active:
+            x = x + (gate[:, None] * adapter.condition(condition)).reshape_as(x)
+        for i, norm in enumerate(self.norms):
+            extra = None
+            for adapter, gate, _ in active:
+                gamma = gate[:, None] * adapter.gammas[i](condition)
+                beta = gate[:, None] * adapter.betas[i](condition)
+                extra = (gamma, beta) if extra is None else (extra[0] + gamma, extra[1] + beta)
+            x = self._up(i + 1, torch.relu(norm(x, condition, extra)), active)
         return torch.tanh(x)
 
-    def _up(self, i: int, x: torch.Tensor, gate: torch.Tensor, rows: torch.Tensor):
-        """Transposed convolution ``i``, plus the gated weight delta on the gated ``rows``."""
+    def _up(self, i: int, x: torch.Tensor, active: list) -> torch.Tensor:
+        """Transposed convolution ``i``, plus each active adapter's delta on its gated rows."""
         out = self.ups[i](x)
-        if rows.numel():
-            delta = self.up_adapters[i](x[rows]) * gate[rows, None, None, None]
+        for adapter, gate, rows in active:
+            delta = adapter.ups[i](x[rows]) * gate[rows, None, None, None]
             out = out.index_add(0, rows, delta)  # other rows stay bit-identical
         return out
 
@@ -449,7 +548,17 @@ class ConditionalDCGAN(nn.Module):
 
 
 def is_adapter_key(name: str) -> bool:
-    return name.startswith(_ADAPTER_PREFIXES) or ".adapter_" in name
+    return name.startswith("adapters.")
+
+
+def _per_gender_key(flat: str) -> str:
+    """A key of the single 2026-12-01 adapter -> its key inside a ``TeenAdapter``."""
+    if flat == "adapter_gate_ages":
+        return "gate_ages"
+    if flat.startswith("norms."):
+        _, index, leaf, rest = flat.split(".", 3)  # norms.I.adapter_gamma.weight
+        return f"{leaf.removeprefix('adapter_')}s.{index}.{rest}"
+    return flat.replace("condition_adapter.", "condition.", 1).replace("up_adapters.", "ups.", 1)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -333,7 +333,8 @@ def test_adapter_changes_only_the_gated_ages_and_old_files_load_without_it(
     # In effect zero: the linear maps and the low-rank ``up`` factors.
     adapter = dict(loaded.named_parameters())
     assert all(not adapter[k].any() for k in adapter if cond.is_adapter_key(k) and "down" not in k)
-    assert loaded.adapter_gate_ages.tolist() == list(cond.ADAPTER_GATE_AGES)
+    for adapter in loaded.adapters:
+        assert adapter.gate_ages.tolist() == list(cond.ADAPTER_GATE_AGES)
 
     adapted = cond.ConditionalDCGAN()
     adapted.load_state_dict(base.state_dict())
@@ -367,28 +368,90 @@ def test_adapter_can_be_kept_to_one_gender() -> None:
     guided = cond.encode_condition_unclamped(torch.zeros(n), torch.full((n,), 16.0), 1.5)
     assert not net.adapter_gate(guided).any()
     # The choice is part of the state, so the weights file's checksum covers it.
-    assert net.state_dict()["adapter_genders"].tolist() == [0.0, 1.0]
+    state = net.state_dict()
+    assert [state[f"adapters.{i}.serving"].item() for i in (0, 1)] == [0.0, 1.0]
+    assert net.served_genders() == ["female"]
     with pytest.raises(ValueError, match="unknown genders"):
         net.set_adapter_genders(["other"])
 
 
 def test_adapter_gate_can_be_moved_and_is_validated() -> None:
     net = cond.ConditionalDCGAN()
-    net.set_adapter_gate_ages([9.45, 10.1, 16.75, 17.14])
+    net.set_adapter_gate_ages("female", [9.45, 10.1, 16.75, 17.14])
     ages = torch.tensor([9.0, 10.5, 16.0, 17.2])
     gate = net.adapter_gate(cond.encode_condition_unclamped(torch.ones(4), ages))
     assert gate.tolist() == pytest.approx([0.0, 1.0, 1.0, 0.0])
+    # Each gender has its own gate: boys at the same ages keep the default one.
+    boys = net.adapter_gate(cond.encode_condition_unclamped(torch.zeros(4), ages))
+    assert boys.tolist() == pytest.approx([0.0, 0.0, 1.0, 1.0])
     for bad in ([13, 11, 19, 21], [11, 13, 19]):
         with pytest.raises(ValueError, match="strictly increasing"):
-            net.set_adapter_gate_ages(bad)
+            net.set_adapter_gate_ages("male", bad)
+    with pytest.raises(ValueError, match="unknown gender"):
+        net.set_adapter_gate_ages("other", [1, 2, 3, 4])
+
+
+def test_gate_placed_through_the_calibration() -> None:
+    net = cond.ConditionalDCGAN()
+    calibration = cond.identity_calibration()
+    calibration["calibration_condition_ages"][0, 2] = 12.0  # boys asked 16 -> 12
+    net.set_calibration(calibration)
+    ages = net.place_adapter_gate("male", [12.5, 13.0, 19.5, 20.0])
+    # Linear between the knots 6 -> 6, 16 -> 12 and 30 -> 30.
+    assert ages == pytest.approx([9.9, 10.2, 16.5, 17.143], abs=1e-3)
+    assert net.adapters[0].gate_ages.tolist() == pytest.approx(ages)
+    assert net.adapters[1].gate_ages.tolist() == list(cond.ADAPTER_GATE_AGES)
+
+
+def _flat_single_adapter_state(net: cond.ConditionalDCGAN, served: list[float]) -> dict:
+    """``net``'s state in the 2026-12-01 format: one adapter (the female one), flat keys."""
+    state = {k: v for k, v in net.state_dict().items() if not cond.is_adapter_key(k)}
+    for key, value in net.adapters[1].state_dict().items():
+        if key == "serving":
+            continue
+        if key == "gate_ages":
+            flat = "adapter_gate_ages"
+        elif key.startswith(("gammas.", "betas.")):
+            leaf, index, rest = key.split(".", 2)
+            flat = f"norms.{index}.adapter_{leaf[:-1]}.{rest}"
+        else:
+            flat = key.replace("condition.", "condition_adapter.").replace("ups.", "up_adapters.")
+        state[flat] = value
+    state["adapter_genders"] = torch.tensor(served)
+    return state
+
+
+def test_files_with_the_single_adapter_load_it_for_the_genders_it_served() -> None:
+    torch.manual_seed(4)
+    net = cond.ConditionalDCGAN()
+    with torch.no_grad():
+        for p in net.adapter_parameters("female"):
+            p.normal_(0.0, 0.2)
+    net.set_adapter_gate_ages("female", [9.45, 10.1, 16.75, 17.14])
+    net.set_adapter_genders(["female"])
+    legacy = cond.ConditionalDCGAN()
+    legacy.load_state_dict(_flat_single_adapter_state(net, [0.0, 1.0]), strict=True)
+    assert legacy.served_genders() == ["female"]
+    z = torch.randn(4, cond.NOISE_DIM)
+    for female in (0.0, 1.0):
+        for age in (9.0, 10.0, 14.0, 16.9, 20.0):
+            assert torch.equal(_raw(legacy, z, female, age), _raw(net, z, female, age))
+    # A file trained before genders were chosen served both: both adapters get it.
+    both = cond.ConditionalDCGAN()
+    state = _flat_single_adapter_state(net, [1.0, 1.0])
+    del state["adapter_genders"]
+    both.load_state_dict(state, strict=True)
+    assert both.served_genders() == ["male", "female"]
+    for a, b in zip(both.adapters[0].parameters(), both.adapters[1].parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_committed_adapter_serves_girls_only_and_is_recorded() -> None:
     provenance = json.loads(cond.DEFAULT_PROVENANCE.read_text())
     serves = provenance["adapter"]["serves"]
     network = ConditionalGenerator.from_models_dir(None, device="cpu").network
-    assert network.adapter_genders.tolist() == [0.0, 1.0] and serves["genders"] == ["female"]
-    assert network.adapter_gate_ages.tolist() == pytest.approx(serves["gate_ages"])
+    assert network.served_genders() == ["female"] and serves["genders"] == ["female"]
+    assert network.adapters[1].gate_ages.tolist() == pytest.approx(serves["gate_ages"])
     # The calibration maps requested 13..19 (girls) into the gate, 12 and 20 outside it.
     female = torch.ones(3)
     condition, _ = network.calibrated(female, torch.tensor([12.0, 16.0, 20.0]))

@@ -22,15 +22,24 @@ from ingest.generators.conditional import ConditionalGenerator, identity_calibra
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faces")
+    cells = [(5, "male"), (15, "female"), (30, "male"), (50, "female"), (80, "male")]
+    return _write_dataset(tmp_path_factory.mktemp("faces"), cells * 2)
+
+
+@pytest.fixture(scope="module")
+def dataset_with_teen_boys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cells = [(5, "male"), (15, "female"), (16, "male"), (30, "male"), (80, "female")]
+    return _write_dataset(tmp_path_factory.mktemp("faces"), cells * 2)
+
+
+def _write_dataset(root: Path, faces: list[tuple[int, str]]) -> Path:
+    """Random-pixel faces laid out like utkface-dev (images/ and labels.csv)."""
     (root / "images").mkdir()
     rng = np.random.default_rng(0)
     with (root / "labels.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "age", "gender"])
-        for i, (age, gender) in enumerate(
-            [(5, "male"), (15, "female"), (30, "male"), (50, "female"), (80, "male")] * 2
-        ):
+        for i, (age, gender) in enumerate(faces):
             pixels = rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / "images" / f"{i}.jpg")
             writer.writerow([f"{i}.jpg", age, gender])
@@ -44,8 +53,9 @@ def _quick_recalibration(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _config(dataset: Path, out: Path, steps: int, **kw) -> training.TrainConfig:
+    kw.setdefault("batch_size", 4)
     return training.TrainConfig(
-        dataset_dir=str(dataset), out=str(out), steps=steps, batch_size=4, seed=3,
+        dataset_dir=str(dataset), out=str(out), steps=steps, seed=3,
         device="cpu", sample_every=2, checkpoint_every=1, init="scratch", threads=None,
         export=str(out / "export" / "conditional.pt"), **kw,
     )  # fmt: skip
@@ -68,7 +78,11 @@ def test_train_checkpoints_resumes_and_exports(dataset: Path, tmp_path: Path) ->
         assert torch.equal(state[name], value), name
     assert provenance["calibration"] is None
     # A full run leaves the adapter alone: it is zero unless an adapter run trains it.
-    assert all(not state[k].any() for k in state if k.startswith("condition_adapter"))
+    assert all(
+        not state[k].any()
+        for k in state
+        if cond_module.is_adapter_key(k) and (".condition." in k or k.endswith(".up"))
+    )
 
     resumed = training.train(_config(dataset, tmp_path / "a", steps=3))
     assert json.loads(resumed.with_suffix(".json").read_text())["steps"] == 3
@@ -131,7 +145,7 @@ def test_age_bands_follow_the_catalog_bands() -> None:
     assert training.age_bands(ages).tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 
-def test_aux_loss_child_gender_weight_and_band_term() -> None:
+def test_aux_loss_gender_weights_by_age_and_band_term() -> None:
     torch.manual_seed(0)
     logit, age_scaled, bands = torch.randn(4), torch.randn(4), torch.randn(4, 5)
     female = torch.tensor([0.0, 1.0, 0.0, 1.0])
@@ -143,6 +157,11 @@ def test_aux_loss_child_gender_weight_and_band_term() -> None:
     weighted = training.aux_loss(logit, age_scaled, female, age, child_gender_weight=3.0)
     expected = (3 * per_face[:2].sum() + per_face[2:].sum()) / 8 + l1
     torch.testing.assert_close(weighted, expected)
+    teen = training.aux_loss(
+        logit, age_scaled, female, age, child_gender_weight=2.0, teen_gender_weight=4.0
+    )
+    expected = (2 * per_face[:2].sum() + 4 * per_face[2] + per_face[3]) / 9 + l1
+    torch.testing.assert_close(teen, expected)
     with_bands = training.aux_loss(logit, age_scaled, female, age, bands, band_weight=0.5)
     ce = torch.nn.functional.cross_entropy(bands, torch.tensor([0, 0, 1, 4]))
     torch.testing.assert_close(with_bands, plain + 0.5 * ce)
@@ -191,8 +210,9 @@ def test_init_from_weights_with_warmup_and_new_losses(dataset: Path, tmp_path: P
             torch.testing.assert_close(state[name], p.detach(), msg=name)
         elif not name.endswith(".down"):  # reset: zero in effect again
             assert not state[name].any(), name
-    assert state["adapter_genders"].tolist() == [1.0, 1.0]
-    assert state["adapter_gate_ages"].tolist() == list(cond_module.ADAPTER_GATE_AGES)
+    for i in (0, 1):
+        assert state[f"adapters.{i}.serving"].item() == 1.0
+        assert state[f"adapters.{i}.gate_ages"].tolist() == list(cond_module.ADAPTER_GATE_AGES)
     for name, value in identity_calibration().items():
         assert torch.equal(state[name], value), name  # calibration reset for training
     provenance = json.loads(path.with_suffix(".json").read_text())
@@ -301,7 +321,8 @@ def test_anchored_run_trains_and_records_the_anchor(dataset: Path, tmp_path: Pat
         (["--anchor-weight", "5"], "--init-from"),
         (["--anchor-free-ages", "19,13"], "--anchor-free-ages"),
         (["--anchor-free-ages", "teen"], "--anchor-free-ages"),
-        (["--adapter"], "--adapter"),
+        (["--adapter", "male"], "--adapter"),
+        (["--adapter", "boys"], "--adapter"),
     ],
 )
 def test_cli_validates_the_anchor(dataset: Path, tmp_path: Path, args, message) -> None:
@@ -313,47 +334,60 @@ def test_cli_validates_the_anchor(dataset: Path, tmp_path: Path, args, message) 
     assert not (tmp_path / "last.pt").exists()
 
 
-def test_adapter_run_trains_only_the_adapter(dataset: Path, tmp_path: Path) -> None:
+def test_adapter_run_trains_only_one_genders_adapter(
+    dataset_with_teen_boys: Path, tmp_path: Path
+) -> None:
+    dataset = dataset_with_teen_boys
     init_path = tmp_path / "init.pt"
     init = _calibrated_init(init_path)
     for m in init.modules():  # trained-looking BN statistics, which the run must not touch
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.normal_(0.0, 0.1)
+    # A trained girls' adapter that serves, as in the committed file: the boys' run must
+    # leave it exactly as it is.
+    with torch.no_grad():
+        for p in init.adapter_parameters("female"):
+            p.normal_(0.0, 0.1)
+    init.set_adapter_genders(["female"])
     torch.save(init.state_dict(), init_path)
     config = _config(
         dataset, tmp_path / "run", steps=3, init_from=str(init_path), d_warmup_steps=1,
-        band_weights=(1, 6, 1, 0.5, 0.5), band_loss_weight=1.0, adapter=True, lr_g=1e-2,
+        band_weights=(1, 6, 1, 0.5, 0.5), band_loss_weight=1.0, adapter="male", lr_g=1e-2,
+        teen_gender_weight=3.0, batch_size=8,
     )  # fmt: skip
     path = training.train(config)
     state, before = torch.load(path, weights_only=True), init.state_dict()
-    adapter_keys = [k for k in state if cond_module.is_adapter_key(k)]
-    assert adapter_keys
+    boys = [k for k in state if k.startswith("adapters.0.")]
     for key, value in state.items():
-        if key in adapter_keys:
+        if key in boys:
             continue
-        # Everything else, BN statistics and the init's calibration included, is the file's.
+        # Everything else (BN statistics, the init's calibration, the girls' adapter) is
+        # the file's.
         assert torch.equal(value, before[key]), key
-    assert any(
-        not torch.equal(state[k], before[k]) for k in adapter_keys if k != "adapter_gate_ages"
-    )
+    assert any(not torch.equal(state[k], before[k]) for k in boys if k.endswith(".up"))
+    assert state["adapters.0.serving"].item() == 1.0
     provenance = json.loads(path.with_suffix(".json").read_text())
-    assert provenance["adapter"]["gate_ages"] == list(cond_module.ADAPTER_GATE_AGES)
+    assert provenance["adapter"]["gender"] == "male"
+    assert provenance["adapter"]["served"] == ["male", "female"]
+    # The gate sits where the init's calibration maps requested 12.5-20 (male 30 -> 25).
+    assert provenance["adapter"]["gate_ages"] == pytest.approx(
+        [12.5, 13.0, 16 + 3.5 * 9 / 14, 16 + 4 * 9 / 14], abs=1e-4
+    )
     assert "init file" in provenance["calibration"]
 
-    # Served requests outside the gate render bit-identically; teenagers change.
+    # Served requests outside the boys' gate render bit-identically; teen boys change.
     adapted = ConditionalGenerator(path, device="cpu")
     init_file = tmp_path / "init_served.pt"
     torch.save(before, init_file)
     (tmp_path / "init_served.json").write_text(json.dumps({"sha256": sha256_file(init_file)}))
     original = ConditionalGenerator(init_file, device="cpu")
     latents = original.sample_latents(range(4))
-    for gender in ("male", "female"):
-        for age in (3.0, 30.0, 50.0, 90.0):
+    for gender, ages in (("male", (3.0, 12.0, 21.0, 50.0)), ("female", (3.0, 16.0, 50.0))):
+        for age in ages:
             assert torch.equal(
                 adapted.generate_for(gender, age, latents),
                 original.generate_for(gender, age, latents),
             ), (gender, age)
-        assert not torch.equal(
-            adapted.generate_for(gender, 16.0, latents),
-            original.generate_for(gender, 16.0, latents),
-        )
+    assert not torch.equal(
+        adapted.generate_for("male", 16.0, latents), original.generate_for("male", 16.0, latents)
+    )
