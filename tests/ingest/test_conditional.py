@@ -17,6 +17,7 @@ from ingest.generators.conditional import (
     condition_from_latents,
     latents_with_condition,
 )
+from tests.factories import save_conditional_weights
 
 MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
 
@@ -33,9 +34,7 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 p.normal_(0.0, 0.1)
     folder = tmp_path_factory.mktemp("conditional")
     path = folder / "conditional.pt"
-    torch.save(net.state_dict(), path)
-    (folder / "conditional.json").write_text(json.dumps({"sha256": cond.sha256_file(path)}))
-    return path
+    return save_conditional_weights(net.state_dict(), path)
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +75,7 @@ def test_missing_files_name_the_remedy(weights_file: Path, tmp_path: Path) -> No
 
 
 def test_a_different_network_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "other.pt"
-    torch.save({"weight": torch.zeros(3)}, path)
-    (tmp_path / "other.json").write_text(json.dumps({"sha256": cond.sha256_file(path)}))
+    path = save_conditional_weights({"weight": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ConditionalWeightsError, match="cannot load"):
         ConditionalGenerator(path, device="cpu")
 
@@ -261,7 +258,7 @@ def test_checksum_covers_the_calibration(weights_file: Path, tmp_path: Path) -> 
     (tmp_path / "conditional.json").write_text(weights_file.with_suffix(".json").read_text())
     with pytest.raises(ConditionalWeightsError, match="corrupt"):
         ConditionalGenerator(path, device="cpu")
-    (tmp_path / "conditional.json").write_text(json.dumps({"sha256": cond.sha256_file(path)}))
+    save_conditional_weights(net.state_dict(), path)
     calibrated = ConditionalGenerator(path, device="cpu")
     for name, value in _calibration().items():
         assert torch.equal(calibrated.network.calibration()[name], value)
@@ -277,9 +274,7 @@ def test_a_file_without_calibration_loads_as_identity(tmp_path: Path) -> None:
     state = {
         k: v for k, v in cond.ConditionalDCGAN().state_dict().items() if "calibration" not in k
     }
-    path = tmp_path / "old.pt"
-    torch.save(state, path)
-    (tmp_path / "old.json").write_text(json.dumps({"sha256": cond.sha256_file(path)}))
+    path = save_conditional_weights(state, tmp_path / "old.pt")
     loaded = ConditionalGenerator(path, device="cpu").network.calibration()
     for name, value in cond.identity_calibration().items():
         assert torch.equal(loaded[name], value)

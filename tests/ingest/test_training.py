@@ -18,6 +18,7 @@ from PIL import Image
 from ingest import training
 from ingest.generators import conditional as cond_module
 from ingest.generators.conditional import ConditionalGenerator, identity_calibration, sha256_file
+from tests.factories import save_conditional_weights
 
 
 @pytest.fixture(scope="module")
@@ -377,9 +378,7 @@ def test_adapter_run_trains_only_one_genders_adapter(
 
     # Served requests outside the boys' gate render bit-identically; teen boys change.
     adapted = ConditionalGenerator(path, device="cpu")
-    init_file = tmp_path / "init_served.pt"
-    torch.save(before, init_file)
-    (tmp_path / "init_served.json").write_text(json.dumps({"sha256": sha256_file(init_file)}))
+    init_file = save_conditional_weights(before, tmp_path / "init_served.pt")
     original = ConditionalGenerator(init_file, device="cpu")
     latents = original.sample_latents(range(4))
     for gender, ages in (("male", (3.0, 12.0, 21.0, 50.0)), ("female", (3.0, 16.0, 50.0))):

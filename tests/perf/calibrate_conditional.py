@@ -292,6 +292,76 @@ def near_dups(
     results.write_text(json.dumps(stored))
 
 
+@cli.command()
+@click.option("--gender", type=click.Choice(cond.GENDERS), required=True)
+@click.option("--ages", required=True, help="Requested ages, comma-separated (0-100).")
+@click.option("--seeds", "n_seeds", default=96, show_default=True, help="Faces per age.")
+@click.option("--first-seed", default=FIRST_HELD_OUT_SEED, show_default=True)
+@click.option("--threads", default=2, show_default=True)
+@click.option(
+    "--models-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=REPO_ROOT / "instance" / "models",
+    show_default=True,
+)
+@click.argument(
+    "networks",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+def requested(
+    gender: str,
+    ages: str,
+    n_seeds: int,
+    first_seed: int,
+    threads: int,
+    models_dir: Path,
+    networks: tuple[Path, ...],
+) -> None:
+    """Robust match per requested age, as users ask, for NETWORKS side by side.
+
+    Each age is judged against its own band (13 against 13-19, 20 against 20-39), so the
+    edges of a band can be checked. NETWORKS are weights files or training snapshots
+    (measured as candidates: their own sha256 is taken as expected, as ``sweep`` does for
+    a candidate export).
+    """
+    if first_seed < 256:
+        raise click.BadParameter("seeds below 256 are the benchmark's; calibrate on others")
+    configure_threads(threads)
+    estimator = load_estimator("faceapi", models_dir, device="cpu", batch_size=128)
+    asked = _floats(ages)
+    rows = []
+    for path in networks:
+        generator = cond.ConditionalGenerator(
+            path, device="cpu", expected_sha256=cond.sha256_file(path)
+        )
+        latents = generator.sample_latents(range(first_seed, first_seed + n_seeds))
+        cells = []
+        for age in asked:
+            images = generator.generate_for(gender, age, latents).cpu().numpy()
+            verdict = robust_predict(estimator, images)
+            record = {
+                "gender": gender,
+                "ages": verdict.age.tolist(),
+                "p_female": verdict.p_female.tolist(),
+            }
+            band = next(label for label, lo, hi in BANDS if lo <= round(age) <= hi)
+            match, gender_ok, _ = band_match(record, band)
+            cells.append(
+                f"{100 * match:.0f}% ({100 * gender_ok:.0f}%, {np.median(verdict.age):.1f})"
+            )
+        rows.append(f"| {path.name} | " + " | ".join(cells) + " |")
+    click.echo(
+        f"{gender}, seeds {first_seed}-{first_seed + n_seeds - 1}: robust match for the asked "
+        "age's band (confident gender, median estimated age)"
+    )
+    click.echo("| network | " + " | ".join(f"{a:g}" for a in asked) + " |")
+    click.echo("| --- |" + " --- |" * len(asked))
+    for row in rows:
+        click.echo(row)
+
+
 def _network_sha(network: cond.ConditionalDCGAN) -> str:
     """SHA-256 over the network's parameters and BN statistics, calibration excluded."""
     import hashlib
@@ -510,9 +580,12 @@ def _save_and_record(
 @cli.command("adapter")
 @click.option(
     "--gender", "genders", type=click.Choice(cond.GENDERS), multiple=True,
-    help="Genders the adapter serves (none given: it serves nobody).",
+    help="Genders whose adapter serves (none given: no adapter serves).",
 )  # fmt: skip
-@click.option("--gate-ages", default=None, help="Four conditioning ages A0<A1<A2<A3 (gate).")
+@click.option(
+    "--gate", "gates", multiple=True, metavar="GENDER:A0,A1,A2,A3",
+    help="Move GENDER's gate to these four conditioning ages.",
+)  # fmt: skip
 @click.option("--note", required=True, help="The measurement this choice rests on.")
 @click.option(
     "--weights",
@@ -520,28 +593,33 @@ def _save_and_record(
     default=cond.DEFAULT_WEIGHTS,
     show_default=True,
 )
-def adapter(genders: tuple[str, ...], gate_ages: str | None, note: str, weights: Path) -> None:
-    """Choose whom a trained teen adapter serves: genders, and where its gate sits.
+def adapter(genders: tuple[str, ...], gates: tuple[str, ...], note: str, weights: Path) -> None:
+    """Choose whom the trained teen adapters serve, and where their gates sit.
 
-    Like ``apply``, inference-time choices written into WEIGHTS (the ``adapter_*``
-    buffers, so the checksum covers them) and recorded in the provenance.
+    Like ``apply``, inference-time choices written into WEIGHTS (each adapter's
+    ``serving`` and ``gate_ages`` buffers, so the checksum covers them) and recorded in
+    the provenance.
     """
     generator = cond.ConditionalGenerator(weights, device="cpu")
     old_sha = generator.checksum
     network = generator.network.cpu()
     try:
         network.set_adapter_genders(genders)
-        if gate_ages:
-            network.set_adapter_gate_ages(_floats(gate_ages))
+        for gate in gates:
+            gender, _, ages = gate.partition(":")
+            network.set_adapter_gate_ages(gender, _floats(ages))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     entry = {
         "genders": list(genders),
-        "gate_ages": network.adapter_gate_ages.tolist(),
+        "gate_ages": {
+            gender: adapter.gate_ages.tolist()
+            for gender, adapter in zip(cond.GENDERS, network.adapters, strict=True)
+        },
         "note": note,
     }
     sha = _save_and_record(network, weights, old_sha, ("adapter", "serves"), entry)
-    click.echo(f"adapter serves {list(genders)} in {weights}: sha256 {sha[:16]}…")
+    click.echo(f"adapters serve {list(genders)} in {weights}: sha256 {sha[:16]}…")
 
 
 if __name__ == "__main__":
