@@ -84,9 +84,19 @@ class IngestWorker:
         self.runs = 0
         self.scheduler = build_scheduler(self.job, interval_seconds)
         self._signals = 0
+        # Set while no job runs: ``run`` waits on it with a timeout at shutdown.
+        self._idle = threading.Event()
+        self._idle.set()
 
     def job(self) -> None:
         """One scheduled run; errors are logged, never kill the scheduler."""
+        self._idle.clear()
+        try:
+            self._job()
+        finally:
+            self._idle.set()
+
+    def _job(self) -> None:
         if self.stop.is_set():
             return
         if self.backfill is not None:
@@ -130,10 +140,10 @@ class IngestWorker:
             if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
                 signal.signal(signal.SIGINT, self._on_signal)
             # Only the main thread runs Python signal handlers, and the kernel may hand a
-            # signal to any thread: one taken by a job thread waits until the main thread
-            # runs bytecode, which it does not while joining a hung batch in ``finally``
-            # (a second SIGTERM then never abandons it). Threads inherit the signal mask,
-            # so the scheduler's threads, started with these blocked, never take them.
+            # signal to any thread: one taken by another thread waits until the main
+            # thread runs bytecode (``finally`` below waits in timed steps for that).
+            # Threads inherit the signal mask, so the scheduler's threads, started with
+            # these blocked, never take them and signals reach the main thread at once.
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
             try:
                 self.scheduler.start()
@@ -147,7 +157,12 @@ class IngestWorker:
                 pass
         finally:
             self.stop.set()
-            # wait=True: the running job sees ``stop`` and finishes its batch first.
-            self.scheduler.shutdown(wait=True)
+            # No new jobs; the running one sees ``stop`` and finishes its batch first. It
+            # is waited for in one-second steps, not an untimed join, so the main thread
+            # runs bytecode at least once a second and a second signal, whichever thread
+            # the kernel gave it to, is handled while a batch hangs.
+            self.scheduler.shutdown(wait=False)
+            while not self._idle.wait(1.0):
+                pass
             logger.info("ingest worker stopped after %d runs", self.runs)
         return 0
