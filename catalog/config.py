@@ -340,7 +340,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ONDEMAND_BUDGET_SECONDS",
         4.0,
-        "Time budget for on-demand generation per request.",
+        "Time budget for on-demand generation per request (a process's first request "
+        "loads the models before its budget starts).",
         _float_range(0.0, 120.0),
         "ondemand",
     ),

@@ -413,7 +413,13 @@ class OnDemand:
         if not self._run_lock.acquire(timeout=max(0.0, deadline - self.clock())):
             return None, None
         try:
+            loading = self._models is None
+            before = self.clock()
             models = self.models()
+            if loading:
+                # Loading the models (1.5-3 s on a CPU, once per process) is start-up, not
+                # generation: the first request keeps its whole budget for generating.
+                deadline += self.clock() - before
             if plan.strategy not in self.available():
                 # Planned before the models were loaded, and this one failed to load
                 # (e.g. corrupt conditional weights): take the next viable plan, if any.

@@ -540,6 +540,23 @@ def test_a_strategy_that_fails_to_load_falls_back_to_the_next(app: Flask) -> Non
     assert engine.available() == [SAMPLE]
 
 
+def test_loading_the_models_does_not_eat_the_first_requests_budget(app: Flask) -> None:
+    now = [0.0]
+    generator = RobustFakeGenerator(lambda seed: COMMON)  # never a woman in her 40s
+    models = ModelSet(generator, RobustFakeEstimator())  # type: ignore[arg-type]
+
+    def slow_load() -> ModelSet:
+        now[0] += 10.0  # longer than the whole 3 s budget (the clock is frozen otherwise)
+        return models
+
+    engine = make_engine(app, generator)
+    engine._load_models = slow_load
+    engine.clock = lambda: now[0]
+    assert engine.supply(FEMALE_40S) is None
+    # The budget started after loading: the run went on past its first batch of 16.
+    assert generator.generated > 16
+
+
 def test_guided_optimiser_stops_stepping_at_the_deadline() -> None:
     from ingest.ondemand.strategies import GuidedOptimiser
 
