@@ -137,6 +137,7 @@ class TrainConfig:
     anchor_weight: float = 0.0
     anchor_free_ages: tuple[float, float] = (13.0, 19.0)
     adapter: str | None = None  # the gender whose teen adapter an adapter run trains
+    adapter_tie_weight: float = 0.0
 
 
 # --------------------------------------------------------------------------- data
@@ -554,6 +555,8 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     rng = np.random.default_rng(config.seed)
     if config.adapter and (not config.init_from or config.anchor_weight):
         raise click.ClickException("--adapter needs --init-from and no --anchor-weight")
+    if config.adapter_tie_weight and not config.adapter:
+        raise click.ClickException("--adapter-tie-weight needs --adapter")
     data = FaceDataset(config.dataset_dir, band_weights=config.band_weights)
 
     g = cond.ConditionalDCGAN()
@@ -712,6 +715,9 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
             if anchor is not None:
                 loss_anchor = anchor_loss(g, anchor, rng, bs, config.anchor_free_ages, device)
                 loss_g = loss_g + config.anchor_weight * loss_anchor
+            if config.adapter_tie_weight:
+                loss_anchor = adapter_tie_loss(g, config.adapter, fake, z, female, ages)
+                loss_g = loss_g + config.adapter_tie_weight * loss_anchor
             d.requires_grad_(True)
             # An adapter run's batch may hold no face inside its gender's gate: then G's
             # loss does not depend on what it trains, and there is nothing to step.
@@ -792,6 +798,38 @@ def load_init_weights(
         g.set_calibration(cond.identity_calibration())
         g.reset_adapter()
     return cond.sha256_file(path)
+
+
+def adapter_tie_loss(
+    g: cond.ConditionalDCGAN,
+    gender: str,
+    fake: torch.Tensor,
+    z: torch.Tensor,
+    female: torch.Tensor,
+    ages: torch.Tensor,
+) -> torch.Tensor:
+    """Mean L1 between the adapter's fakes and what the network renders without it, over
+    the rows inside ``gender``'s gate (zero when there are none).
+
+    Why: a boys' adapter trained against D's auxiliary head alone satisfied that head with
+    faces another estimator read as 30-year-olds of unclear gender (docs/coverage.md);
+    tying it to the base network's image for the same request keeps its changes small, a
+    trust region around what already works. The network is in eval mode in adapter runs,
+    so switching the adapter off for one forward pass changes nothing else.
+    """
+    adapter = g.adapters[cond.GENDERS.index(gender)]
+    condition, _ = g.calibrated(female, ages)
+    rows = g.adapter_gates(condition)[cond.GENDERS.index(gender)] > 0
+    if not bool(rows.any()):
+        return torch.zeros((), device=fake.device)
+    serving = adapter.serving.clone()
+    adapter.serving.zero_()
+    try:
+        with torch.no_grad():
+            base = g.render_request(z[rows], female[rows], ages[rows])
+    finally:
+        adapter.serving.copy_(serving)
+    return F.l1_loss(fake[rows], base)
 
 
 def prepare_adapter_run(g: cond.ConditionalDCGAN, gender: str) -> None:
@@ -1044,6 +1082,13 @@ def export(
     default=None,
     help="Train only this gender's gated teen adapter (needs --init-from); everything else frozen.",
 )
+@click.option(
+    "--adapter-tie-weight",
+    default=0.0,
+    show_default=True,
+    help="With --adapter: weight of an L1 term tying the adapter's faces to the network's "
+    "without it, for the same request (0: off).",
+)
 @click.option("--ema-beta", default=0.999, show_default=True, help="EMA decay of G's weights.")
 @click.option(
     "--export-snapshot",
@@ -1084,6 +1129,7 @@ def train_command(
     anchor_weight: float,
     anchor_free_ages: str,
     adapter: str | None,
+    adapter_tie_weight: float,
     ema_beta: float,
     snapshot_step: int | None,
     export_path: str,
@@ -1128,6 +1174,8 @@ def train_command(
             "needs --init-from (the network it adapts) and no --anchor-weight",
             param_hint="--adapter",
         )
+    if adapter_tie_weight and not adapter:
+        raise click.BadParameter("needs --adapter", param_hint="--adapter-tie-weight")
     if (Path(out) / "last.pt").exists() and not resume:
         raise click.ClickException(f"{out}/last.pt exists: pass --resume or choose another --out")
     models_dir = None
@@ -1164,6 +1212,7 @@ def train_command(
         anchor_weight=anchor_weight,
         anchor_free_ages=(free_low, free_high),
         adapter=adapter,
+        adapter_tie_weight=adapter_tie_weight,
     )
     path = train(config, command=sys.argv)
     if path:

@@ -324,6 +324,7 @@ def test_anchored_run_trains_and_records_the_anchor(dataset: Path, tmp_path: Pat
         (["--anchor-free-ages", "teen"], "--anchor-free-ages"),
         (["--adapter", "male"], "--adapter"),
         (["--adapter", "boys"], "--adapter"),
+        (["--adapter-tie-weight", "5"], "--adapter-tie-weight"),
     ],
 )
 def test_cli_validates_the_anchor(dataset: Path, tmp_path: Path, args, message) -> None:
@@ -354,7 +355,7 @@ def test_adapter_run_trains_only_one_genders_adapter(
     config = _config(
         dataset, tmp_path / "run", steps=3, init_from=str(init_path), d_warmup_steps=1,
         band_weights=(1, 6, 1, 0.5, 0.5), band_loss_weight=1.0, adapter="male", lr_g=1e-2,
-        teen_gender_weight=3.0, batch_size=8,
+        teen_gender_weight=3.0, batch_size=8, adapter_tie_weight=1.0,
     )  # fmt: skip
     path = training.train(config)
     state, before = torch.load(path, weights_only=True), init.state_dict()
@@ -389,4 +390,35 @@ def test_adapter_run_trains_only_one_genders_adapter(
             ), (gender, age)
     assert not torch.equal(
         adapted.generate_for("male", 16.0, latents), original.generate_for("male", 16.0, latents)
+    )
+
+
+def test_adapter_tie_loss_measures_the_adapters_change_inside_its_gate() -> None:
+    torch.manual_seed(5)
+    g = cond_module.ConditionalDCGAN().eval().requires_grad_(False)
+    z = torch.randn(6, cond_module.NOISE_DIM)
+    female = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    ages = torch.tensor([16.0, 14.0, 40.0, 16.0, 5.0, 19.0])
+    fake = g.render_request(z, female, ages)
+    # A fresh adapter changes nothing.
+    assert training.adapter_tie_loss(g, "male", fake, z, female, ages).item() == 0.0
+    with torch.no_grad():
+        for p in g.adapter_parameters("male"):
+            p.normal_(0.0, 0.2)
+    fake = g.render_request(z, female, ages)
+    tie = training.adapter_tie_loss(g, "male", fake, z, female, ages)
+    assert tie.item() > 0.0
+    assert g.adapters[0].serving.item() == 1.0  # switched back on after the base pass
+    # Only boys inside the gate count: the L1 over those rows alone.
+    rows = torch.tensor([True, True, False, False, False, True])
+    g.adapters[0].serving.zero_()
+    base = g.render_request(z[rows], female[rows], ages[rows])
+    g.adapters[0].serving.fill_(1.0)
+    torch.testing.assert_close(tie, torch.nn.functional.l1_loss(fake[rows], base))
+    outside = torch.tensor([False, False, True, True, True, False])
+    assert (
+        training.adapter_tie_loss(
+            g, "male", fake[outside], z[outside], female[outside], ages[outside]
+        ).item()
+        == 0.0
     )
