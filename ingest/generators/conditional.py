@@ -383,14 +383,13 @@ class ConditionalDCGAN(nn.Module):
             for name, value in own.items():
                 if name.startswith(head) and prefix + name not in state:
                     state[prefix + name] = value.clone()
-            if served is None:
+            if served is None:  # a file with per-gender adapters, or with none
                 continue
-            if not flat or not served[i]:
-                state[prefix + head + "serving"] = torch.tensor(float(served[i] and not flat))
-                continue
-            for old, value in flat.items():
-                state[prefix + head + _per_gender_key(old)] = value.clone()
-            state[prefix + head + "serving"] = torch.tensor(1.0)
+            takes_it = bool(flat) and bool(served[i])
+            if takes_it:
+                for old, value in flat.items():
+                    state[prefix + head + _per_gender_key(old)] = value.clone()
+            state[prefix + head + "serving"] = torch.tensor(float(takes_it))
 
     def reset_adapter(self, gender: str | None = None) -> None:
         """Put one gender's adapter (both if None) back to fresh: zero in effect, serving.
