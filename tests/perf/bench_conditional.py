@@ -63,6 +63,13 @@ BANDS = (("0-12", 0, 12), ("13-19", 13, 19), ("20-39", 20, 39), ("40-59", 40, 59
 TARGET_AGES = {"0-12": 6.0, "13-19": 16.0, "20-39": 30.0, "40-59": 50.0, "60+": 72.0}
 HAND_WRITTEN = "<!-- Written by hand below this line; bench_conditional.py keeps it. -->"
 SWEEP_AGES = (3.0, 10.0, 16.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0)
+# Where the estimators' weights are (``make weights``); shared with calibrate_conditional.py.
+models_dir_option = click.option(
+    "--models-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=REPO_ROOT / "instance" / "models",
+    show_default=True,
+)
 
 
 @dataclass
@@ -378,12 +385,7 @@ def describe_calibration(generator: cond.ConditionalGenerator) -> str:
     default=cond.DEFAULT_WEIGHTS,
     show_default=True,
 )
-@click.option(
-    "--models-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=REPO_ROOT / "instance" / "models",
-    show_default=True,
-)
+@models_dir_option
 @click.option(
     "--utkface-dir",
     type=click.Path(file_okay=False, path_type=Path),

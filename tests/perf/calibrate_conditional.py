@@ -59,6 +59,7 @@ from bench_conditional import (  # noqa: E402
     TARGET_AGES,
     features,
     mean_pairwise_distance,
+    models_dir_option,
     near_duplicate_rate,
 )
 
@@ -156,12 +157,7 @@ weights_option = click.option(
     default=DEFAULT_RESULTS,
     show_default=True,
 )
-@click.option(
-    "--models-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=REPO_ROOT / "instance" / "models",
-    show_default=True,
-)
+@models_dir_option
 @weights_option
 def sweep(
     genders: tuple[str, ...],
@@ -298,12 +294,7 @@ def near_dups(
 @click.option("--seeds", "n_seeds", default=96, show_default=True, help="Faces per age.")
 @click.option("--first-seed", default=FIRST_HELD_OUT_SEED, show_default=True)
 @click.option("--threads", default=2, show_default=True)
-@click.option(
-    "--models-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=REPO_ROOT / "instance" / "models",
-    show_default=True,
-)
+@models_dir_option
 @click.argument(
     "networks",
     nargs=-1,
