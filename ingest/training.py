@@ -781,8 +781,8 @@ def load_init_weights(
     A full run changes the base network, so the file's calibration is dropped (identity;
     the export is calibrated again afterwards, on its own measurements) and so is any
     trained adapter (it was fit to the old base). An adapter run keeps both: the base and
-    its calibration are what the other cells go on being served with, and the export
-    carries the calibration unchanged (training itself feeds the raw condition).
+    its calibration are what the other cells go on being served with: the adapter's
+    fakes are rendered through it and the export carries it unchanged.
     """
     path = Path(path)
     if not path.is_file():
@@ -817,9 +817,10 @@ def adapter_tie_loss(
     trust region around what already works. The network is in eval mode in adapter runs,
     so switching the adapter off for one forward pass changes nothing else.
     """
-    adapter = g.adapters[cond.GENDERS.index(gender)]
+    index = cond.GENDERS.index(gender)
+    adapter = g.adapters[index]
     condition, _ = g.calibrated(female, ages)
-    rows = g.adapter_gates(condition)[cond.GENDERS.index(gender)] > 0
+    rows = g.adapter_gates(condition)[index] > 0
     if not bool(rows.any()):
         return torch.zeros((), device=fake.device)
     serving = adapter.serving.clone()
@@ -972,7 +973,7 @@ def export(
             "gate_ages": [float(a) for a in trained.gate_ages],
             "gate_requested_ages": list(ADAPTER_GATE_REQUESTED_AGES),
             "served": net.served_genders(),
-            "trained_parameters": sum(p.numel() for p in net.adapter_parameters(config.adapter)),
+            "trained_parameters": sum(p.numel() for p in trained.parameters()),
             "frozen": "every other weight and the BatchNorm statistics, from the init file",
         }
         provenance["calibration"] = (

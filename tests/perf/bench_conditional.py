@@ -49,6 +49,7 @@ from analysis.device import configure_threads  # noqa: E402
 from analysis.estimators import load_estimator  # noqa: E402
 from analysis.robust import robust_predict  # noqa: E402
 from analysis.types import AgeGenderBatch  # noqa: E402
+from ingest.bands import band_of  # noqa: E402
 from ingest.generators import conditional as cond  # noqa: E402
 from ingest.imaging import hamming, phash  # noqa: E402
 
@@ -131,8 +132,7 @@ def load_real(utkface_dir: Path, size: int) -> dict[tuple[str, str], np.ndarray]
     cells: dict[tuple[str, str], list[np.ndarray]] = {}
     with (utkface_dir / "labels.csv").open() as handle:
         for row in csv.DictReader(handle):
-            age = min(int(row["age"]), 100)
-            band = next(label for label, low, high in BANDS if low <= age <= high)
+            band = band_of(int(row["age"])).label
             with Image.open(utkface_dir / "images" / row["file"]) as img:
                 small = img.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
             cells.setdefault((row["gender"], band), []).append(np.asarray(small))

@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from analysis.device import configure_threads  # noqa: E402
 from analysis.estimators import load_estimator  # noqa: E402
 from analysis.robust import robust_predict  # noqa: E402
+from ingest.bands import band_of  # noqa: E402
 from ingest.generators import conditional as cond  # noqa: E402
 from ingest.generators.rendering import generate_uint8  # noqa: E402
 
@@ -337,8 +338,7 @@ def requested(
                 "ages": verdict.age.tolist(),
                 "p_female": verdict.p_female.tolist(),
             }
-            band = next(label for label, lo, hi in BANDS if lo <= round(age) <= hi)
-            match, gender_ok, _ = band_match(record, band)
+            match, gender_ok, _ = band_match(record, band_of(age).label)
             cells.append(
                 f"{100 * match:.0f}% ({100 * gender_ok:.0f}%, {np.median(verdict.age):.1f})"
             )
