@@ -74,3 +74,10 @@ def init_app(app: Flask) -> None:
             "Train the generator conditioned on gender and age.",
         )
     )
+    models_cli.add_command(
+        LazyCommand(
+            "train-critic",
+            "ingest.critic:train_critic_command",
+            "Train the age and gender critic that adapter runs can use.",
+        )
+    )

@@ -138,6 +138,7 @@ class TrainConfig:
     anchor_free_ages: tuple[float, float] = (13.0, 19.0)
     adapter: str | None = None  # the gender whose teen adapter an adapter run trains
     adapter_tie_weight: float = 0.0
+    critic: str | None = None  # a frozen critic (ingest.critic) judges G's age and gender
 
 
 # --------------------------------------------------------------------------- data
@@ -557,6 +558,13 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         raise click.ClickException("--adapter needs --init-from and no --anchor-weight")
     if config.adapter_tie_weight and not config.adapter:
         raise click.ClickException("--adapter-tie-weight needs --adapter")
+    if config.critic and not config.adapter:
+        raise click.ClickException("--critic needs --adapter")
+    critic = None
+    if config.critic:
+        from ingest.critic import load_critic  # imported here: ingest.critic imports this module
+
+        critic = load_critic(config.critic, device)
     data = FaceDataset(config.dataset_dir, band_weights=config.band_weights)
 
     g = cond.ConditionalDCGAN()
@@ -708,6 +716,8 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
             score, fake_female_logit, fake_age, fake_bands = d(
                 diff_augment(fake, config.augment), c_real
             )
+            if critic is not None:  # the frozen critic, not D's young head, judges age/gender
+                fake_female_logit, fake_age, fake_bands = critic(diff_augment(fake, config.augment))
             loss_aux_fake = aux_loss(
                 fake_female_logit, fake_age, female, ages, fake_bands, **loss_options
             )
@@ -976,6 +986,11 @@ def export(
             "trained_parameters": sum(p.numel() for p in trained.parameters()),
             "frozen": "every other weight and the BatchNorm statistics, from the init file",
         }
+        if config.critic:
+            provenance["adapter"]["critic"] = {
+                "path": config.critic,
+                "sha256": cond.sha256_file(config.critic),
+            }
         provenance["calibration"] = (
             "kept from the init file; place the gate to fit it (calibrate_conditional.py "
             "adapter) or recalibrate the teen knots"
@@ -1090,6 +1105,13 @@ def export(
     help="With --adapter: weight of an L1 term tying the adapter's faces to the network's "
     "without it, for the same request (0: off).",
 )
+@click.option(
+    "--critic",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --adapter: a critic from `facecat models train-critic`, frozen, judges the "
+    "fakes' age and gender instead of D's auxiliary head.",
+)
 @click.option("--ema-beta", default=0.999, show_default=True, help="EMA decay of G's weights.")
 @click.option(
     "--export-snapshot",
@@ -1131,6 +1153,7 @@ def train_command(
     anchor_free_ages: str,
     adapter: str | None,
     adapter_tie_weight: float,
+    critic: str | None,
     ema_beta: float,
     snapshot_step: int | None,
     export_path: str,
@@ -1177,6 +1200,8 @@ def train_command(
         )
     if adapter_tie_weight and not adapter:
         raise click.BadParameter("needs --adapter", param_hint="--adapter-tie-weight")
+    if critic and not adapter:
+        raise click.BadParameter("needs --adapter", param_hint="--critic")
     if (Path(out) / "last.pt").exists() and not resume:
         raise click.ClickException(f"{out}/last.pt exists: pass --resume or choose another --out")
     models_dir = None
@@ -1214,6 +1239,7 @@ def train_command(
         anchor_free_ages=(free_low, free_high),
         adapter=adapter,
         adapter_tie_weight=adapter_tie_weight,
+        critic=critic,
     )
     path = train(config, command=sys.argv)
     if path:
