@@ -49,6 +49,7 @@ from analysis.device import configure_threads  # noqa: E402
 from analysis.estimators import load_estimator  # noqa: E402
 from analysis.robust import robust_predict  # noqa: E402
 from analysis.types import AgeGenderBatch  # noqa: E402
+from ingest.bands import BANDS as CATALOG_BANDS  # noqa: E402
 from ingest.bands import band_of  # noqa: E402
 from ingest.generators import conditional as cond  # noqa: E402
 from ingest.imaging import hamming, phash  # noqa: E402
@@ -57,7 +58,8 @@ logger = logging.getLogger(__name__)
 
 GENDER_THRESHOLD = 0.8  # the ingest gate's GENDER_THRESHOLD default
 DUPLICATE_DISTANCE = 6
-BANDS = (("0-12", 0, 12), ("13-19", 13, 19), ("20-39", 20, 39), ("40-59", 40, 59), ("60+", 60, 100))
+# (label, low, high) per catalog band, the tuples the reports unpack.
+BANDS = tuple((band.label, band.low, band.high) for band in CATALOG_BANDS)
 # The age asked of the generator for each band: inside the band, away from its edges where
 # the estimator's ±4-year error decides the verdict by coin toss. On-demand generation asks
 # the same way (a filter's range is mapped to an age inside it).
