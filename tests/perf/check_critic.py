@@ -93,9 +93,9 @@ def main(
     click.echo(f"Held-out real faces ({len(held)}, never trained on), 64 px:")
     click.echo(
         "| cell | faces | critic: gender acc. | age MAE | median age | band acc. "
-        "| face-api: in band | confident gender |"
+        "| face-api: in band | confident gender | median age |"
     )
-    click.echo("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    click.echo("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     images = faces.images[torch.from_numpy(held)].permute(0, 2, 3, 1).numpy()
     verdict = robust_predict(estimator, images)
     female = faces.female[held].numpy().astype(bool)
@@ -111,7 +111,7 @@ def main(
             f"| {cell} | {figures['faces']} | {100 * figures['gender_accuracy']:.0f}% "
             f"| {figures['age_mae']:.1f} | {figures['median_age']:.1f} "
             f"| {100 * figures['band_accuracy']:.0f}% | {100 * in_band:.0f}% "
-            f"| {100 * confident:.0f}% |"
+            f"| {100 * confident:.0f}% | {np.median(sub.age):.1f} |"
         )
 
     generator = cond.ConditionalGenerator(weights, device="cpu")
