@@ -47,6 +47,10 @@ gap was a training problem, not a calibration one; docs/coverage.md):
   what 10 and 25 look like to judge 16); weight the teen band up with
   ``--band-weights``, since fakes outside the gate teach G nothing. The anchor did not
   hold the other cells; this holds them by construction.
+* ``--critic PATH`` (with ``--adapter``): a frozen critic from ``ingest.critic``,
+  trained and checked on held-out real faces first, judges the fakes' age and gender
+  instead of D's auxiliary head, which learns from scratch beside the GAN and was fooled
+  by the boys' adapter. The face-api judge is still never used.
 
 A run writes under ``--out``: ``last.pt`` (resumable checkpoint), ``samples/`` sheets and
 export-ready EMA snapshots (BatchNorm recalibrated, ``snapshots.jsonl`` lists their step
