@@ -196,6 +196,8 @@ def train_critic(config: CriticConfig) -> Path:
     rng = np.random.default_rng(config.seed)
     data = FaceDataset(config.dataset_dir)
     train_idx, held_idx = holdout_split(data.female, data.ages, config.holdout, config.seed)
+    if len(held_idx) == 0:
+        raise click.ClickException("too few faces per cell to hold any out for the check")
     cells = _cells_of(data.female, data.ages, train_idx)
     critic = AgeGenderCritic().to(device)
     steps_per_epoch = max(1, len(train_idx) // config.batch_size)

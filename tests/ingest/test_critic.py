@@ -160,3 +160,21 @@ def test_facecat_models_train_critic_runs_through_the_app_cli(
     assert result.exit_code == 0, result.output
     assert (tmp_path / "critic.pt").is_file()
     assert "best epoch 1 of 1" in result.output
+
+
+def test_train_critic_refuses_a_dataset_too_small_to_check(tmp_path: Path) -> None:
+    root = tmp_path / "one_each"
+    (root / "images").mkdir(parents=True)
+    with (root / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "age", "gender"])
+        for i, (age, gender) in enumerate(((5, "male"), (30, "female"))):
+            Image.new("RGB", (64, 64), (i * 100, 50, 50)).save(root / "images" / f"{i}.png")
+            writer.writerow([f"{i}.png", age, gender])
+    result = CliRunner().invoke(
+        critic_module.train_critic_command,
+        [str(root), "--out", str(tmp_path / "out"), "--epochs", "1", "--device", "cpu"],
+    )
+    assert result.exit_code != 0
+    assert "hold any out" in result.output
+    assert not (tmp_path / "out" / "critic.pt").exists()
