@@ -73,6 +73,16 @@ models_dir_option = click.option(
     default=REPO_ROOT / "instance" / "models",
     show_default=True,
 )
+# The conditional weights a perf tool measures: the committed file, or a candidate export
+# (with its provenance JSON next to it), so a retrained network is measured without
+# replacing the committed one.
+weights_option = click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=cond.DEFAULT_WEIGHTS,
+    show_default=True,
+    help="Weights to measure (a candidate export with its provenance JSON next to it).",
+)
 
 
 @dataclass
@@ -381,12 +391,7 @@ def describe_calibration(generator: cond.ConditionalGenerator) -> str:
 
 
 @click.command()
-@click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=cond.DEFAULT_WEIGHTS,
-    show_default=True,
-)
+@weights_option
 @models_dir_option
 @click.option(
     "--utkface-dir",

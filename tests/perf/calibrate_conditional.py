@@ -62,6 +62,7 @@ from bench_conditional import (  # noqa: E402
     mean_pairwise_distance,
     models_dir_option,
     near_duplicate_rate,
+    weights_option,
 )
 
 logger = logging.getLogger(__name__)
@@ -130,17 +131,6 @@ def _load(path: Path) -> dict:
 def cli() -> None:
     """Calibrate the conditional generator's condition on held-out seeds."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-
-
-# Both measuring commands take a candidate network, so a retrained export can be swept
-# without replacing the committed weights.
-weights_option = click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=cond.DEFAULT_WEIGHTS,
-    show_default=True,
-    help="Weights to measure (a candidate export with its provenance JSON next to it).",
-)
 
 
 @cli.command()

@@ -37,7 +37,7 @@ from ingest.generators import conditional as cond  # noqa: E402
 from ingest.training import FaceDataset  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_conditional import GENDER_THRESHOLD, models_dir_option  # noqa: E402
+from bench_conditional import GENDER_THRESHOLD, models_dir_option, weights_option  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "utkface-dev"
 ASKED_AGES = (6.0, 13.0, 16.0, 19.0, 30.0)
@@ -59,12 +59,7 @@ def _faceapi_cell(verdict, gender: str, low: int, high: int) -> tuple[float, flo
     default=DEFAULT_DATA,
     show_default=True,
 )
-@click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=cond.DEFAULT_WEIGHTS,
-    show_default=True,
-)
+@weights_option
 @click.option("--seeds", "n_seeds", default=48, show_default=True)
 @click.option("--first-seed", default=10_000, show_default=True)
 @click.option("--threads", default=2, show_default=True)
