@@ -45,7 +45,7 @@ from ingest.training import (
     FaceDataset,
     age_bands,
     aux_loss,
-    band_index,
+    cell_index,
     diff_augment,
 )
 
@@ -115,10 +115,7 @@ def holdout_split(
         raise click.BadParameter(f"need 0 < fraction < 1, got {fraction}", param_hint="--holdout")
     rng = np.random.default_rng(seed)
     cells = np.array(
-        [
-            int(f) * len(BAND_EDGES) + band_index(int(a))
-            for f, a in zip(female.tolist(), ages.tolist(), strict=True)
-        ]
+        [cell_index(bool(f), int(a)) for f, a in zip(female.tolist(), ages.tolist(), strict=True)]
     )
     train, held = [], []
     for cell in np.unique(cells):
@@ -127,14 +124,6 @@ def holdout_split(
         held.append(members[:n_held])
         train.append(members[n_held:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
-
-
-def _cells_of(female: torch.Tensor, ages: torch.Tensor, indices: np.ndarray) -> list[np.ndarray]:
-    cells: dict[int, list[int]] = {}
-    for i in indices:
-        cell = int(female[i]) * len(BAND_EDGES) + band_index(int(ages[i]))
-        cells.setdefault(cell, []).append(int(i))
-    return [np.array(cells[c]) for c in sorted(cells)]
 
 
 def _images(data: FaceDataset, idx: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -198,7 +187,8 @@ def train_critic(config: CriticConfig) -> Path:
     train_idx, held_idx = holdout_split(data.female, data.ages, config.holdout, config.seed)
     if len(held_idx) == 0:
         raise click.ClickException("too few faces per cell to hold any out for the check")
-    cells = _cells_of(data.female, data.ages, train_idx)
+    # The data set's own cells, less the held-out faces (a cell held out whole is dropped).
+    cells = [c for c in (np.intersect1d(cell, train_idx) for cell in data.cells) if len(c)]
     critic = AgeGenderCritic().to(device)
     steps_per_epoch = max(1, len(train_idx) // config.batch_size)
     total_steps = config.epochs * steps_per_epoch

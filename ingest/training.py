@@ -156,6 +156,11 @@ def band_index(age: int) -> int:
     raise ValueError(f"age {age} outside every band")
 
 
+def cell_index(female: bool, age: int) -> int:
+    """Index of the (gender, age band) cell of a face: male bands 0-4, then female 5-9."""
+    return int(female) * len(BAND_EDGES) + band_index(age)
+
+
 class FaceDataset:
     """All faces of a utkface-dev-style folder, resized once and kept in memory as uint8.
 
@@ -188,9 +193,7 @@ class FaceDataset:
         self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
         self.ages = torch.tensor(ages, dtype=torch.float32)
         self.female = torch.tensor(female, dtype=torch.float32)
-        cells = np.array(
-            [int(f) * len(BAND_EDGES) + band_index(a) for f, a in zip(female, ages, strict=True)]
-        )
+        cells = np.array([cell_index(f, a) for f, a in zip(female, ages, strict=True)])
         all_cells = [np.flatnonzero(cells == c) for c in range(2 * len(BAND_EDGES))]
         present = [c for c in range(len(all_cells)) if len(all_cells[c])]
         self.cells = [all_cells[c] for c in present]

@@ -31,24 +31,17 @@ sys.path.insert(0, str(REPO_ROOT))
 from analysis.device import configure_threads  # noqa: E402
 from analysis.estimators import load_estimator  # noqa: E402
 from analysis.robust import robust_predict  # noqa: E402
-from ingest.bands import BANDS_BY_LABEL, band_of  # noqa: E402
+from ingest.bands import band_of  # noqa: E402
 from ingest.critic import evaluate, load_critic  # noqa: E402
 from ingest.generators import conditional as cond  # noqa: E402
 from ingest.training import FaceDataset  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_conditional import GENDER_THRESHOLD, models_dir_option, weights_option  # noqa: E402
+from calibrate_conditional import band_match  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "utkface-dev"
 ASKED_AGES = (6.0, 13.0, 16.0, 19.0, 30.0)
-
-
-def _faceapi_cell(verdict, gender: str, low: int, high: int) -> tuple[float, float]:
-    """(share in the band, share confidently of the gender) of a robust verdict."""
-    age = np.rint(verdict.age)
-    in_band = (age >= low) & (age <= high)
-    p = verdict.p_female if gender == "female" else 1.0 - verdict.p_female
-    return float(in_band.mean()), float((p >= GENDER_THRESHOLD).mean())
 
 
 @click.command()
@@ -97,16 +90,15 @@ def main(
     ages = faces.ages[held].numpy()
     for cell, figures in report["cells"].items():
         gender, label = cell.split(" ")
-        band = BANDS_BY_LABEL[label]
         in_cell = [band_of(a).label == label for a in ages]
         mask = (female == (gender == "female")) & np.array(in_cell)
-        sub = type(verdict)(verdict.age[mask], verdict.p_female[mask])
-        in_band, confident = _faceapi_cell(sub, gender, band.low, band.high)
+        record = {"gender": gender, "ages": verdict.age[mask], "p_female": verdict.p_female[mask]}
+        _, confident, in_band = band_match(record, label)
         click.echo(
             f"| {cell} | {figures['faces']} | {100 * figures['gender_accuracy']:.0f}% "
             f"| {figures['age_mae']:.1f} | {figures['median_age']:.1f} "
             f"| {100 * figures['band_accuracy']:.0f}% | {100 * in_band:.0f}% "
-            f"| {100 * confident:.0f}% | {np.median(sub.age):.1f} |"
+            f"| {100 * confident:.0f}% | {np.median(record['ages']):.1f} |"
         )
 
     generator = cond.ConditionalGenerator(weights, device="cpu")
@@ -121,8 +113,8 @@ def main(
         for age in ASKED_AGES:
             out = generator.generate_for(gender, age, latents)
             verdict = robust_predict(estimator, out.cpu().numpy())
-            band = band_of(int(age))
-            _, confident = _faceapi_cell(verdict, gender, band.low, band.high)
+            record = {"gender": gender, "ages": verdict.age, "p_female": verdict.p_female}
+            _, confident, _ = band_match(record, band_of(age).label)
             x = out.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
             p_female, critic_age = critic.predict(x)
             p = p_female if gender == "female" else 1.0 - p_female
