@@ -144,6 +144,22 @@ class TrainConfig:
     adapter_tie_weight: float = 0.0
     critic: str | None = None  # a frozen critic (ingest.critic) judges G's age and gender
 
+    def option_conflict(self) -> tuple[str, str] | None:
+        """The first option that cannot be used as set, as ``(option, why)``; None if none.
+
+        Why one place: the CLI reports it against the option before anything is loaded, and
+        ``train`` refuses a config built in code (tests, notebooks) with the same words.
+        """
+        if self.anchor_weight and not self.init_from:
+            return "--anchor-weight", "needs --init-from (the anchor)"
+        if self.adapter and (not self.init_from or self.anchor_weight):
+            return "--adapter", "needs --init-from (the network it adapts) and no --anchor-weight"
+        if self.adapter_tie_weight and not self.adapter:
+            return "--adapter-tie-weight", "needs --adapter"
+        if self.critic and not self.adapter:
+            return "--critic", "needs --adapter"
+        return None
+
 
 # --------------------------------------------------------------------------- data
 
@@ -561,12 +577,9 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    if config.adapter and (not config.init_from or config.anchor_weight):
-        raise click.ClickException("--adapter needs --init-from and no --anchor-weight")
-    if config.adapter_tie_weight and not config.adapter:
-        raise click.ClickException("--adapter-tie-weight needs --adapter")
-    if config.critic and not config.adapter:
-        raise click.ClickException("--critic needs --adapter")
+    conflict = config.option_conflict()
+    if conflict:
+        raise click.ClickException(" ".join(conflict))
     critic = None
     if config.critic:
         from ingest.critic import load_critic  # imported here: ingest.critic imports this module
@@ -591,8 +604,6 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         raise click.ClickException(f"--init must be dcgan or scratch, got {config.init!r}")
     anchor = None
     if config.anchor_weight:
-        if not config.init_from:
-            raise click.ClickException("--anchor-weight needs --init-from (the anchor)")
         anchor = load_anchor(config.init_from, device)
     d = ProjectionDiscriminator(bands=len(BAND_EDGES) if config.band_loss_weight else 0)
     g.to(device).train()
@@ -715,7 +726,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
         opt_d.step()
 
         # G step through the updated D (its weights frozen, so only input gradients).
-        loss_anchor = torch.zeros(())
+        loss_anchor = loss_tie = torch.zeros(())
         if warming_up:
             loss_g = loss_aux_fake = torch.zeros(())
         else:
@@ -733,8 +744,8 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
                 loss_anchor = anchor_loss(g, anchor, rng, bs, config.anchor_free_ages, device)
                 loss_g = loss_g + config.anchor_weight * loss_anchor
             if config.adapter_tie_weight:
-                loss_anchor = adapter_tie_loss(g, config.adapter, fake, z, female, ages)
-                loss_g = loss_g + config.adapter_tie_weight * loss_anchor
+                loss_tie = adapter_tie_loss(g, config.adapter, fake, z, female, ages)
+                loss_g = loss_g + config.adapter_tie_weight * loss_tie
             d.requires_grad_(True)
             # An adapter run's batch may hold no face inside its gender's gate: then G's
             # loss does not depend on what it trains, and there is nothing to step.
@@ -758,7 +769,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
             elapsed = seconds_before + time.monotonic() - loop_start
             logger.info(
                 "step %d loss_d %.4f loss_g %.4f d_real %.3f d_fake %.3f aux real %.3f fake %.3f"
-                " anchor %.4f  %.0f s, %.1f img/s",
+                " anchor %.4f tie %.4f  %.0f s, %.1f img/s",
                 step,
                 loss_d.item(),
                 loss_g.item(),
@@ -767,6 +778,7 @@ def _train(config: TrainConfig, out: Path, command: Sequence[str] | None) -> Pat
                 loss_aux_real.item(),
                 loss_aux_fake.item(),
                 loss_anchor.item(),
+                loss_tie.item(),
                 elapsed,
                 step * bs / max(elapsed, 1e-9),
             )
@@ -1198,19 +1210,6 @@ def train_command(
         raise click.BadParameter(
             f"need 0 <= LOW < HIGH <= {cond.MAX_AGE:g}", param_hint="--anchor-free-ages"
         )
-    if anchor_weight and not init_from:
-        raise click.BadParameter("needs --init-from (the anchor)", param_hint="--anchor-weight")
-    if adapter and (not init_from or anchor_weight):
-        raise click.BadParameter(
-            "needs --init-from (the network it adapts) and no --anchor-weight",
-            param_hint="--adapter",
-        )
-    if adapter_tie_weight and not adapter:
-        raise click.BadParameter("needs --adapter", param_hint="--adapter-tie-weight")
-    if critic and not adapter:
-        raise click.BadParameter("needs --adapter", param_hint="--critic")
-    if (Path(out) / "last.pt").exists() and not resume:
-        raise click.ClickException(f"{out}/last.pt exists: pass --resume or choose another --out")
     models_dir = None
     try:
         from flask import current_app
@@ -1248,6 +1247,12 @@ def train_command(
         adapter_tie_weight=adapter_tie_weight,
         critic=critic,
     )
+    conflict = config.option_conflict()
+    if conflict:
+        option, why = conflict
+        raise click.BadParameter(why, param_hint=option)
+    if (Path(out) / "last.pt").exists() and not resume:
+        raise click.ClickException(f"{out}/last.pt exists: pass --resume or choose another --out")
     path = train(config, command=sys.argv)
     if path:
         click.echo(f"exported {path}")

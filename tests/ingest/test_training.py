@@ -9,6 +9,7 @@ import csv
 import json
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -334,6 +335,24 @@ def test_cli_validates_the_anchor(dataset: Path, tmp_path: Path, args, message) 
     assert result.exit_code != 0
     assert message in result.output
     assert not (tmp_path / "last.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"anchor_weight": 5.0}, "--anchor-weight needs --init-from"),
+        ({"adapter": "male"}, "--adapter needs --init-from"),
+        ({"adapter_tie_weight": 5.0}, "--adapter-tie-weight needs --adapter"),
+        ({"critic": "critic.pt"}, "--critic needs --adapter"),
+    ],
+)
+def test_train_refuses_a_config_built_in_code_like_the_cli(
+    dataset: Path, tmp_path: Path, options: dict, message: str
+) -> None:
+    config = _config(dataset, tmp_path / "run", steps=1, **options)
+    with pytest.raises(click.ClickException, match=message):
+        training.train(config)
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_adapter_run_trains_only_one_genders_adapter(
