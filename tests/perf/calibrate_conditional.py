@@ -51,6 +51,7 @@ from analysis.estimators import load_estimator  # noqa: E402
 from analysis.robust import robust_predict  # noqa: E402
 from ingest.bands import band_of  # noqa: E402
 from ingest.generators import conditional as cond  # noqa: E402
+from ingest.generators.folding import fold_into_adapter  # noqa: E402
 from ingest.generators.rendering import generate_uint8  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -601,6 +602,77 @@ def adapter(genders: tuple[str, ...], gates: tuple[str, ...], note: str, weights
     }
     sha = _save_and_record(network, weights, old_sha, ("adapter", "serves"), entry)
     click.echo(f"adapters serve {list(genders)} in {weights}: sha256 {sha[:16]}…")
+
+
+def _run_record(snapshot: Path) -> dict:
+    """What the training run that saved ``snapshot`` (``OUT/samples/g_ema_STEP.pt``) was."""
+    run_dir = snapshot.parent.parent
+    record: dict = {"snapshot": str(snapshot), "sha256": cond.sha256_file(snapshot)}
+    snapshots = run_dir / "snapshots.jsonl"
+    if snapshots.is_file():
+        for line in snapshots.read_text().splitlines():
+            entry = json.loads(line)
+            if entry["file"] == snapshot.name:
+                record.update(step=entry["step"], seconds=entry["seconds"])
+    checkpoint = run_dir / "last.pt"
+    if checkpoint.is_file():  # our own checkpoint: it pickles the run's config and commands
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        record.update(config=ckpt["config"], run=ckpt.get("run"), data=ckpt.get("data"))
+    return record
+
+
+@cli.command("fold")
+@click.argument("expert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--gender", type=click.Choice(cond.GENDERS), required=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The candidate weights file (its provenance JSON is written beside it).",
+)
+@click.option("--note", default="", help="Why (kept in the provenance).")
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=cond.DEFAULT_WEIGHTS,
+    show_default=True,
+)
+def fold(expert: Path, gender: str, out: Path, note: str, weights: Path) -> None:
+    """Fold a fully retrained EXPERT (a training snapshot) into GENDER's teen adapter.
+
+    The adapter then renders, inside its gate, what EXPERT renders for the same condition
+    (exactly, but for the convolutions' rank-64 truncation, whose error is printed), and
+    every other request stays bit-identical. The gate is placed over requested 13-19
+    through WEIGHTS' calibration, as an adapter run places it. OUT is a candidate to
+    measure (``requested``); copy it over WEIGHTS only when it is adopted.
+    """
+    from ingest.training import ADAPTER_GATE_REQUESTED_AGES
+
+    generator = cond.ConditionalGenerator(weights, device="cpu")
+    old_sha = generator.checksum
+    network = generator.network.cpu()
+    expert_network = cond.ConditionalDCGAN()
+    expert_network.load_state_dict(torch.load(expert, map_location="cpu", weights_only=True))
+    errors = fold_into_adapter(network, expert_network.eval(), gender)
+    network.set_adapter_genders(sorted({*network.served_genders(), gender}))
+    gate = network.place_adapter_gate(gender, ADAPTER_GATE_REQUESTED_AGES)
+    for layer, error in errors.items():
+        click.echo(f"{layer}: relative error of the rank-{cond.ADAPTER_RANK} change {error:.3f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(weights.with_suffix(".json").read_text())
+    entry = {
+        "what": "a full retraining (EXPERT) folded into this gender's teen adapter "
+        "(ingest.generators.folding): inside the gate the network renders what EXPERT "
+        "renders, the convolutions' change truncated to the adapter's rank",
+        "expert": _run_record(expert),
+        "conv_relative_error": errors,
+        "gate_conditioning_ages": gate,
+        "gate_requested_ages": list(ADAPTER_GATE_REQUESTED_AGES),
+        "serves": network.served_genders(),
+        "note": note,
+    }
+    sha = _save_and_record(network, out, old_sha, ("adapter_folds", gender), entry)
+    click.echo(f"folded {expert} into the {gender} adapter: {out} sha256 {sha[:16]}…")
 
 
 if __name__ == "__main__":

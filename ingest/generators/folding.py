@@ -1,0 +1,85 @@
+"""Fold a fully retrained network into one gender's gated teen adapter.
+
+Why: a full retraining for the teen cells (docs/coverage.md, 2026-11-30) made better
+teenagers but moved every other cell, and a second network would not fit the 25 MB the
+weights may take. A ``TeenAdapter`` can hold most of the difference instead, and it only
+acts inside its gate, so every other request renders bit-identically.
+
+At gate 1 the fold is exact except for the convolutions:
+
+* BatchNorm: the expert's own statistics and affine, and its conditional gain and bias,
+  are rewritten relative to the base network's BatchNorm output (a per-channel scale
+  ``a`` and shift ``e``). The adapter's gain and bias are linear in the condition, as the
+  expert's are, so the result is exact (``ConditionalBatchNorm.forward``).
+* The condition map on the 4x4 features: the difference of the two linear maps, exact.
+* Each transposed convolution: the weight difference, reshaped to ``(c_in, c_out*k*k)``,
+  truncated by SVD to the adapter's rank (64). This is the only approximation; its
+  relative error per layer is returned so a fold can be judged before it is measured.
+
+On the gate's ramps the adapter's parameters are scaled by the gate, a blend of the two
+networks' parameters rather than of their images.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ingest.generators import conditional as cond
+
+
+def _low_rank(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(down, up, relative error)`` with ``down @ up`` the best rank-``rank`` fit of ``delta``."""
+    u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+    keep = min(rank, s.numel())
+    root = s[:keep].sqrt()
+    down = torch.zeros(delta.shape[0], rank, dtype=delta.dtype)
+    up = torch.zeros(rank, delta.shape[1], dtype=delta.dtype)
+    down[:, :keep] = u[:, :keep] * root
+    up[:keep] = root[:, None] * vh[:keep]
+    norm = float(delta.norm())
+    error = float((delta - down @ up).norm()) / norm if norm > 0 else 0.0
+    return down, up, error
+
+
+@torch.no_grad()
+def fold_into_adapter(
+    network: cond.ConditionalDCGAN, expert: cond.ConditionalDCGAN, gender: str
+) -> dict[str, float]:
+    """Write ``expert`` minus ``network`` into ``network``'s adapter for ``gender``.
+
+    Only that adapter's weights change (not its gate, not whom it serves): the caller
+    places the gate and switches it on, as for a trained adapter. Both networks must be in
+    the same architecture; BatchNorm is read in eval form (running statistics). Returns
+    the relative Frobenius error of each convolution's rank-limited difference,
+    ``{"ups.0": ..., ...}``.
+    """
+    adapter = network.adapters[cond.GENDERS.index(gender)]
+    adapter.condition.weight.copy_(expert.condition_in.weight - network.condition_in.weight)
+    adapter.condition.bias.copy_(expert.condition_in.bias - network.condition_in.bias)
+    for i, (mine, theirs) in enumerate(zip(network.norms, expert.norms, strict=True)):
+        if bool((mine.bn.weight == 0).any()):
+            raise ValueError(f"norms.{i}: a zero BatchNorm weight cannot be rescaled")
+        sigma = (mine.bn.running_var + mine.bn.eps).sqrt()
+        sigma_e = (theirs.bn.running_var + theirs.bn.eps).sqrt()
+        # expert BN output = a * (base BN output) + e, per channel
+        a = sigma * theirs.bn.weight / (sigma_e * mine.bn.weight)
+        e = (
+            theirs.bn.bias
+            + (mine.bn.running_mean - theirs.bn.running_mean) * theirs.bn.weight / sigma_e
+            - a * mine.bn.bias
+        )
+        # (1 + gamma + A_gamma) = a (1 + gamma');  beta + A_beta = e (1 + gamma') + beta'
+        g_w, g_b = theirs.gamma.weight, theirs.gamma.bias
+        adapter.gammas[i].weight.copy_(a[:, None] * g_w - mine.gamma.weight)
+        adapter.gammas[i].bias.copy_(a - 1.0 + a * g_b - mine.gamma.bias)
+        adapter.betas[i].weight.copy_(e[:, None] * g_w + theirs.beta.weight - mine.beta.weight)
+        adapter.betas[i].bias.copy_(e + e * g_b + theirs.beta.bias - mine.beta.bias)
+    errors = {}
+    for i, (mine, theirs, delta_module) in enumerate(
+        zip(network.ups, expert.ups, adapter.ups, strict=True)
+    ):
+        delta = (theirs.weight - mine.weight).reshape(mine.weight.shape[0], -1)
+        down, up, errors[f"ups.{i}"] = _low_rank(delta, delta_module.up.shape[0])
+        delta_module.down.copy_(down)
+        delta_module.up.copy_(up)
+    return errors

@@ -1,0 +1,96 @@
+"""Folding a retrained network into a gated adapter (``ingest.generators.folding``).
+
+Random networks stand in for trained ones: the fold is algebra on the weights, so it
+must hold for any weights, and random ones exercise every term (a freshly built network
+has zero conditional maps, which would hide mistakes in them).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from ingest.generators import conditional as cond
+from ingest.generators.folding import fold_into_adapter
+
+
+def _randomised(seed: int) -> cond.ConditionalDCGAN:
+    torch.manual_seed(seed)
+    net = cond.ConditionalDCGAN()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if not cond.is_adapter_key(name):
+                p.add_(0.1 * torch.randn_like(p))
+        for norm in net.norms:
+            norm.bn.running_mean.copy_(0.3 * torch.randn_like(norm.bn.running_mean))
+            norm.bn.running_var.copy_(0.5 + torch.rand_like(norm.bn.running_var))
+    return net.eval()
+
+
+def _expert_of(base: cond.ConditionalDCGAN, conv_rank: int | None) -> cond.ConditionalDCGAN:
+    """``base`` with every weight and BN statistic changed; conv changes of ``conv_rank``."""
+    expert = copy.deepcopy(base)
+    torch.manual_seed(99)
+    with torch.no_grad():
+        for name, p in expert.named_parameters():
+            if cond.is_adapter_key(name) or name.startswith("ups."):
+                continue
+            p.add_(0.05 * torch.randn_like(p))
+        for norm in expert.norms:
+            norm.bn.running_mean.add_(0.1 * torch.randn_like(norm.bn.running_mean))
+            norm.bn.running_var.mul_(0.8 + 0.4 * torch.rand_like(norm.bn.running_var))
+        for up in expert.ups:
+            c_in, rest = up.weight.shape[0], up.weight[0].numel()
+            if conv_rank is None:
+                delta = torch.randn(c_in, rest)
+            else:
+                delta = torch.randn(c_in, conv_rank) @ torch.randn(conv_rank, rest)
+            up.weight.add_(0.01 * delta.reshape(up.weight.shape))
+    return expert
+
+
+def _conditions(female: list[float], ages: list[float]) -> torch.Tensor:
+    return cond.encode_condition(torch.tensor(female), torch.tensor(ages))
+
+
+def test_fold_renders_the_expert_inside_the_gate_and_the_base_elsewhere() -> None:
+    base = _randomised(0)
+    expert = _expert_of(base, conv_rank=8)
+    hybrid = copy.deepcopy(base)
+    errors = fold_into_adapter(hybrid, expert, "male")
+    hybrid.set_adapter_gate_ages("male", (10.0, 12.0, 18.0, 20.0))
+    hybrid.set_adapter_genders(["male"])
+
+    z = torch.randn(4, cond.NOISE_DIM)
+    inside = _conditions([0.0, 0.0, 0.0, 0.0], [12.0, 14.0, 16.0, 18.0])
+    outside = _conditions([0.0, 0.0, 1.0, 1.0], [9.0, 25.0, 14.0, 16.0])
+    with torch.no_grad():
+        # float32 rounding through five layers of random weights: ~1e-4 of the [-1, 1] range
+        assert (hybrid(z, inside) - expert(z, inside)).abs().max() < 5e-4
+        assert (base(z, inside) - expert(z, inside)).abs().max() > 0.1
+        assert torch.equal(hybrid(z, outside), base(z, outside))  # bit for bit
+    assert max(errors.values()) < 1e-5  # rank 8 fits in the adapter's rank 64
+
+
+def test_fold_reports_what_the_adapters_rank_cannot_hold() -> None:
+    base = _randomised(1)
+    expert = _expert_of(base, conv_rank=None)  # full-rank convolution changes
+    hybrid = copy.deepcopy(base)
+    errors = fold_into_adapter(hybrid, expert, "female")
+    # ups.1 is 512 x 4096: rank 64 keeps only part of a random change; ups.4 (64 x 48)
+    # fits whole, so only the big layers lose anything.
+    assert errors["ups.1"] > 0.5
+    assert errors["ups.4"] < 1e-5
+    boys_before, boys_after = base.adapters[0].state_dict(), hybrid.adapters[0].state_dict()
+    assert all(torch.equal(boys_before[k], boys_after[k]) for k in boys_before)
+
+
+def test_fold_refuses_a_zero_batchnorm_weight() -> None:
+    base = _randomised(2)
+    expert = _expert_of(base, conv_rank=4)
+    with torch.no_grad():
+        base.norms[1].bn.weight[3] = 0.0
+    with pytest.raises(ValueError, match=r"norms\.1"):
+        fold_into_adapter(base, expert, "male")
