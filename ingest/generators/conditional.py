@@ -186,6 +186,8 @@ class ConditionalBatchNorm(nn.Module):
 # Conditioning ages (years) of the adapter's gate: 0 up to the first, rising to 1 at the
 # second, 1 to the third, 0 again from the fourth (teenagers, see ``adapter_gate``).
 ADAPTER_GATE_AGES = (11.0, 13.0, 19.0, 21.0)
+# Requested years by which ``place_adapter_gate`` pulls the gate's outer edges inward.
+GATE_EDGE_MARGIN = 0.01
 # Rank of the adapter's change to each transposed convolution (LoRA-style, see LowRankDelta).
 ADAPTER_RANK = 64
 # Keys of the single adapter that files from 2026-12-01 carry (it served girls), mapped
@@ -445,9 +447,15 @@ class ConditionalDCGAN(nn.Module):
         """Put ``gender``'s gate at the conditioning ages the calibration maps
         ``requested_ages`` (four, rising) to; returns them.
 
-        So the gate covers the requested teens exactly, whatever the calibration does.
+        So the gate covers the requested teens exactly, whatever the calibration does. The
+        two outer edges move ``GATE_EDGE_MARGIN`` years inward: a catalog latent carries its
+        age through the normal CDF and decodes asked 20 as 19.999998, which an edge at
+        exactly 20 would give a gate of ~1e-7, enough to change a few pixels of a request
+        that must render as without the adapter.
         """
         asked = torch.as_tensor([float(a) for a in requested_ages], dtype=torch.float32)
+        asked[0] += GATE_EDGE_MARGIN
+        asked[-1] -= GATE_EDGE_MARGIN
         female = torch.full_like(asked, float(GENDERS.index(gender)))
         condition, _ = self.calibrated(female.to(asked.device), asked)
         ages = (condition[:, 2] * MAX_AGE).tolist()

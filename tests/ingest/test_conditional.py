@@ -392,10 +392,17 @@ def test_gate_placed_through_the_calibration() -> None:
     calibration["calibration_condition_ages"][0, 2] = 12.0  # boys asked 16 -> 12
     net.set_calibration(calibration)
     ages = net.place_adapter_gate("male", [12.5, 13.0, 19.5, 20.0])
-    # Linear between the knots 6 -> 6, 16 -> 12 and 30 -> 30.
-    assert ages == pytest.approx([9.9, 10.2, 16.5, 17.143], abs=1e-3)
+    # Linear between the knots 6 -> 6, 16 -> 12 and 30 -> 30; the outer edges are asked
+    # 12.51 and 19.99 (GATE_EDGE_MARGIN).
+    assert ages == pytest.approx([9.906, 10.2, 16.5, 17.130], abs=1e-3)
     assert net.adapters[0].gate_ages.tolist() == pytest.approx(ages)
     assert net.adapters[1].gate_ages.tolist() == list(cond.ADAPTER_GATE_AGES)
+    # As users ask: through a catalog latent (its age decoded from the normal CDF).
+    z = torch.zeros(1, cond.LATENT_DIM)
+    for asked, gate in ((12.0, 0.0), (12.5, 0.0), (13.0, 1.0), (19.0, 1.0), (20.0, 0.0)):
+        female, age = cond.condition_from_latents(cond.latents_with_condition(z, "male", asked))
+        condition, _ = net.calibrated(female, age)
+        assert net.adapter_gates(condition)[0].item() == gate, asked
 
 
 def _flat_single_adapter_state(net: cond.ConditionalDCGAN, served: list[float]) -> dict:

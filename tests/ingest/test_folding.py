@@ -8,9 +8,14 @@ has zero conditional maps, which would hide mistakes in them).
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from ingest.generators import conditional as cond
 from ingest.generators.folding import fold_into_adapter
@@ -94,3 +99,60 @@ def test_fold_refuses_a_zero_batchnorm_weight() -> None:
         base.norms[1].bn.weight[3] = 0.0
     with pytest.raises(ValueError, match=r"norms\.1"):
         fold_into_adapter(base, expert, "male")
+
+
+def _calibrate_tool():
+    """``tests/perf/calibrate_conditional.py``, a script (not a package module), loaded by path."""
+    path = Path(__file__).resolve().parents[1] / "perf" / "calibrate_conditional.py"
+    spec = importlib.util.spec_from_file_location("calibrate_conditional_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fold_command_writes_a_verified_candidate_that_changes_only_teen_boys(
+    tmp_path: Path,
+) -> None:
+    weights = tmp_path / "conditional.pt"
+    shutil.copy(cond.DEFAULT_WEIGHTS, weights)
+    shutil.copy(cond.DEFAULT_PROVENANCE, weights.with_suffix(".json"))
+    committed = cond.ConditionalGenerator(weights, device="cpu")
+    # A stand-in "retrained" network: the committed one with its base weights nudged.
+    expert = copy.deepcopy(committed.network)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for name, p in expert.named_parameters():
+            if not cond.is_adapter_key(name):
+                p.add_(0.02 * torch.randn_like(p))
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    torch.save(expert.state_dict(), run / "samples" / "g_ema_000100.pt")
+    (run / "snapshots.jsonl").write_text(
+        '{"step": 100, "seconds": 12.5, "file": "g_ema_000100.pt"}\n'
+    )
+
+    out = tmp_path / "candidate.pt"
+    result = CliRunner().invoke(
+        _calibrate_tool().cli,
+        ["fold", str(run / "samples" / "g_ema_000100.pt"), "--gender", "male",
+         "--out", str(out), "--weights", str(weights), "--note", "test"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ups.1: relative error" in result.output
+
+    candidate = cond.ConditionalGenerator(out, device="cpu")  # its provenance checksum holds
+    record = json.loads(out.with_suffix(".json").read_text())["adapter_folds"]["male"]
+    assert record["expert"]["step"] == 100 and record["expert"]["seconds"] == 12.5
+    assert set(record["conv_relative_error"]) == {f"ups.{i}" for i in range(5)}
+    assert record["serves"] == ["male", "female"]  # the girls' adapter still serves
+    assert record["gate_requested_ages"] == [12.5, 13.0, 19.5, 20.0]
+    assert weights.read_bytes() == Path(cond.DEFAULT_WEIGHTS).read_bytes()  # not overwritten
+
+    z = committed.sample_latents(range(8))
+    for gender, age in (("male", 12.0), ("male", 20.0), ("male", 40.0), ("female", 16.0)):
+        assert torch.equal(
+            candidate.generate_for(gender, age, z), committed.generate_for(gender, age, z)
+        ), (gender, age)
+    assert not torch.equal(
+        candidate.generate_for("male", 16.0, z), committed.generate_for("male", 16.0, z)
+    )
