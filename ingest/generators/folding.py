@@ -18,6 +18,12 @@ At gate 1 the fold is exact except for the convolutions:
 
 On the gate's ramps the adapter's parameters are scaled by the gate, a blend of the two
 networks' parameters rather than of their images.
+
+The expert may also be fed a different condition than the base network: any affine map of
+the condition folds exactly, since every path the condition takes is linear in it. A
+retrained network has its own age scale, which the base network's calibration does not
+fit, so ``age_map`` fits the map that feeds the expert an age of its own (an affine function
+of the age the calibration gives), over the gate's ages.
 """
 
 from __future__ import annotations
@@ -41,21 +47,74 @@ def _low_rank(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tenso
     return down, up, error
 
 
+ConditionMap = tuple[torch.Tensor, torch.Tensor]
+
+
+def age_map(
+    low: float,
+    high: float,
+    targets: tuple[float, float],
+    gender: str,
+    guidance: float = 0.0,
+    samples: int = 512,
+) -> tuple[ConditionMap, float]:
+    """``((M, m), error)``: the affine map with ``M @ c + m`` close to the condition of age
+    ``f(a)`` for every condition ``c`` of ``gender`` at conditioning age ``a`` in
+    ``[low, high]`` (gender guidance 0..1), fitted by least squares; ``f`` is linear with
+    ``f(low), f(high) = targets``. ``guidance`` is added to the gender guidance ``s``
+    (see ``conditional.encode_condition_unclamped``): the expert may need more than the
+    base network to look as clearly of its gender.
+
+    ``error`` is the largest absolute difference over a fresh grid, in condition units (the
+    age column is age/100 and the age bumps are in 0..1).
+    """
+
+    def grid(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ages = torch.linspace(low, high, n).repeat(5)
+        scales = torch.linspace(0.0, 1.0, 5).repeat_interleave(n)
+        female = torch.full_like(ages, float(cond.GENDERS.index(gender)))
+        source = cond.encode_condition_unclamped(female, ages, scales)
+        mapped = targets[0] + (ages - low) * (targets[1] - targets[0]) / (high - low)
+        target = cond.encode_condition_unclamped(female, mapped, scales + guidance)
+        return source, target
+
+    source, target = grid(samples)
+    design = torch.cat([source, torch.ones(len(source), 1)], 1).double()
+    solution = torch.linalg.lstsq(design, target.double()).solution.float()
+    matrix, offset = solution[:-1].T.contiguous(), solution[-1].contiguous()
+    check_source, check_target = grid(samples // 2 + 7)  # points between the fitted ones
+    error = float((check_source @ matrix.T + offset - check_target).abs().max())
+    return (matrix, offset), error
+
+
+def _composed(layer: torch.nn.Linear, condition_map: ConditionMap | None):
+    """``layer``'s weight and bias as seen from the condition before ``condition_map``."""
+    if condition_map is None:
+        return layer.weight, layer.bias
+    matrix, offset = condition_map
+    return layer.weight @ matrix, layer.weight @ offset + layer.bias
+
+
 @torch.no_grad()
 def fold_into_adapter(
-    network: cond.ConditionalDCGAN, expert: cond.ConditionalDCGAN, gender: str
+    network: cond.ConditionalDCGAN,
+    expert: cond.ConditionalDCGAN,
+    gender: str,
+    condition_map: ConditionMap | None = None,
 ) -> dict[str, float]:
     """Write ``expert`` minus ``network`` into ``network``'s adapter for ``gender``.
 
     Only that adapter's weights change (not its gate, not whom it serves): the caller
-    places the gate and switches it on, as for a trained adapter. Both networks must be in
-    the same architecture; BatchNorm is read in eval form (running statistics). Returns
+    places the gate and switches it on, as for a trained adapter. With ``condition_map``
+    ``(M, m)`` the expert is fed ``M @ c + m`` where the network gets ``c``. Both networks
+    must be in the same architecture; BatchNorm is read in eval form (running statistics). Returns
     the relative Frobenius error of each convolution's rank-limited difference,
     ``{"ups.0": ..., ...}``.
     """
     adapter = network.adapters[cond.GENDERS.index(gender)]
-    adapter.condition.weight.copy_(expert.condition_in.weight - network.condition_in.weight)
-    adapter.condition.bias.copy_(expert.condition_in.bias - network.condition_in.bias)
+    in_w, in_b = _composed(expert.condition_in, condition_map)
+    adapter.condition.weight.copy_(in_w - network.condition_in.weight)
+    adapter.condition.bias.copy_(in_b - network.condition_in.bias)
     for i, (mine, theirs) in enumerate(zip(network.norms, expert.norms, strict=True)):
         if bool((mine.bn.weight == 0).any()):
             raise ValueError(f"norms.{i}: a zero BatchNorm weight cannot be rescaled")
@@ -69,11 +128,12 @@ def fold_into_adapter(
             - a * mine.bn.bias
         )
         # (1 + gamma + A_gamma) = a (1 + gamma');  beta + A_beta = e (1 + gamma') + beta'
-        g_w, g_b = theirs.gamma.weight, theirs.gamma.bias
+        g_w, g_b = _composed(theirs.gamma, condition_map)
+        b_w, b_b = _composed(theirs.beta, condition_map)
         adapter.gammas[i].weight.copy_(a[:, None] * g_w - mine.gamma.weight)
         adapter.gammas[i].bias.copy_(a - 1.0 + a * g_b - mine.gamma.bias)
-        adapter.betas[i].weight.copy_(e[:, None] * g_w + theirs.beta.weight - mine.beta.weight)
-        adapter.betas[i].bias.copy_(e + e * g_b + theirs.beta.bias - mine.beta.bias)
+        adapter.betas[i].weight.copy_(e[:, None] * g_w + b_w - mine.beta.weight)
+        adapter.betas[i].bias.copy_(e + e * g_b + b_b - mine.beta.bias)
     errors = {}
     for i, (mine, theirs, delta_module) in enumerate(
         zip(network.ups, expert.ups, adapter.ups, strict=True)

@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from ingest.generators import conditional as cond
-from ingest.generators.folding import fold_into_adapter
+from ingest.generators.folding import age_map, fold_into_adapter
 
 
 def _randomised(seed: int) -> cond.ConditionalDCGAN:
@@ -77,6 +77,26 @@ def test_fold_renders_the_expert_inside_the_gate_and_the_base_elsewhere() -> Non
         assert (base(z, inside) - expert(z, inside)).abs().max() > 0.1
         assert torch.equal(hybrid(z, outside), base(z, outside))  # bit for bit
     assert max(errors.values()) < 1e-5  # rank 8 fits in the adapter's rank 64
+
+
+def test_fold_with_an_age_map_feeds_the_expert_its_own_ages_inside_the_gate() -> None:
+    base = _randomised(3)
+    expert = _expert_of(base, conv_rank=8)
+    hybrid = copy.deepcopy(base)
+    condition_map, error = age_map(10.0, 20.0, (14.0, 19.0), "male")  # a -> 14 + (a - 10) / 2
+    assert error < 1e-5
+    fold_into_adapter(hybrid, expert, "male", condition_map)
+    hybrid.set_adapter_gate_ages("male", (10.0, 12.0, 18.0, 20.0))
+    hybrid.set_adapter_genders(["male"])
+
+    z = torch.randn(3, cond.NOISE_DIM)
+    ages, scales = torch.tensor([12.0, 15.0, 18.0]), torch.tensor([0.0, 0.5, 1.0])
+    male = torch.zeros(3)
+    asked = cond.encode_condition_unclamped(male, ages, scales)
+    older = cond.encode_condition_unclamped(male, 14.0 + (ages - 10.0) / 2, scales)
+    with torch.no_grad():
+        assert (hybrid(z, asked) - expert(z, older)).abs().max() < 5e-4
+        assert (hybrid(z, asked) - expert(z, asked)).abs().max() > 0.01
 
 
 def test_fold_reports_what_the_adapters_rank_cannot_hold() -> None:

@@ -51,7 +51,7 @@ from analysis.estimators import load_estimator  # noqa: E402
 from analysis.robust import robust_predict  # noqa: E402
 from ingest.bands import band_of  # noqa: E402
 from ingest.generators import conditional as cond  # noqa: E402
-from ingest.generators.folding import fold_into_adapter  # noqa: E402
+from ingest.generators.folding import age_map, fold_into_adapter  # noqa: E402
 from ingest.generators.rendering import generate_uint8  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -630,6 +630,20 @@ def _run_record(snapshot: Path) -> dict:
     required=True,
     help="The candidate weights file (its provenance JSON is written beside it).",
 )
+@click.option(
+    "--expert-ages",
+    default=None,
+    metavar="A,B",
+    help="Feed EXPERT its own conditioning ages: A at the gate's first edge, B at its last, "
+    "linear in between (default: the calibration's ages, as for the network).",
+)
+@click.option(
+    "--expert-guidance",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="With --expert-ages: gender guidance added for EXPERT to the calibration's.",
+)
 @click.option("--note", default="", help="Why (kept in the provenance).")
 @click.option(
     "--weights",
@@ -637,7 +651,15 @@ def _run_record(snapshot: Path) -> dict:
     default=cond.DEFAULT_WEIGHTS,
     show_default=True,
 )
-def fold(expert: Path, gender: str, out: Path, note: str, weights: Path) -> None:
+def fold(
+    expert: Path,
+    gender: str,
+    out: Path,
+    expert_ages: str | None,
+    expert_guidance: float,
+    note: str,
+    weights: Path,
+) -> None:
     """Fold a fully retrained EXPERT (a training snapshot) into GENDER's teen adapter.
 
     The adapter then renders, inside its gate, what EXPERT renders for the same condition
@@ -653,9 +675,16 @@ def fold(expert: Path, gender: str, out: Path, note: str, weights: Path) -> None
     network = generator.network.cpu()
     expert_network = cond.ConditionalDCGAN()
     expert_network.load_state_dict(torch.load(expert, map_location="cpu", weights_only=True))
-    errors = fold_into_adapter(network, expert_network.eval(), gender)
-    network.set_adapter_genders(sorted({*network.served_genders(), gender}))
     gate = network.place_adapter_gate(gender, ADAPTER_GATE_REQUESTED_AGES)
+    condition_map, map_error, targets = None, 0.0, None
+    if expert_ages:
+        targets = tuple(_floats(expert_ages))
+        if len(targets) != 2:
+            raise click.BadParameter("need two ages A,B", param_hint="--expert-ages")
+        condition_map, map_error = age_map(gate[0], gate[-1], targets, gender, expert_guidance)
+        click.echo(f"expert ages {targets}: largest condition error {map_error:.2e}")
+    errors = fold_into_adapter(network, expert_network.eval(), gender, condition_map)
+    network.set_adapter_genders(sorted({*network.served_genders(), gender}))
     for layer, error in errors.items():
         click.echo(f"{layer}: relative error of the rank-{cond.ADAPTER_RANK} change {error:.3f}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -666,6 +695,9 @@ def fold(expert: Path, gender: str, out: Path, note: str, weights: Path) -> None
         "renders, the convolutions' change truncated to the adapter's rank",
         "expert": _run_record(expert),
         "conv_relative_error": errors,
+        "expert_conditioning_ages_at_gate_edges": targets,
+        "expert_added_gender_guidance": expert_guidance if targets else None,
+        "expert_age_map_condition_error": map_error,
         "gate_conditioning_ages": gate,
         "gate_requested_ages": list(ADAPTER_GATE_REQUESTED_AGES),
         "serves": network.served_genders(),
