@@ -420,8 +420,11 @@ def test_adapter_tie_loss_measures_the_adapters_change_inside_its_gate() -> None
     female = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 0.0])
     ages = torch.tensor([16.0, 14.0, 40.0, 16.0, 5.0, 19.0])
     fake = g.render_request(z, female, ages)
-    # A fresh adapter changes nothing.
-    assert training.adapter_tie_loss(g, "male", fake, z, female, ages).item() == 0.0
+    # A fresh adapter changes nothing. Not exactly 0 on every CPU: the base pass renders
+    # the gated rows as a smaller batch, and oneDNN may pick another convolution kernel for
+    # it (2.5e-10 on a 2-thread Intel Xeon VM).
+    fresh = training.adapter_tie_loss(g, "male", fake, z, female, ages).item()
+    assert fresh == pytest.approx(0.0, abs=1e-7)
     with torch.no_grad():
         for p in g.adapter_parameters("male"):
             p.normal_(0.0, 0.2)
