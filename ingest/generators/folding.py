@@ -87,7 +87,9 @@ def age_map(
     return (matrix, offset), error
 
 
-def _composed(layer: torch.nn.Linear, condition_map: ConditionMap | None):
+def _composed(
+    layer: torch.nn.Linear, condition_map: ConditionMap | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``layer``'s weight and bias as seen from the condition before ``condition_map``."""
     if condition_map is None:
         return layer.weight, layer.bias
@@ -105,11 +107,12 @@ def fold_into_adapter(
     """Write ``expert`` minus ``network`` into ``network``'s adapter for ``gender``.
 
     Only that adapter's weights change (not its gate, not whom it serves): the caller
-    places the gate and switches it on, as for a trained adapter. With ``condition_map``
-    ``(M, m)`` the expert is fed ``M @ c + m`` where the network gets ``c``. Both networks
-    must be in the same architecture; BatchNorm is read in eval form (running statistics). Returns
-    the relative Frobenius error of each convolution's rank-limited difference,
-    ``{"ups.0": ..., ...}``.
+    places the gate and switches it on, as for a trained adapter. A trained adapter of that
+    gender is replaced: the difference is taken from the network without it. With
+    ``condition_map`` ``(M, m)`` the expert is fed ``M @ c + m`` where the network gets
+    ``c``. Both networks must have the same architecture; BatchNorm is read in eval form
+    (running statistics). Returns the relative Frobenius error of each convolution's
+    rank-limited difference, ``{"ups.0": ..., ...}``.
     """
     adapter = network.adapters[cond.GENDERS.index(gender)]
     in_w, in_b = _composed(expert.condition_in, condition_map)

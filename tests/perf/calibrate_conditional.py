@@ -24,7 +24,9 @@ JSON file under runs/ (points already measured on the same seeds and weights are
 skipped, so a cut-short run resumes); every record keeps each face's robust verdict, so
 any band's match can be read from it. ``table`` writes docs/coverage/calibration.md.
 ``apply`` writes the buffers, then records the calibration in conditional.json (new
-sha256 and a provenance entry).
+sha256 and a provenance entry). ``fold`` writes a candidate whose teen adapter for one
+gender carries a fully retrained network (``ingest.generators.folding``), to be measured
+with ``requested`` before it replaces anything.
 """
 
 from __future__ import annotations
