@@ -442,6 +442,17 @@ def table(results: Path, out: Path) -> None:
     click.echo(f"wrote {out}")
 
 
+# The weights a command starts from; ``apply`` and ``adapter`` write back over them, ``fold``
+# writes a candidate elsewhere (``--out``).
+start_weights_option = click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=cond.DEFAULT_WEIGHTS,
+    show_default=True,
+    help="The weights file to start from (checked against its provenance JSON).",
+)
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(
@@ -459,12 +470,7 @@ def _git_commit() -> str:
 @click.option("--male-psis", default=None, help="Truncation psi at each knot (men).")
 @click.option("--female-psis", default=None, help="Truncation psi at each knot (women).")
 @click.option("--note", default="", help="Why this calibration (kept in the provenance).")
-@click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=cond.DEFAULT_WEIGHTS,
-    show_default=True,
-)
+@start_weights_option
 @click.option(
     "--results",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -571,12 +577,7 @@ def _save_and_record(
     help="Move GENDER's gate to these four conditioning ages.",
 )  # fmt: skip
 @click.option("--note", required=True, help="The measurement this choice rests on.")
-@click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=cond.DEFAULT_WEIGHTS,
-    show_default=True,
-)
+@start_weights_option
 def adapter(genders: tuple[str, ...], gates: tuple[str, ...], note: str, weights: Path) -> None:
     """Choose whom the trained teen adapters serve, and where their gates sit.
 
@@ -647,12 +648,7 @@ def _run_record(snapshot: Path) -> dict:
     help="With --expert-ages: gender guidance added for EXPERT to the calibration's.",
 )
 @click.option("--note", default="", help="Why (kept in the provenance).")
-@click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=cond.DEFAULT_WEIGHTS,
-    show_default=True,
-)
+@start_weights_option
 def fold(
     expert: Path,
     gender: str,
