@@ -73,15 +73,24 @@ models_dir_option = click.option(
     default=REPO_ROOT / "instance" / "models",
     show_default=True,
 )
+
+
+def weights_file_option(help_text: str):
+    """``--weights``: a conditional weights file, the committed one by default."""
+    return click.option(
+        "--weights",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=cond.DEFAULT_WEIGHTS,
+        show_default=True,
+        help=help_text,
+    )
+
+
 # The conditional weights a perf tool measures: the committed file, or a candidate export
 # (with its provenance JSON next to it), so a retrained network is measured without
 # replacing the committed one.
-weights_option = click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=cond.DEFAULT_WEIGHTS,
-    show_default=True,
-    help="Weights to measure (a candidate export with its provenance JSON next to it).",
+weights_option = weights_file_option(
+    "Weights to measure (a candidate export with its provenance JSON next to it)."
 )
 
 

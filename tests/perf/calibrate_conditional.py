@@ -65,6 +65,7 @@ from bench_conditional import (  # noqa: E402
     mean_pairwise_distance,
     models_dir_option,
     near_duplicate_rate,
+    weights_file_option,
     weights_option,
 )
 
@@ -444,12 +445,8 @@ def table(results: Path, out: Path) -> None:
 
 # The weights a command starts from; ``apply`` and ``adapter`` write back over them, ``fold``
 # writes a candidate elsewhere (``--out``).
-start_weights_option = click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=cond.DEFAULT_WEIGHTS,
-    show_default=True,
-    help="The weights file to start from (checked against its provenance JSON).",
+start_weights_option = weights_file_option(
+    "The weights file to start from (checked against its provenance JSON)."
 )
 
 
