@@ -11,6 +11,7 @@ import copy
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,11 +122,12 @@ def test_fold_refuses_a_zero_batchnorm_weight() -> None:
         fold_into_adapter(base, expert, "male")
 
 
-def _calibrate_tool():
-    """``tests/perf/calibrate_conditional.py``, a script (not a package module), loaded by path."""
-    path = Path(__file__).resolve().parents[1] / "perf" / "calibrate_conditional.py"
-    spec = importlib.util.spec_from_file_location("calibrate_conditional_tool", path)
+def _perf_tool(name: str):
+    """``tests/perf/NAME.py``, a script (not a package module), loaded by path."""
+    path = Path(__file__).resolve().parents[1] / "perf" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -153,7 +155,7 @@ def test_fold_command_writes_a_verified_candidate_that_changes_only_teen_boys(
 
     out = tmp_path / "candidate.pt"
     result = CliRunner().invoke(
-        _calibrate_tool().cli,
+        _perf_tool("calibrate_conditional").cli,
         ["fold", str(run / "samples" / "g_ema_000100.pt"), "--gender", "male",
          "--out", str(out), "--weights", str(weights), "--note", "test"],
     )  # fmt: skip
@@ -176,3 +178,24 @@ def test_fold_command_writes_a_verified_candidate_that_changes_only_teen_boys(
     assert not torch.equal(
         candidate.generate_for("male", 16.0, z), committed.generate_for("male", 16.0, z)
     )
+
+
+def test_benchmark_names_the_run_behind_each_genders_teen_adapter() -> None:
+    """The benchmark's "Training:" line must not credit a folded gender to the trained
+    adapter, whose own ``serves`` record predates the fold."""
+    provenance = json.loads(cond.DEFAULT_PROVENANCE.read_text())
+    provenance["adapter"]["serves"]["genders"] = ["female"]  # as the adapter run recorded it
+    fold = {"expert": {"step": 5000, "seconds": 1447.5, "config": {"batch_size": 32}}}
+    line = _perf_tool("bench_conditional")._training_line
+
+    text = line({**provenance, "adapter_folds": {}})
+    assert f"female teen adapter trained {provenance['steps']} steps" in text
+    assert "folded" not in text
+
+    text = line({**provenance, "adapter_folds": {"male": fold}})
+    assert f"female teen adapter trained {provenance['steps']} steps" in text
+    assert "; male teen adapter a retraining folded in, 5000 steps of batch 32 in 1447.5 s" in text
+
+    text = line({**provenance, "adapter_folds": {"male": fold, "female": fold}})
+    assert " trained " not in text
+    assert text.count("a retraining folded in") == 2

@@ -350,27 +350,39 @@ def write_report(
     path.write_text("\n".join(lines) + kept)
 
 
-def _training_line(provenance: dict) -> str:
-    """How the measured weights were trained, from their provenance (base network first)."""
+PROVENANCE_FILE = "ingest/generators/weights/conditional.json"
 
-    def run(record: dict) -> str:
+
+def _training_line(provenance: dict) -> str:
+    """How the measured weights were trained, from their provenance (base network first).
+
+    Why per gender: a gender's teen cells may be served by the trained adapter or by a
+    retraining folded into its adapter (``adapter_folds``), and a fold takes the gender
+    away from the trained adapter, so its ``serves`` record alone would name the wrong run.
+    """
+
+    def run(record: dict, steps: str = "steps") -> str:
         threads = record.get("config", {}).get("threads") or 1
         return (
-            f"{record.get('steps')} steps of batch {record.get('config', {}).get('batch_size')} "
-            f"({record.get('images_seen')} images) in {record.get('seconds')} s on "
-            f"{threads} CPU thread{'s' if threads != 1 else ''}"
+            f"{record.get(steps)} steps of batch {record.get('config', {}).get('batch_size')} "
+            f"in {record.get('seconds')} s on {threads} CPU thread{'s' if threads != 1 else ''}"
         )
 
     base = provenance.get("base_network")
-    if base and provenance.get("adapter"):
-        serves = provenance["adapter"].get("serves", {}).get("genders", ["male", "female"])
-        text = (
-            f"Training: base network {run(base)}; teen adapter (serves "
-            f"{', '.join(serves) or 'nobody'}) {run(provenance)}"
-        )
-    else:
-        text = f"Training: {run(provenance)}"
-    return text + "; commands and data in `ingest/generators/weights/conditional.json`."
+    if not (base and provenance.get("adapter")):
+        return f"Training: {run(provenance)}; commands and data in `{PROVENANCE_FILE}`."
+    folds = provenance.get("adapter_folds", {})
+    trained = [
+        g
+        for g in provenance["adapter"].get("serves", {}).get("genders", list(cond.GENDERS))
+        if g not in folds
+    ]
+    parts = [f"base network {run(base)}"]
+    if trained:
+        parts.append(f"{' and '.join(trained)} teen adapter trained {run(provenance)}")
+    for gender, fold in sorted(folds.items()):
+        parts.append(f"{gender} teen adapter a retraining folded in, {run(fold['expert'], 'step')}")
+    return f"Training: {'; '.join(parts)}; commands and data in `{PROVENANCE_FILE}`."
 
 
 def describe_calibration(generator: cond.ConditionalGenerator) -> str:
