@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import FlaskGroup
+from flask.cli import FlaskGroup, ScriptInfo
 
 
 def _create_app() -> Flask:
@@ -20,7 +20,27 @@ def _create_app() -> Flask:
     return importlib.import_module("app").create_app()
 
 
-main = FlaskGroup(create_app=_create_app, help="facecat: a self-hosted catalog of faces.")
+class FacecatGroup(FlaskGroup):
+    """The root group: a command that dies on SQL because nobody migrated the database
+    says so, with the fix, instead of printing a driver traceback about a missing table."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as exc:
+            from catalog.db import schema_behind_hint
+
+            app = ctx.ensure_object(ScriptInfo).load_app()
+            with app.app_context():
+                hint = schema_behind_hint(app)
+            if hint is None:
+                raise
+            raise click.ClickException(hint) from exc
+
+
+main = FacecatGroup(create_app=_create_app, help="facecat: a self-hosted catalog of faces.")
 
 
 class LazyCommand(click.Command):

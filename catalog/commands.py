@@ -9,13 +9,11 @@ fails, so it can gate a deploy.
 from __future__ import annotations
 
 import click
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog.db import alembic_config, get_engine, session_scope
+from catalog.db import database_revision, session_scope
 from catalog.fsck import fsck_command
 from catalog.selection import all_cells, verify_cells
 from catalog.status import catalog_stats, target_composition
@@ -46,14 +44,6 @@ def stats_command() -> None:
     click.echo("count share (target share)")
 
 
-def _database_revision() -> tuple[str | None, str | None]:
-    """(current revision, head revision) of the app's database."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    with get_engine().connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-    return current, head
-
-
 @catalog_cli.command("doctor")
 def doctor_command() -> None:
     """Check database, migrations, slot counters, storage and model weights.
@@ -71,7 +61,7 @@ def doctor_command() -> None:
 
     db_url = redact_url(current_app.config["DATABASE_URL"])
     try:
-        current, head = _database_revision()
+        current, head = database_revision()
     except SQLAlchemyError as exc:
         report(False, "database", f"{db_url} unreachable: {exc.__class__.__name__}: {exc}")
     else:

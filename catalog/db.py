@@ -16,11 +16,13 @@ from typing import TypeVar
 import click
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import Flask, current_app, g
 from flask.cli import AppGroup
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -207,6 +209,35 @@ def alembic_config(app: Flask | None = None) -> AlembicConfig:
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["engine"] = get_engine(app)
     return cfg
+
+
+def database_revision(app: Flask | None = None) -> tuple[str | None, str | None]:
+    """(current revision, head revision) of the app's database; current is None when empty."""
+    head = ScriptDirectory.from_config(alembic_config(app)).get_current_head()
+    with get_engine(app).connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return current, head
+
+
+def schema_behind_hint(app: Flask) -> str | None:
+    """What to tell a user whose command failed on SQL, if the schema is not at head.
+
+    Why: on a database nobody has migrated, every command that touches rows dies with a
+    raw "no such table" traceback, some after minutes of work (``measure-yields``
+    generates before it writes). None when the schema is current or cannot be read, so
+    the original error is what the user sees.
+    """
+    try:
+        current, head = database_revision(app)
+    except SQLAlchemyError:
+        return None
+    if current == head:
+        return None
+    return (
+        f"the database ({engine_url(app.config['DATABASE_URL']).render_as_string()}) is at "
+        f"{current or 'an empty schema'}, and this version of facecat needs {head}: "
+        "run `facecat db upgrade` first"
+    )
 
 
 def upgrade(app: Flask | None = None, revision: str = "head") -> None:

@@ -85,3 +85,31 @@ def test_doctor_fails_when_storage_is_down(
     code, output = _doctor(app_factory, STORAGE_URL=url, MODELS_DIR=str(tmp_path))
     assert code == 1 and "FAIL  storage" in output
     assert ":s@" not in output  # the secret is redacted
+
+
+def test_a_command_on_an_unmigrated_database_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the ``facecat`` console script itself (its root group turns the SQL error
+    into the message), on a fresh SQLite file: before, ``keys list`` printed a driver
+    traceback about a missing table."""
+    from click.testing import CliRunner
+    from sqlalchemy import create_engine, inspect
+
+    from catalog.cli import main
+
+    database = tmp_path / "fresh.db"
+    monkeypatch.setenv("FACECAT_DATABASE_URL", f"sqlite:///{database}")
+    monkeypatch.setenv("FACECAT_STORAGE_URL", (tmp_path / "objects").as_uri())
+    cli = CliRunner()
+
+    result = cli.invoke(main, ["keys", "list"])
+    assert result.exit_code == 1, result.output
+    assert "is at an empty schema" in result.output
+    assert "run `facecat db upgrade` first" in result.output
+    assert "Traceback" not in result.output and "no such table" not in result.output
+    assert inspect(create_engine(f"sqlite:///{database}")).get_table_names() == []
+
+    assert cli.invoke(main, ["db", "upgrade"]).exit_code == 0
+    result = cli.invoke(main, ["keys", "list"])
+    assert result.exit_code == 0, result.output
