@@ -7,6 +7,7 @@ a teardown closes it, and ``init_app`` wires both. Alembic is configured in code
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -211,12 +212,21 @@ def alembic_config(app: Flask | None = None) -> AlembicConfig:
     return cfg
 
 
+@functools.cache
+def head_revision() -> str | None:
+    """The newest migration this code ships (read once: it cannot change while running)."""
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The migration the database behind ``connection`` is at; None for an empty schema."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
 def database_revision(app: Flask | None = None) -> tuple[str | None, str | None]:
     """(current revision, head revision) of the app's database; current is None when empty."""
-    head = ScriptDirectory.from_config(alembic_config(app)).get_current_head()
     with get_engine(app).connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-    return current, head
+        return current_revision(connection), head_revision()
 
 
 def schema_behind_hint(app: Flask) -> str | None:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import flight, yields
 from catalog.admission import SqlIngestCatalog
-from catalog.db import session_factory
+from catalog.db import schema_behind_hint, session_factory
 from catalog.errors import ApiError
 from catalog.extensions import lazy_extension
 from catalog.fallback import register_supplier
@@ -216,5 +216,6 @@ def init_app(app: Flask) -> None:
             catalog=lambda: SqlOndemandCatalog.for_app(app),
             storage=lambda: get_storage(app),
             ondemand=lambda: get_ondemand(app),
+            schema_problem=lambda: schema_behind_hint(app),
         ),
     )

@@ -554,12 +554,15 @@ PATHS: dict[str, Any] = {
     "/healthz": {
         "get": {
             "summary": "Liveness and dependencies",
-            "description": "200 when the database and the image storage answer; else 503 "
-            "with `checks` naming what failed.",
+            "description": "200 when the database answers and is migrated to this "
+            "version's schema and the image storage answers; else 503 with `checks` naming "
+            "what failed.",
             "tags": ["status"],
             "responses": {
                 "200": _json(_ref("schemas", "Health"), "Healthy."),
-                "503": _json(_ref("schemas", "Error"), "A dependency is unreachable."),
+                "503": _json(
+                    _ref("schemas", "Error"), "A dependency is unreachable or not migrated."
+                ),
             },
         }
     },

@@ -10,10 +10,9 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog.db import serving_read
+from catalog.db import current_revision, head_revision, serving_read
 from catalog.errors import ApiError
 from catalog.params import parse_choice
 from catalog.selection import CellCount, all_cells
@@ -79,12 +78,21 @@ def stats() -> Response:
 
 
 def check_database() -> str | None:
-    """None if the database answers, else why not."""
+    """None if the database answers and is migrated to this code's head, else why not.
+
+    Why the migration: on a database nobody upgraded, every face request answers 503 while
+    a bare ``SELECT 1`` succeeds, so a load balancer would keep sending traffic to an
+    instance that cannot serve any.
+    """
     try:
-        serving_read(lambda connection: connection.execute(text("SELECT 1")))
+        current = serving_read(current_revision)
     except SQLAlchemyError as exc:
         logger.warning("healthz: database unreachable: %s", exc)
         return "unreachable"
+    head = head_revision()
+    if current != head:
+        logger.warning("healthz: database at %s, code needs %s", current, head)
+        return f"at {current or 'an empty schema'}, needs {head}: run `facecat db upgrade`"
     return None
 
 
@@ -107,7 +115,7 @@ def healthz() -> Response:
         raise ApiError(
             503,
             "unhealthy",
-            f"Not reachable: {', '.join(failed)}.",
+            f"Failing checks: {', '.join(failed)}.",
             checks={name: problem or "ok" for name, problem in checks.items()},
             headers={"Cache-Control": "no-store", "Retry-After": "10"},
         )

@@ -20,7 +20,7 @@ from flask.cli import AppGroup
 
 from ingest.pipeline import BatchOutcome, IngestReport, IngestSettings, run_ingest
 from ingest.scheduling import IngestWorker
-from ingest.services import get_services
+from ingest.services import get_services, require_current_schema
 
 if TYPE_CHECKING:  # torch is imported only when a command loads the models
     from analysis.types import AgeGenderEstimator
@@ -148,6 +148,7 @@ def run_command(
     from tqdm import tqdm
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    require_current_schema(app)
     if if_empty:
         existing = catalog_size(app)
         if existing:
@@ -238,6 +239,7 @@ def worker_command(
     Example: ``facecat ingest worker --interval 300 --count 256``.
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    require_current_schema(app)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = IngestSettings.from_config(app.config, batch_size=batch)
     generator, estimator = load_models(app, device, settings.batch_size)

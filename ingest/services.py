@@ -35,6 +35,8 @@ class IngestServices:
     catalog: Callable[[], OndemandCatalog]
     storage: Callable[[], ObjectStore]
     ondemand: Callable[[], OnDemand]
+    # What is wrong with the database's schema (not migrated to head), or None.
+    schema_problem: Callable[[], str | None] = lambda: None
 
 
 def register_services(app: Flask, services: IngestServices) -> None:
@@ -51,3 +53,15 @@ def get_services(app: Flask) -> IngestServices:
             "no ingest services on this app: create it with app.create_app(), whose "
             "catalog.ondemand.init_app registers them"
         ) from None
+
+
+def require_current_schema(app: Flask) -> None:
+    """Stop a command before it loads models or schedules runs when the database is not
+    migrated: otherwise ``measure-yields`` generates for a minute before its first write
+    fails, and the worker logs the same missing-table traceback every interval, forever.
+    """
+    problem = get_services(app).schema_problem()
+    if problem:
+        import click
+
+        raise click.ClickException(problem)

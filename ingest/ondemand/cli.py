@@ -33,7 +33,7 @@ from ingest.ondemand.yields import (
     Counts,
     YieldTable,
 )
-from ingest.services import get_services
+from ingest.services import get_services, require_current_schema
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +254,7 @@ def measure_yields_command(
     if unknown:
         raise click.BadParameter(f"unknown strategies {unknown}", param_hint="--strategies")
     chosen = _parse_cells(cells)
+    require_current_schema(app)
     config = dict(app.config)
     if device:
         config["DEVICE"] = device
@@ -313,5 +314,6 @@ def backfill_command(limit: int) -> None:
 
     Example: ``facecat ingest backfill --limit 5``. The worker does this before each run.
     """
+    require_current_schema(current_app)
     admitted = get_services(current_app).ondemand().run_backfill(limit=limit)
     click.echo(f"backfill admitted {admitted} faces")

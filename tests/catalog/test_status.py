@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from catalog.db import upgrade
 from catalog.models import Face
 from ingest.bands import BANDS, DEFAULT_COMPOSITION
 from tests.conftest import _free_port
@@ -109,3 +110,18 @@ def test_healthz_503_when_storage_folder_is_unusable(
     (tmp_path / "a-file").write_bytes(b"")
     app = app_factory(STORAGE_URL=(tmp_path / "a-file" / "objects").as_uri())
     assert app.test_client().get("/healthz").get_json()["checks"]["storage"] == "unreachable"
+
+
+def test_healthz_503_when_the_database_is_not_migrated(
+    app_factory: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """The database answers but has no tables: every face request would be a 503, so the
+    instance is not healthy, and the check says what to run."""
+    app = app_factory(DATABASE_URL=f"sqlite:///{tmp_path / 'unmigrated.db'}")
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    database = response.get_json()["checks"]["database"]
+    assert database.startswith("at an empty schema, needs ")
+    assert database.endswith("run `facecat db upgrade`")
+    upgrade(app)
+    assert app.test_client().get("/healthz").status_code == 200

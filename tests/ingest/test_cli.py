@@ -198,3 +198,30 @@ def test_make_worker_uses_the_settings(app) -> None:  # type: ignore[no-untyped-
     assert worker.is_full() is False
     report = worker.run_once(threading.Event())
     assert report.trigger == "worker" and report.generated == 8 and report.admitted == 8
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ingest", "run", "--count", "4"],
+        ["ingest", "worker"],
+        ["ingest", "measure-yields", "--per-cell", "1"],
+        ["ingest", "backfill"],
+    ],
+)
+def test_ingest_commands_stop_at_once_on_an_unmigrated_database(
+    app_factory, tmp_path, monkeypatch, args
+) -> None:  # type: ignore[no-untyped-def]
+    """Before any model is loaded: measure-yields used to generate for a minute and then
+    fail on its first write, and the worker logged a missing-table traceback every run."""
+    app = app_factory(DATABASE_URL=f"sqlite:///{tmp_path / 'unmigrated.db'}")
+
+    def no_models(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("models loaded on an unmigrated database")
+
+    monkeypatch.setattr(ingest.cli, "load_models", no_models)
+    monkeypatch.setattr("ingest.ondemand.engine.load_model_set", no_models)
+    result = app.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 1, result.output
+    assert "is at an empty schema" in result.output
+    assert "run `facecat db upgrade` first" in result.output
