@@ -60,8 +60,15 @@ def test_ingest_run_if_empty_seeds_once(app, runner, fake_models) -> None:  # ty
 def test_ingest_run_fails_loudly_when_storage_is_down(
     app, runner, fake_models, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from tests.ingest.fakes import FaultyStorage
+    from tests.ingest.fakes import FaultyStorage, always
 
+    # Every face passes: with fake_models' alternating verdicts, the 8 random seeds were
+    # can all be rejected (1 run in 256): then nothing reaches storage and the run exits 0.
+    monkeypatch.setattr(
+        ingest.cli,
+        "load_models",
+        lambda *_a, **_k: (FakeGenerator(always(Verdict(30, 0.95))), FakeEstimator()),
+    )
     app.config.update(INGEST_UPLOAD_RETRIES=0)
     app.extensions["facecat.storage"] = FaultyStorage(get_storage(app), fail_after_puts=0)
     result = runner.invoke(args=["ingest", "run", "--count", "8"])
