@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from flask_cors import CORS
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from catalog.storage import StorageError
@@ -96,8 +96,44 @@ def _handle_http_exception(exc: HTTPException) -> Response:
     return error_response(error)
 
 
-def _handle_database_down(exc: OperationalError) -> Response:
-    """Lost or refused database connections are an outage, not a bug: 503 and retry."""
+# What drivers say when a table or column the code needs does not exist: SQLite's
+# messages, PostgreSQL's SQLSTATEs undefined_table and undefined_column.
+_MISSING_SCHEMA_MESSAGES = ("no such table", "no such column")
+_MISSING_SCHEMA_SQLSTATES = ("42P01", "42703")
+
+
+def _schema_is_behind(exc: DBAPIError) -> bool:
+    """Whether ``exc`` is a missing table or column on a database not migrated to head.
+
+    Only such errors are checked, so a database that is down costs no second connection.
+    """
+    missing = getattr(exc.orig, "pgcode", None) in _MISSING_SCHEMA_SQLSTATES or any(
+        text in str(exc.orig) for text in _MISSING_SCHEMA_MESSAGES
+    )
+    if not missing:
+        return False
+    from catalog.db import schema_behind_hint
+
+    return schema_behind_hint(current_app) is not None
+
+
+def _handle_database_error(exc: DBAPIError) -> Response:
+    """Lost or refused connections are an outage, not a bug: 503 and retry. A schema
+    nobody migrated is a 503 too, but one a retry will not fix, so it says what will
+    (SQLite reported it as an outage; PostgreSQL as a 500)."""
+    if _schema_is_behind(exc):
+        logger.error("database schema is behind this code (run `facecat db upgrade`): %s", exc.orig)
+        return error_response(
+            ApiError(
+                503,
+                "database_not_migrated",
+                "The database schema is older than this version of facecat; the operator "
+                "must run `facecat db upgrade`.",
+                headers={"Retry-After": "60"},
+            )
+        )
+    if not isinstance(exc, OperationalError):
+        return _handle_unexpected(exc)
     logger.error("database unavailable: %s", exc.orig)
     return error_response(
         ApiError(
@@ -136,7 +172,8 @@ def init_app(app: Flask) -> None:
     """Register the JSON error handlers and CORS (``Access-Control-Allow-Origin: *``)."""
     app.register_error_handler(ApiError, _handle_api_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
-    app.register_error_handler(OperationalError, _handle_database_down)
+    app.register_error_handler(OperationalError, _handle_database_error)
+    app.register_error_handler(ProgrammingError, _handle_database_error)
     app.register_error_handler(StorageError, _handle_storage_down)
     app.register_error_handler(Exception, _handle_unexpected)
     # Public, credential-free API: a wildcard origin is what <img>/fetch users need, and

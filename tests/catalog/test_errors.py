@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from catalog.db import downgrade, upgrade
 from catalog.errors import ApiError
 from catalog.models import Face
 from tests.conftest import _free_port
@@ -110,3 +111,21 @@ def test_storage_down_is_503_for_images(
     face = make_face()
     app = app_factory(STORAGE_URL=f"s3://k:s@127.0.0.1:{_free_port()}/bucket?region=us-east-1")
     assert_json_error(app.test_client().get(f"/img/{face.image_key}"), 503, "storage_unavailable")
+
+
+def test_an_unmigrated_database_is_a_503_that_names_the_fix(
+    app_factory: Callable[..., Flask],
+) -> None:
+    """On the test database (SQLite, then PostgreSQL) taken back to an empty schema:
+    SQLite used to call it an outage ("not reachable"), PostgreSQL a 500."""
+    app = app_factory()
+    downgrade(app)
+    try:
+        client = app.test_client()
+        for path in ("/face/json", "/api/v1/faces/random", "/stats"):
+            response = client.get(path)
+            assert_json_error(response, 503, "database_not_migrated")
+            assert "facecat db upgrade" in response.get_json()["detail"]
+    finally:
+        upgrade(app)
+    assert app.test_client().get("/stats").status_code == 200
