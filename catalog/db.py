@@ -229,6 +229,14 @@ def database_revision(app: Flask | None = None) -> tuple[str | None, str | None]
         return current_revision(connection), head_revision()
 
 
+def schema_lag(current: str | None, head: str | None) -> str | None:
+    """``"at CURRENT, needs HEAD"`` when the schema is not at head, else None: the one
+    wording the CLI, ``/healthz`` and the API use for an unmigrated database."""
+    if current == head:
+        return None
+    return f"at {current or 'an empty schema'}, needs {head}"
+
+
 def schema_behind_hint(app: Flask) -> str | None:
     """What to tell a user whose command failed on SQL, if the schema is not at head.
 
@@ -238,16 +246,13 @@ def schema_behind_hint(app: Flask) -> str | None:
     the original error is what the user sees.
     """
     try:
-        current, head = database_revision(app)
+        lag = schema_lag(*database_revision(app))
     except SQLAlchemyError:
         return None
-    if current == head:
+    if lag is None:
         return None
-    return (
-        f"the database ({engine_url(app.config['DATABASE_URL']).render_as_string()}) is at "
-        f"{current or 'an empty schema'}, and this version of facecat needs {head}: "
-        "run `facecat db upgrade` first"
-    )
+    url = engine_url(app.config["DATABASE_URL"]).render_as_string()
+    return f"the database ({url}) is {lag}: run `facecat db upgrade` first"
 
 
 def upgrade(app: Flask | None = None, revision: str = "head") -> None:

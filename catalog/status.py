@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog.db import current_revision, head_revision, serving_read
+from catalog.db import current_revision, head_revision, schema_lag, serving_read
 from catalog.errors import ApiError
 from catalog.params import parse_choice
 from catalog.selection import CellCount, all_cells
@@ -89,10 +89,10 @@ def check_database() -> str | None:
     except SQLAlchemyError as exc:
         logger.warning("healthz: database unreachable: %s", exc)
         return "unreachable"
-    head = head_revision()
-    if current != head:
-        logger.warning("healthz: database at %s, code needs %s", current, head)
-        return f"at {current or 'an empty schema'}, needs {head}: run `facecat db upgrade`"
+    lag = schema_lag(current, head_revision())
+    if lag:
+        logger.warning("healthz: database %s", lag)
+        return f"{lag}: run `facecat db upgrade`"
     return None
 
 

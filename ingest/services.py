@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import click
 from flask import Flask
 
 if TYPE_CHECKING:  # the engine pulls in the pipeline; commands import it only when run
@@ -62,6 +63,4 @@ def require_current_schema(app: Flask) -> None:
     """
     problem = get_services(app).schema_problem()
     if problem:
-        import click
-
         raise click.ClickException(problem)

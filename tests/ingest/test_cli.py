@@ -62,8 +62,8 @@ def test_ingest_run_fails_loudly_when_storage_is_down(
 ) -> None:  # type: ignore[no-untyped-def]
     from tests.ingest.fakes import FaultyStorage, always
 
-    # Every face passes: with fake_models' alternating verdicts, the 8 random seeds were
-    # can all be rejected (1 run in 256): then nothing reaches storage and the run exits 0.
+    # Every face passes: with fake_models' alternating verdicts, the 8 random seeds can
+    # all be rejected (1 run in 256): then nothing reaches storage and the run exits 0.
     monkeypatch.setattr(
         ingest.cli,
         "load_models",
