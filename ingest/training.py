@@ -37,7 +37,7 @@ gap was a training problem, not a calibration one; docs/coverage.md):
   the whole age scale and lost the 60+ cells; the anchor lets training change what users
   get for the free ages only, and the stored calibration stays valid elsewhere.
 * ``--adapter GENDER`` (with ``--init-from``): train only that gender's gated teen
-  adapter (``TeenAdapter``: extra conditional paths and low-rank convolution changes
+  adapter (``GatedAdapter``: extra conditional paths and low-rank convolution changes
   multiplied by a gate on the conditioning age, placed where the init file's
   calibration puts requested ages 12.5-20); every other weight, the other gender's
   adapter and the BatchNorm statistics stay frozen (BN in eval mode, no recalibration at
@@ -966,7 +966,7 @@ def export(
     net = export_ready(g_ema, config)
     path = Path(config.export)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), path)
+    cond.save_weights(net, path)
     sha = cond.sha256_file(path)
     if config.init_from:
         init = {"from": "conditional weights", "path": config.init_from, "weights_sha256": init_sha}

@@ -191,7 +191,7 @@ GATE_EDGE_MARGIN = 0.01
 # Rank of the adapter's change to each transposed convolution (LoRA-style, see LowRankDelta).
 ADAPTER_RANK = 64
 # Keys of the single adapter that files from 2026-12-01 carry (it served girls), mapped
-# to one ``TeenAdapter`` by ``ConditionalDCGAN._per_gender_adapters``.
+# to one ``GatedAdapter`` by ``ConditionalDCGAN._per_gender_adapters``.
 _FLAT_ADAPTER_KEYS = re.compile(
     r"^(condition_adapter\.|up_adapters\.|norms\.\d+\.adapter_(gamma|beta)\.|adapter_gate_ages$)"
 )
@@ -220,20 +220,26 @@ class LowRankDelta(nn.Module):
         return nn.functional.conv_transpose2d(x, weight, stride=self.stride, padding=self.padding)
 
 
-class TeenAdapter(nn.Module):
-    """One gender's adapter: extra condition paths and convolution changes, gated by age.
+class GatedAdapter(nn.Module):
+    """An adapter for one gender: extra condition paths and convolution changes, gated by age.
 
     Parts: a condition map added to the 4x4 features (``condition``), a gain and bias per
     BatchNorm (``gammas``/``betas``), a low-rank change to every transposed convolution
     (``ups``), all multiplied by the gate, a trapezoid on the conditioning age
-    (``gate_ages``). Why one per gender: a single adapter trained on boys and girls together
-    learnt one "teen look" in its convolution changes (they do not see the condition) and
-    boys lost their gender (docs/coverage.md); apart, each is trained on its own gender.
-    ``serving`` (0 or 1) switches it off for requests without changing the weights: the
-    choice is measured and stored like the calibration.
+    (``gate_ages``), for rows of its ``gender`` (0 male, 1 female) only. Why per gender: a
+    single adapter trained on boys and girls together learnt one "teen look" in its
+    convolution changes (they do not see the condition) and boys lost their gender
+    (docs/coverage.md); apart, each is trained on its own gender. ``serving`` (0 or 1)
+    switches it off for requests without changing the weights: the choice is measured and
+    stored like the calibration.
     """
 
-    def __init__(self, ups: Sequence[nn.ConvTranspose2d], norm_channels: Sequence[int]) -> None:
+    def __init__(
+        self,
+        ups: Sequence[nn.ConvTranspose2d],
+        norm_channels: Sequence[int],
+        gender: int = 0,
+    ) -> None:
         super().__init__()
         self.condition = _zero_linear(CONDITION_DIM, ups[0].weight.shape[1] * 16)
         self.gammas = nn.ModuleList([_zero_linear(CONDITION_DIM, c) for c in norm_channels])
@@ -241,6 +247,7 @@ class TeenAdapter(nn.Module):
         self.ups = nn.ModuleList([LowRankDelta(up) for up in ups])
         self.register_buffer("gate_ages", torch.tensor(ADAPTER_GATE_AGES))
         self.register_buffer("serving", torch.ones(()))
+        self.register_buffer("gender", torch.tensor(float(gender)))
 
     def gate(self, age: torch.Tensor) -> torch.Tensor:
         """Trapezoid in [0, 1] over conditioning ``age`` (years), times ``serving``.
@@ -326,15 +333,17 @@ class ConditionalDCGAN(nn.Module):
     ``forward`` takes a raw condition (training); ``render_request`` applies the calibration.
     A state without these buffers (an older file, a training snapshot) loads as identity.
 
-    The **adapters** (``adapters[0]`` male, ``adapters[1]`` female, see ``TeenAdapter``)
-    add condition paths and a low-rank change to every convolution, multiplied by a gate
-    on the conditioning age, for their gender's rows only. Why: every other weight is
-    shared by all ages, so retraining them for teenagers moved the other cells
+    The **adapters** (``GatedAdapter``) add condition paths and a low-rank change to every
+    convolution, multiplied by a gate on the conditioning age, for their gender's rows
+    only. ``adapters[0]`` and ``adapters[1]`` are the boys' and girls' teen adapters (what
+    an adapter run trains, and what the methods taking a gender address by default);
+    ``add_adapter`` appends more (a retraining folded over other ages). Why: every other
+    weight is shared by all ages, so retraining them for teenagers moved the other cells
     (docs/coverage.md); an adapter trained alone, with the rest frozen, cannot change any
     request outside its gate, and costs nothing for those requests (the convolution
     deltas run on gated rows only). A state without adapters loads with both at zero,
     which renders as before; a state with the single adapter of 2026-12-01 loads it into
-    the gender(s) it served.
+    the gender(s) it served; a state with more adapters adds them on loading.
     """
 
     def __init__(self, features: int = 64) -> None:
@@ -350,11 +359,16 @@ class ConditionalDCGAN(nn.Module):
         )
         self.norms = nn.ModuleList([ConditionalBatchNorm(c) for c in channels[1:5]])
         self.condition_in = _zero_linear(CONDITION_DIM, f * 8 * 16)
-        self.adapters = nn.ModuleList([TeenAdapter(self.ups, channels[1:5]) for _ in GENDERS])
+        self.adapters = nn.ModuleList([self._fresh_adapter(i) for i, _ in enumerate(GENDERS)])
         for name, value in identity_calibration().items():
             self.register_buffer(name, value)
         self._register_load_state_dict_pre_hook(self._identity_if_uncalibrated)
         self._register_load_state_dict_pre_hook(self._per_gender_adapters)
+
+    def _fresh_adapter(self, gender: int) -> GatedAdapter:
+        """A new adapter for ``gender`` (0 male, 1 female): zero in effect, serving."""
+        adapter = GatedAdapter(self.ups, [n.bn.num_features for n in self.norms], gender)
+        return adapter.to(self.condition_in.weight.device)
 
     def _identity_if_uncalibrated(self, state, prefix, *args, **kwargs) -> None:
         """Older files and training snapshots have no calibration: load them as identity."""
@@ -364,14 +378,16 @@ class ConditionalDCGAN(nn.Module):
                 state[prefix + name] = value
 
     def _per_gender_adapters(self, state, prefix, *args, **kwargs) -> None:
-        """Bring older files to one adapter per gender.
+        """Bring older files to one adapter per gender, and this module to the file's adapters.
 
         Files from before any adapter keep this module's fresh adapters (zero in effect:
         zero linear maps, ``up`` factors zero; the random ``down`` factors let an adapter
         run start from them), so they render as they did. Files with the single adapter of
         2026-12-01 (flat keys, ``adapter_genders`` saying whom it served) get it as the
         adapter of each gender it served, and a fresh one, not serving, for the others: the
-        same rendering, bit for bit.
+        same rendering, bit for bit. Files from before adapters had a ``gender`` buffer hold
+        the two teen adapters, in gender order. A file with adapters beyond those two gets
+        them here, and one without drops this module's: the module renders as the file does.
         """
         flat = {
             k[len(prefix) :]: state.pop(k)
@@ -379,13 +395,24 @@ class ConditionalDCGAN(nn.Module):
             if k.startswith(prefix) and _FLAT_ADAPTER_KEYS.match(k[len(prefix) :])
         }
         served = state.pop(prefix + "adapter_genders", torch.ones(2) if flat else None)
+        found = {
+            int(k[len(prefix) :].split(".")[1]) for k in state if k.startswith(prefix + "adapters.")
+        }
+        count = max(len(GENDERS), 1 + max(found, default=0))
+        kept = list(self.adapters)[: len(GENDERS)]
+        for i in range(len(GENDERS), count):
+            gender = state.get(f"{prefix}adapters.{i}.gender")
+            if gender is None:
+                raise RuntimeError(f"adapters.{i} has no gender buffer")
+            kept.append(self._fresh_adapter(int(gender)))
+        self.adapters = nn.ModuleList(kept)
         own = self.state_dict()
-        for i, _ in enumerate(GENDERS):
+        for i in range(count):
             head = f"adapters.{i}."
             for name, value in own.items():
                 if name.startswith(head) and prefix + name not in state:
                     state[prefix + name] = value.clone()
-            if served is None:  # a file with per-gender adapters, or with none
+            if served is None or i >= len(GENDERS):  # per-gender adapters, or none
                 continue
             takes_it = bool(flat) and bool(served[i])
             if takes_it:
@@ -393,29 +420,53 @@ class ConditionalDCGAN(nn.Module):
                     state[prefix + head + _per_gender_key(old)] = value.clone()
             state[prefix + head + "serving"] = torch.tensor(float(takes_it))
 
+    def add_adapter(self, gender: str) -> int:
+        """Append a fresh adapter for ``gender`` (zero in effect, serving); its index.
+
+        Why more than the two teen adapters: a retraining aimed at other ages (boys 0-12)
+        can be folded in beside them, gated over its own ages (``ingest.generators.folding``).
+        """
+        self.adapters.append(self._fresh_adapter(self._gender_index(gender)))
+        return len(self.adapters) - 1
+
     def reset_adapter(self, gender: str | None = None) -> None:
-        """Put one gender's adapter (both if None) back to fresh: zero in effect, serving.
+        """Put one gender's teen adapter (every adapter if None) back to fresh: zero in
+        effect, serving.
 
         A full retraining changes the base network the adapters were trained on, so old
         adapters would no longer fit it.
         """
         for i in self._adapter_indices(gender):
-            fresh = TeenAdapter(self.ups, [n.bn.num_features for n in self.norms])
-            self.adapters[i].load_state_dict(fresh.to(self.condition_in.weight.device).state_dict())
+            fresh = self._fresh_adapter(int(self.adapters[i].gender))
+            self.adapters[i].load_state_dict(fresh.state_dict())
+
+    @staticmethod
+    def _gender_index(gender: str) -> int:
+        if gender not in GENDERS:
+            raise ValueError(f"unknown gender {gender!r}; expected one of {GENDERS}")
+        return GENDERS.index(gender)
 
     def _adapter_indices(self, gender: str | None) -> list[int]:
         if gender is None:
-            return list(range(len(GENDERS)))
-        if gender not in GENDERS:
-            raise ValueError(f"unknown gender {gender!r}; expected one of {GENDERS}")
-        return [GENDERS.index(gender)]
+            return list(range(len(self.adapters)))
+        return [self._gender_index(gender)]
+
+    def adapter_index(self, gender: str, index: int | None = None) -> int:
+        """``index`` (default: ``gender``'s teen adapter), checked to serve ``gender``."""
+        if index is None:
+            return self._gender_index(gender)
+        if not 0 <= index < len(self.adapters):
+            raise ValueError(f"no adapter {index}; there are {len(self.adapters)}")
+        if int(self.adapters[index].gender) != self._gender_index(gender):
+            raise ValueError(f"adapter {index} is not a {gender} adapter")
+        return index
 
     def adapter_parameters(self, gender: str | None = None) -> list[nn.Parameter]:
-        """The adapters' weights (one gender's, or both): all that an adapter run trains."""
+        """The adapters' weights (one gender's teen adapter, or all): what an adapter run trains."""
         return [p for i in self._adapter_indices(gender) for p in self.adapters[i].parameters()]
 
     def adapter_gates(self, condition: torch.Tensor) -> torch.Tensor:
-        """``(2, N)``: each gender's adapter gate per row; 0 for rows of the other gender.
+        """``(A, N)``: each adapter's gate per row; 0 for rows of another gender.
 
         The conditioning age is ``age/100`` (column 2). A row's gender is its larger
         one-hot entry, with or without gender guidance.
@@ -424,42 +475,50 @@ class ConditionalDCGAN(nn.Module):
         female = condition[:, 1] > condition[:, 0]
         return torch.stack(
             [
-                adapter.gate(age) * (female if i else ~female)
-                for i, adapter in enumerate(self.adapters)
+                adapter.gate(age) * torch.where(female, adapter.gender, 1.0 - adapter.gender)
+                for adapter in self.adapters
             ]
         )
 
     def adapter_gate(self, condition: torch.Tensor) -> torch.Tensor:
-        """``(N,)``: the gate of each row's own adapter (see ``adapter_gates``)."""
+        """``(N,)``: the summed gates of each row's adapters (see ``adapter_gates``)."""
         return self.adapter_gates(condition).sum(0)
 
-    def set_adapter_gate_ages(self, gender: str, ages: Sequence[float]) -> None:
-        """Move one gender's gate (four strictly increasing conditioning ages).
+    def set_adapter_gate_ages(
+        self, gender: str, ages: Sequence[float], index: int | None = None
+    ) -> None:
+        """Move a gate of ``gender`` (four strictly increasing conditioning ages); the teen
+        adapter's unless ``index`` names another.
 
         Why after training: the calibration maps a requested age to a conditioning age, so
         a gate need not sit where it was trained; moving it is an inference-time choice,
         measured like the calibration (``place_adapter_gate`` derives it from requested
         ages).
         """
-        self.adapters[self._adapter_indices(gender)[0]].set_gate_ages(ages)
+        self.adapters[self.adapter_index(gender, index)].set_gate_ages(ages)
 
-    def place_adapter_gate(self, gender: str, requested_ages: Sequence[float]) -> list[float]:
-        """Put ``gender``'s gate at the conditioning ages the calibration maps
-        ``requested_ages`` (four, rising) to; returns them.
+    def place_adapter_gate(
+        self, gender: str, requested_ages: Sequence[float], index: int | None = None
+    ) -> list[float]:
+        """Put a gate of ``gender`` (see ``set_adapter_gate_ages``) at the conditioning ages
+        the calibration maps ``requested_ages`` (four, rising) to; returns them.
 
-        So the gate covers the requested teens exactly, whatever the calibration does. The
+        So the gate covers the requested ages exactly, whatever the calibration does. The
         two outer edges move ``GATE_EDGE_MARGIN`` years inward: a catalog latent carries its
         age through the normal CDF and decodes asked 20 as 19.999998, which an edge at
         exactly 20 would give a gate of ~1e-7, enough to change a few pixels of a request
-        that must render as without the adapter.
+        that must render as without the adapter. Requested ages below 0, which no request
+        asks, map one conditioning year per year below the calibration's age at 0: a gate
+        rising over (-2, -1) is fully open from age 0.
         """
         asked = torch.as_tensor([float(a) for a in requested_ages], dtype=torch.float32)
         asked[0] += GATE_EDGE_MARGIN
         asked[-1] -= GATE_EDGE_MARGIN
-        female = torch.full_like(asked, float(GENDERS.index(gender)))
-        condition, _ = self.calibrated(female.to(asked.device), asked)
-        ages = (condition[:, 2] * MAX_AGE).tolist()
-        self.set_adapter_gate_ages(gender, ages)
+        female = torch.full_like(asked, float(self._gender_index(gender)))
+        device = self.calibration_ages.device
+        condition, _ = self.calibrated(female.to(device), asked.to(device))
+        ages = (condition[:, 2].cpu() * MAX_AGE + asked.clamp(max=0.0)).tolist()
+        self.set_adapter_gate_ages(gender, ages, index)
         return ages
 
     def set_adapter_genders(self, genders: Sequence[str]) -> None:
@@ -467,12 +526,13 @@ class ConditionalDCGAN(nn.Module):
         unknown = set(genders) - set(GENDERS)
         if unknown:
             raise ValueError(f"unknown genders {sorted(unknown)}; expected some of {GENDERS}")
-        for gender, adapter in zip(GENDERS, self.adapters, strict=True):
-            adapter.serving.fill_(float(gender in genders))
+        for adapter in self.adapters:
+            adapter.serving.fill_(float(GENDERS[int(adapter.gender)] in genders))
 
     def served_genders(self) -> list[str]:
-        """The genders whose adapter is switched on."""
-        return [g for g, a in zip(GENDERS, self.adapters, strict=True) if float(a.serving)]
+        """The genders with an adapter switched on."""
+        on = {GENDERS[int(a.gender)] for a in self.adapters if float(a.serving)}
+        return [g for g in GENDERS if g in on]
 
     def calibration(self) -> dict[str, torch.Tensor]:
         """The calibration buffers (CPU copies)."""
@@ -559,13 +619,37 @@ def is_adapter_key(name: str) -> bool:
 
 
 def _per_gender_key(flat: str) -> str:
-    """A key of the single 2026-12-01 adapter -> its key inside a ``TeenAdapter``."""
+    """A key of the single 2026-12-01 adapter -> its key inside a ``GatedAdapter``."""
     if flat == "adapter_gate_ages":
         return "gate_ages"
     if flat.startswith("norms."):
         _, index, leaf, rest = flat.split(".", 3)  # norms.I.adapter_gamma.weight
         return f"{leaf.removeprefix('adapter_')}s.{index}.{rest}"
     return flat.replace("condition_adapter.", "condition.", 1).replace("up_adapters.", "ups.", 1)
+
+
+def compact_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with equal tensors given as one, which ``torch.save`` writes once.
+
+    Why: the two teen adapters hold one retraining's convolution changes (4.2 MB), so
+    written twice they left no room in the 25 MB the weights may take for the boys' 0-12
+    adapter. Loading copies every entry into its own parameter: nothing is shared when the
+    network runs, and the rendering is the same.
+    """
+    kept: dict[tuple, list[torch.Tensor]] = {}
+    compact: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        twins = kept.setdefault((tuple(tensor.shape), tensor.dtype, tensor.device), [])
+        same = next((t for t in twins if torch.equal(t, tensor)), None)
+        if same is None:
+            twins.append(tensor)
+        compact[name] = tensor if same is None else same
+    return compact
+
+
+def save_weights(network: ConditionalDCGAN, path: str | Path) -> None:
+    """Write ``network``'s state to ``path``, each distinct tensor once (``compact_state``)."""
+    torch.save(compact_state(network.state_dict()), path)
 
 
 def sha256_file(path: str | Path) -> str:

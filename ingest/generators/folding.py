@@ -1,8 +1,8 @@
-"""Fold a fully retrained network into one gender's gated teen adapter.
+"""Fold a fully retrained network into one of a gender's gated adapters.
 
 Why: a full retraining for the teen cells (docs/coverage.md, 2026-11-30) made better
 teenagers but moved every other cell, and a second network would not fit the 25 MB the
-weights may take. A ``TeenAdapter`` can hold most of the difference instead, and it only
+weights may take. A ``GatedAdapter`` can hold most of the difference instead, and it only
 acts inside its gate, so every other request renders bit-identically.
 
 At gate 1 the fold is exact except for the convolutions:
@@ -113,18 +113,20 @@ def fold_into_adapter(
     expert: cond.ConditionalDCGAN,
     gender: str,
     condition_map: ConditionMap | None = None,
+    index: int | None = None,
 ) -> dict[str, float]:
-    """Write ``expert`` minus ``network`` into ``network``'s adapter for ``gender``.
+    """Write ``expert`` minus ``network`` into ``network``'s adapter for ``gender`` (its teen
+    adapter, or adapter ``index``: see ``ConditionalDCGAN.add_adapter``).
 
     Only that adapter's weights change (not its gate, not whom it serves): the caller
-    places the gate and switches it on, as for a trained adapter. A trained adapter of that
-    gender is replaced: the difference is taken from the network without it. With
+    places the gate and switches it on, as for a trained adapter. What the adapter held
+    (trained or folded) is replaced: the difference is taken from the network without it. With
     ``condition_map`` ``(M, m)`` the expert is fed ``M @ c + m`` where the network gets
     ``c``. Both networks must have the same architecture; BatchNorm is read in eval form
     (running statistics). Returns the relative Frobenius error of each convolution's
     rank-limited difference, ``{"ups.0": ..., ...}``.
     """
-    adapter = network.adapters[cond.GENDERS.index(gender)]
+    adapter = network.adapters[network.adapter_index(gender, index)]
     in_w, in_b = _composed(expert.condition_in, condition_map)
     adapter.condition.weight.copy_(in_w - network.condition_in.weight)
     adapter.condition.bias.copy_(in_b - network.condition_in.bias)

@@ -405,11 +405,94 @@ def test_gate_placed_through_the_calibration() -> None:
         assert net.adapter_gates(condition)[0].item() == gate, asked
 
 
+def test_an_added_adapter_serves_its_own_ages_and_round_trips_through_a_file(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(5)
+    net = cond.ConditionalDCGAN()
+    with torch.no_grad():
+        for p in net.adapter_parameters():
+            p.normal_(0.0, 0.2)
+    net.place_adapter_gate("male", [12.5, 13.0, 19.5, 20.0])
+    index = net.add_adapter("male")
+    assert index == 2
+    # Requested ages below 0 let the gate be open from age 0 (identity calibration here).
+    gate = net.place_adapter_gate("male", [-2.0, -1.0, 12.0, 12.5], index=index)
+    assert gate == pytest.approx([-1.99, -1.0, 12.0, 12.49])
+    with torch.no_grad():
+        for p in net.adapters[index].parameters():
+            p.normal_(0.0, 0.2)
+    two = cond.ConditionalDCGAN()
+    two.load_state_dict(
+        {k: v for k, v in net.state_dict().items() if not k.startswith("adapters.2.")},
+        strict=True,
+    )
+    assert len(two.adapters) == 2
+    z = torch.randn(4, cond.NOISE_DIM)
+    for age in (12.5, 13.0, 16.0, 30.0):  # boys outside its gate
+        assert torch.equal(_raw(net, z, 0.0, age), _raw(two, z, 0.0, age)), age
+    for age in (0.0, 6.0, 12.0):  # girls, inside its ages
+        assert torch.equal(_raw(net, z, 1.0, age), _raw(two, z, 1.0, age)), age
+    for age in (0.0, 6.0, 12.0):
+        assert not torch.allclose(_raw(net, z, 0.0, age), _raw(two, z, 0.0, age)), age
+
+    path = tmp_path / "three.pt"
+    cond.save_weights(net, path)
+    loaded = cond.ConditionalDCGAN()
+    loaded.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    assert len(loaded.adapters) == 3 and loaded.adapters[2].gender.item() == 0.0
+    for female in (0.0, 1.0):
+        for age in (0.0, 6.0, 12.2, 16.0, 40.0):
+            assert torch.equal(_raw(loaded, z, female, age), _raw(net, z, female, age))
+    # A file with two adapters makes a module that had three render as the file does.
+    loaded.load_state_dict(two.state_dict(), strict=True)
+    assert len(loaded.adapters) == 2
+    assert torch.equal(_raw(loaded, z, 0.0, 6.0), _raw(two, z, 0.0, 6.0))
+
+
+def test_adapters_are_addressed_by_gender_and_index() -> None:
+    net = cond.ConditionalDCGAN()
+    index = net.add_adapter("male")
+    assert net.adapter_index("male") == 0 and net.adapter_index("female") == 1
+    assert net.adapter_index("male", index) == index
+    with pytest.raises(ValueError, match="is not a female adapter"):
+        net.set_adapter_gate_ages("female", [1, 2, 3, 4], index=index)
+    with pytest.raises(ValueError, match="no adapter 5"):
+        net.adapter_index("male", 5)
+    net.set_adapter_genders(["female"])
+    assert [a.serving.item() for a in net.adapters] == [0.0, 1.0, 0.0]
+    net.set_adapter_genders(["male"])
+    assert net.served_genders() == ["male"]
+
+
+def test_equal_tensors_are_written_once_and_load_apart(tmp_path: Path) -> None:
+    """Two adapters folded from one retraining share their convolution changes: the file
+    holds them once (``compact_state``), the loaded network holds two copies."""
+    torch.manual_seed(6)
+    net = cond.ConditionalDCGAN()
+    with torch.no_grad():
+        for mine, theirs in zip(net.adapters[0].ups, net.adapters[1].ups, strict=True):
+            mine.up.normal_(0.0, 0.1)
+            theirs.load_state_dict(mine.state_dict())
+    plain, compact = tmp_path / "plain.pt", tmp_path / "compact.pt"
+    torch.save(net.state_dict(), plain)
+    cond.save_weights(net, compact)
+    shared = sum(p.numel() * 4 for p in net.adapters[1].ups.parameters())
+    assert compact.stat().st_size < plain.stat().st_size - 0.99 * shared
+    loaded = cond.ConditionalDCGAN()
+    loaded.load_state_dict(torch.load(compact, weights_only=True), strict=True)
+    for name, value in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    with torch.no_grad():
+        loaded.adapters[0].ups[0].up.add_(1.0)
+    assert not torch.equal(loaded.adapters[0].ups[0].up, loaded.adapters[1].ups[0].up)
+
+
 def _flat_single_adapter_state(net: cond.ConditionalDCGAN, served: list[float]) -> dict:
     """``net``'s state in the 2026-12-01 format: one adapter (the female one), flat keys."""
     state = {k: v for k, v in net.state_dict().items() if not cond.is_adapter_key(k)}
     for key, value in net.adapters[1].state_dict().items():
-        if key == "serving":
+        if key in ("serving", "gender"):  # buffers that format did not have
             continue
         if key == "gate_ages":
             flat = "adapter_gate_ages"

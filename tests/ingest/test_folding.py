@@ -180,6 +180,51 @@ def test_fold_command_writes_a_verified_candidate_that_changes_only_teen_boys(
     )
 
 
+def test_fold_command_can_add_an_adapter_for_boys_0_to_12(tmp_path: Path) -> None:
+    weights = tmp_path / "conditional.pt"
+    shutil.copy(cond.DEFAULT_WEIGHTS, weights)
+    shutil.copy(cond.DEFAULT_PROVENANCE, weights.with_suffix(".json"))
+    committed = cond.ConditionalGenerator(weights, device="cpu")
+    expert = copy.deepcopy(committed.network)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for name, p in expert.named_parameters():
+            if not cond.is_adapter_key(name):
+                p.add_(0.02 * torch.randn_like(p))
+    snapshot = tmp_path / "g_ema_000200.pt"
+    torch.save(expert.state_dict(), snapshot)
+
+    out = tmp_path / "candidate.pt"
+    result = CliRunner().invoke(
+        _perf_tool("calibrate_conditional").cli,
+        ["fold", str(snapshot), "--gender", "male", "--new-adapter",
+         "--gate-requested=-2,-1,12,12.5", "--expert-guidance", "0.25",
+         "--out", str(out), "--weights", str(weights)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+    candidate = cond.ConditionalGenerator(out, device="cpu")
+    folds = json.loads(out.with_suffix(".json").read_text())["adapter_folds"]
+    record = folds["male 0-12"]
+    added = len(committed.network.adapters)
+    assert record["adapter_index"] == added and record["expert_added_gender_guidance"] == 0.25
+    assert record["expert_age_map_condition_error"] < 1e-5
+    assert {"male", "female"} <= set(folds)  # the teen folds stay recorded
+    assert len(candidate.network.adapters) == added + 1
+    one_adapter = sum(p.numel() * 4 for p in candidate.network.adapters[added].parameters())
+    # The teen adapters' shared convolution changes are written once (compact_state).
+    assert out.stat().st_size <= weights.stat().st_size + 1.01 * one_adapter
+    z = committed.sample_latents(range(8))
+    for gender, age in (("male", 12.5), ("male", 16.0), ("male", 40.0), ("female", 6.0)):
+        assert torch.equal(
+            candidate.generate_for(gender, age, z), committed.generate_for(gender, age, z)
+        ), (gender, age)
+    for age in (0.0, 6.0, 12.0):
+        assert not torch.equal(
+            candidate.generate_for("male", age, z), committed.generate_for("male", age, z)
+        ), age
+
+
 def test_benchmark_names_the_run_behind_each_genders_teen_adapter() -> None:
     """The benchmark's "Training:" line must not credit a folded gender to the trained
     adapter, whose own ``serves`` record predates the fold."""
@@ -199,6 +244,11 @@ def test_benchmark_names_the_run_behind_each_genders_teen_adapter() -> None:
     text = line({**provenance, "adapter_folds": {"male": fold, "female": fold}})
     assert " trained " not in text
     assert text.count("a retraining folded in") == 2
+
+    folds = {"male": fold, "female": fold, "male 0-12": fold}
+    text = line({**provenance, "adapter_folds": folds})
+    assert "; male 0-12 adapter a retraining folded in, 5000 steps" in text
+    assert text.count("teen adapter a retraining folded in") == 2
 
 
 def test_age_map_is_exact_and_tame_whatever_the_rounding() -> None:

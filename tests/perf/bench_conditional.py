@@ -359,6 +359,7 @@ def _training_line(provenance: dict) -> str:
     Why per gender: a gender's teen cells may be served by the trained adapter or by a
     retraining folded into its adapter (``adapter_folds``), and a fold takes the gender
     away from the trained adapter, so its ``serves`` record alone would name the wrong run.
+    Folds into an added adapter (keyed like ``male 0-12``) are named by their key.
     """
 
     def run(record: dict, steps: str = "steps") -> str:
@@ -380,8 +381,9 @@ def _training_line(provenance: dict) -> str:
     parts = [f"base network {run(base)}"]
     if trained:
         parts.append(f"{' and '.join(trained)} teen adapter trained {run(provenance)}")
-    for gender, fold in sorted(folds.items()):
-        parts.append(f"{gender} teen adapter a retraining folded in, {run(fold['expert'], 'step')}")
+    for key, fold in sorted(folds.items()):  # a gender: its teen adapter; else "male 0-12"
+        adapter = f"{key} teen adapter" if key in cond.GENDERS else f"{key} adapter"
+        parts.append(f"{adapter} a retraining folded in, {run(fold['expert'], 'step')}")
     return f"Training: {'; '.join(parts)}; commands and data in `{PROVENANCE_FILE}`."
 
 

@@ -55,6 +55,7 @@ from ingest.bands import band_of  # noqa: E402
 from ingest.generators import conditional as cond  # noqa: E402
 from ingest.generators.folding import age_map, fold_into_adapter  # noqa: E402
 from ingest.generators.rendering import generate_uint8  # noqa: E402
+from ingest.training import ADAPTER_GATE_REQUESTED_AGES  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_conditional import (  # noqa: E402
@@ -546,7 +547,7 @@ def _save_and_record(
     provenance gets the new sha256. The file is loaded back through the checksum check
     (the round trip a server will make); returns the new sha256.
     """
-    torch.save(network.state_dict(), weights)
+    cond.save_weights(network, weights)
     provenance_path = weights.with_suffix(".json")
     provenance = json.loads(provenance_path.read_text())
     provenance["sha256"] = cond.sha256_file(weights)
@@ -595,8 +596,9 @@ def adapter(genders: tuple[str, ...], gates: tuple[str, ...], note: str, weights
     entry = {
         "genders": list(genders),
         "gate_ages": {
-            gender: adapter.gate_ages.tolist()
-            for gender, adapter in zip(cond.GENDERS, network.adapters, strict=True)
+            (gender if i < len(cond.GENDERS) else f"adapters.{i} ({gender})"): a.gate_ages.tolist()
+            for i, a in enumerate(network.adapters)
+            for gender in [cond.GENDERS[int(a.gender)]]
         },
         "note": note,
     }
@@ -634,15 +636,29 @@ def _run_record(snapshot: Path) -> dict:
     "--expert-ages",
     default=None,
     metavar="A,B",
-    help="Feed EXPERT its own conditioning ages: A at the gate's first edge, B at its last, "
-    "linear in between (default: the calibration's ages, as for the network).",
+    help="Feed EXPERT its own conditioning ages: A at the gate's first edge (or at 0, for a "
+    "gate open from 0), B at its last, linear in between (default: the calibration's ages, "
+    "as for the network).",
 )
 @click.option(
     "--expert-guidance",
     type=float,
     default=0.0,
     show_default=True,
-    help="With --expert-ages: gender guidance added for EXPERT to the calibration's.",
+    help="Gender guidance added for EXPERT to the calibration's.",
+)
+@click.option(
+    "--new-adapter",
+    is_flag=True,
+    help="Fold into a new adapter of GENDER beside its teen adapter (for other ages).",
+)
+@click.option(
+    "--gate-requested",
+    default=",".join(f"{a:g}" for a in ADAPTER_GATE_REQUESTED_AGES),
+    show_default=True,
+    metavar="A0,A1,A2,A3",
+    help="Requested ages of the gate (rising from A0 to A1, open to A2, closed at A3); "
+    "ages below 0 open it from age 0.",
 )
 @click.option("--note", default="", help="Why (kept in the provenance).")
 @start_weights_option
@@ -652,54 +668,69 @@ def fold(
     out: Path,
     expert_ages: str | None,
     expert_guidance: float,
+    new_adapter: bool,
+    gate_requested: str,
     note: str,
     weights: Path,
 ) -> None:
-    """Fold a fully retrained EXPERT (a training snapshot) into GENDER's teen adapter.
+    """Fold a fully retrained EXPERT (a training snapshot) into one of GENDER's adapters.
 
     The adapter then renders, inside its gate, what EXPERT renders for the same condition
     (exactly, but for the convolutions' rank-64 truncation, whose error is printed), and
-    every other request stays bit-identical. The gate is placed over requested 13-19
-    through WEIGHTS' calibration, as an adapter run places it. OUT is a candidate to
-    measure (``requested``); copy it over WEIGHTS only when it is adopted.
+    every other request stays bit-identical. The gate is placed over the requested ages
+    (teenagers by default) through WEIGHTS' calibration, as an adapter run places it. OUT
+    is a candidate to measure (``requested``); copy it over WEIGHTS only when it is adopted.
     """
-    from ingest.training import ADAPTER_GATE_REQUESTED_AGES
-
     generator = cond.ConditionalGenerator(weights, device="cpu")
     old_sha = generator.checksum
     network = generator.network.cpu()
     expert_network = cond.ConditionalDCGAN()
     expert_network.load_state_dict(torch.load(expert, map_location="cpu", weights_only=True))
-    gate = network.place_adapter_gate(gender, ADAPTER_GATE_REQUESTED_AGES)
+    requested_gate = _floats(gate_requested)
+    index = network.add_adapter(gender) if new_adapter else None
+    try:
+        gate = network.place_adapter_gate(gender, requested_gate, index)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--gate-requested") from exc
+    low = max(gate[0], 0.0)
     condition_map, map_error, targets = None, 0.0, None
-    if expert_ages:
-        targets = tuple(_floats(expert_ages))
+    if expert_ages or expert_guidance:
+        targets = tuple(_floats(expert_ages)) if expert_ages else (low, gate[-1])
         if len(targets) != 2:
             raise click.BadParameter("need two ages A,B", param_hint="--expert-ages")
-        condition_map, map_error = age_map(gate[0], gate[-1], targets, gender, expert_guidance)
+        condition_map, map_error = age_map(low, gate[-1], targets, gender, expert_guidance)
         click.echo(f"expert ages {targets}: largest condition error {map_error:.2e}")
-    errors = fold_into_adapter(network, expert_network.eval(), gender, condition_map)
+    errors = fold_into_adapter(network, expert_network.eval(), gender, condition_map, index)
     network.set_adapter_genders(sorted({*network.served_genders(), gender}))
     for layer, error in errors.items():
         click.echo(f"{layer}: relative error of the rank-{cond.ADAPTER_RANK} change {error:.3f}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(weights.with_suffix(".json").read_text())
     entry = {
-        "what": "a full retraining (EXPERT) folded into this gender's teen adapter "
-        "(ingest.generators.folding): inside the gate the network renders what EXPERT "
+        "what": f"a full retraining (EXPERT) folded into {'a new' if new_adapter else 'the teen'} "
+        f"adapter of this gender (adapters.{network.adapter_index(gender, index)}; "
+        "ingest.generators.folding): inside the gate the network renders what EXPERT "
         "renders, the convolutions' change truncated to the adapter's rank",
+        "adapter_index": network.adapter_index(gender, index),
         "expert": _run_record(expert),
         "conv_relative_error": errors,
         "expert_conditioning_ages_at_gate_edges": targets,
         "expert_added_gender_guidance": expert_guidance if targets else None,
         "expert_age_map_condition_error": map_error,
         "gate_conditioning_ages": gate,
-        "gate_requested_ages": list(ADAPTER_GATE_REQUESTED_AGES),
+        "gate_requested_ages": requested_gate,
         "serves": network.served_genders(),
         "note": note,
     }
-    sha = _save_and_record(network, out, old_sha, ("adapter_folds", gender), entry)
-    click.echo(f"folded {expert} into the {gender} adapter: {out} sha256 {sha[:16]}…")
+    key = fold_key(gender, requested_gate) if new_adapter else gender
+    sha = _save_and_record(network, out, old_sha, ("adapter_folds", key), entry)
+    click.echo(f"folded {expert} into the {key} adapter: {out} sha256 {sha[:16]}…")
+
+
+def fold_key(gender: str, requested_gate: list[float]) -> str:
+    """Provenance key of a fold into a new adapter: gender and the requested ages it opens
+    over, e.g. ``male 0-12`` (a teen fold is keyed by its gender alone)."""
+    return f"{gender} {max(requested_gate[1], 0.0):g}-{requested_gate[2]:g}"
 
 
 if __name__ == "__main__":
