@@ -132,20 +132,28 @@ def _perf_tool(name: str):
     return module
 
 
-def test_fold_command_writes_a_verified_candidate_that_changes_only_teen_boys(
-    tmp_path: Path,
-) -> None:
+def _committed_copy_and_expert(
+    tmp_path: Path, seed: int
+) -> tuple[Path, cond.ConditionalGenerator, cond.ConditionalDCGAN]:
+    """A copy of the committed weights (with provenance), loaded, and a stand-in
+    "retrained" network: the committed one with its base weights nudged."""
     weights = tmp_path / "conditional.pt"
     shutil.copy(cond.DEFAULT_WEIGHTS, weights)
     shutil.copy(cond.DEFAULT_PROVENANCE, weights.with_suffix(".json"))
     committed = cond.ConditionalGenerator(weights, device="cpu")
-    # A stand-in "retrained" network: the committed one with its base weights nudged.
     expert = copy.deepcopy(committed.network)
-    torch.manual_seed(5)
+    torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in expert.named_parameters():
             if not cond.is_adapter_key(name):
                 p.add_(0.02 * torch.randn_like(p))
+    return weights, committed, expert
+
+
+def test_fold_command_writes_a_verified_candidate_that_changes_only_teen_boys(
+    tmp_path: Path,
+) -> None:
+    weights, committed, expert = _committed_copy_and_expert(tmp_path, 5)
     run = tmp_path / "run"
     (run / "samples").mkdir(parents=True)
     torch.save(expert.state_dict(), run / "samples" / "g_ema_000100.pt")
@@ -181,16 +189,7 @@ def test_fold_command_writes_a_verified_candidate_that_changes_only_teen_boys(
 
 
 def test_fold_command_can_add_an_adapter_for_boys_0_to_12(tmp_path: Path) -> None:
-    weights = tmp_path / "conditional.pt"
-    shutil.copy(cond.DEFAULT_WEIGHTS, weights)
-    shutil.copy(cond.DEFAULT_PROVENANCE, weights.with_suffix(".json"))
-    committed = cond.ConditionalGenerator(weights, device="cpu")
-    expert = copy.deepcopy(committed.network)
-    torch.manual_seed(7)
-    with torch.no_grad():
-        for name, p in expert.named_parameters():
-            if not cond.is_adapter_key(name):
-                p.add_(0.02 * torch.randn_like(p))
+    weights, committed, expert = _committed_copy_and_expert(tmp_path, 7)
     snapshot = tmp_path / "g_ema_000200.pt"
     torch.save(expert.state_dict(), snapshot)
 
