@@ -249,6 +249,11 @@ class GatedAdapter(nn.Module):
         self.register_buffer("serving", torch.ones(()))
         self.register_buffer("gender", torch.tensor(float(gender)))
 
+    @property
+    def gender_name(self) -> str:
+        """The gender whose rows this adapter changes, as requests name it."""
+        return GENDERS[int(self.gender)]
+
     def gate(self, age: torch.Tensor) -> torch.Tensor:
         """Trapezoid in [0, 1] over conditioning ``age`` (years), times ``serving``.
 
@@ -457,7 +462,7 @@ class ConditionalDCGAN(nn.Module):
             return self._gender_index(gender)
         if not 0 <= index < len(self.adapters):
             raise ValueError(f"no adapter {index}; there are {len(self.adapters)}")
-        if int(self.adapters[index].gender) != self._gender_index(gender):
+        if self.adapters[index].gender_name != GENDERS[self._gender_index(gender)]:
             raise ValueError(f"adapter {index} is not a {gender} adapter")
         return index
 
@@ -527,11 +532,11 @@ class ConditionalDCGAN(nn.Module):
         if unknown:
             raise ValueError(f"unknown genders {sorted(unknown)}; expected some of {GENDERS}")
         for adapter in self.adapters:
-            adapter.serving.fill_(float(GENDERS[int(adapter.gender)] in genders))
+            adapter.serving.fill_(float(adapter.gender_name in genders))
 
     def served_genders(self) -> list[str]:
         """The genders with an adapter switched on."""
-        on = {GENDERS[int(a.gender)] for a in self.adapters if float(a.serving)}
+        on = {a.gender_name for a in self.adapters if float(a.serving)}
         return [g for g in GENDERS if g in on]
 
     def calibration(self) -> dict[str, torch.Tensor]:

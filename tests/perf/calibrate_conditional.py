@@ -596,9 +596,10 @@ def adapter(genders: tuple[str, ...], gates: tuple[str, ...], note: str, weights
     entry = {
         "genders": list(genders),
         "gate_ages": {
-            (gender if i < len(cond.GENDERS) else f"adapters.{i} ({gender})"): a.gate_ages.tolist()
+            (a.gender_name if i < len(cond.GENDERS) else f"adapters.{i} ({a.gender_name})"): (
+                a.gate_ages.tolist()
+            )
             for i, a in enumerate(network.adapters)
-            for gender in [cond.GENDERS[int(a.gender)]]
         },
         "note": note,
     }
@@ -687,7 +688,7 @@ def fold(
     expert_network = cond.ConditionalDCGAN()
     expert_network.load_state_dict(torch.load(expert, map_location="cpu", weights_only=True))
     requested_gate = _floats(gate_requested)
-    index = network.add_adapter(gender) if new_adapter else None
+    index = network.add_adapter(gender) if new_adapter else network.adapter_index(gender)
     try:
         gate = network.place_adapter_gate(gender, requested_gate, index)
     except ValueError as exc:
@@ -708,10 +709,10 @@ def fold(
     out.with_suffix(".json").write_text(weights.with_suffix(".json").read_text())
     entry = {
         "what": f"a full retraining (EXPERT) folded into {'a new' if new_adapter else 'the teen'} "
-        f"adapter of this gender (adapters.{network.adapter_index(gender, index)}; "
+        f"adapter of this gender (adapters.{index}; "
         "ingest.generators.folding): inside the gate the network renders what EXPERT "
         "renders, the convolutions' change truncated to the adapter's rank",
-        "adapter_index": network.adapter_index(gender, index),
+        "adapter_index": index,
         "expert": _run_record(expert),
         "conv_relative_error": errors,
         "expert_conditioning_ages_at_gate_edges": targets,
