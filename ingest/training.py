@@ -447,13 +447,12 @@ def anchor_loss(
 
     Both networks see the same batch in training mode (batch statistics), so the term
     compares like with like; ``anchor``'s calibration (age map, gender guidance, noise
-    scale) turns each request into the condition and noise users are actually served.
+    scale, noise shift) turns each request into the condition and noise users are actually served.
     """
     female, ages = anchored_requests(rng, n, free, device)
     z = torch.from_numpy(rng.standard_normal((n, cond.NOISE_DIM), dtype=np.float32)).to(device)
     with torch.no_grad():
-        condition, psi = anchor.calibrated(female, ages)
-        z = z * psi[:, None]
+        condition, z = anchor.calibrated_noise(z, female, ages)
         target = anchor(z, condition)
     return F.l1_loss(g(z, condition), target)
 

@@ -148,6 +148,17 @@ def latents_with_condition(latents: torch.Tensor, gender: str, age: float) -> to
     return out
 
 
+def seed_latents(seeds: Sequence[int]) -> torch.Tensor:
+    """One standard-normal latent per seed, ``(N, 102)`` float32 (see ``sample_latents``)."""
+    rows = [
+        np.random.default_rng(int(seed)).standard_normal(LATENT_DIM, dtype=np.float32)
+        for seed in seeds
+    ]
+    if not rows:
+        return torch.empty((0, LATENT_DIM), dtype=torch.float32)
+    return torch.from_numpy(np.stack(rows))
+
+
 def _check_latents(latents: torch.Tensor) -> None:
     if latents.ndim != 2 or latents.shape[1] != LATENT_DIM:
         raise ValueError(f"latents must be (N, {LATENT_DIM}), got {tuple(latents.shape)}")
@@ -280,7 +291,11 @@ _CALIBRATION_BUFFERS = (
     "calibration_condition_ages",
     "calibration_gender_scale",
     "calibration_psi",
+    "calibration_noise_direction",
+    "calibration_noise_shift",
 )
+# Added after the first calibrated files: a file or a calibration without them has no shift.
+_NOISE_SHIFT_BUFFERS = ("calibration_noise_direction", "calibration_noise_shift")
 
 
 def identity_calibration() -> dict[str, torch.Tensor]:
@@ -291,6 +306,8 @@ def identity_calibration() -> dict[str, torch.Tensor]:
         "calibration_condition_ages": knots.repeat(2, 1),
         "calibration_gender_scale": torch.zeros(2, len(knots)),
         "calibration_psi": torch.ones(2, len(knots)),
+        "calibration_noise_direction": torch.zeros(2, NOISE_DIM),
+        "calibration_noise_shift": torch.zeros(2, len(knots)),
     }
 
 
@@ -305,12 +322,22 @@ def check_calibration(buffers: Mapping[str, torch.Tensor]) -> None:
     cond_ages = buffers["calibration_condition_ages"]
     scale = buffers["calibration_gender_scale"]
     psi = buffers["calibration_psi"]
+    direction = buffers["calibration_noise_direction"]
+    shift = buffers["calibration_noise_shift"]
     k = len(ages)
-    if k < 2 or ages.shape != (k,) or any(b.shape != (2, k) for b in (cond_ages, scale, psi)):
+    per_knot = (cond_ages, scale, psi, shift)
+    if k < 2 or ages.shape != (k,) or any(b.shape != (2, k) for b in per_knot):
         raise ValueError(
             f"calibration shapes do not fit: {ages.shape}, {cond_ages.shape}, {scale.shape}, "
-            f"{psi.shape}"
+            f"{psi.shape}, {shift.shape}"
         )
+    if direction.shape != (2, NOISE_DIM):
+        raise ValueError(f"noise direction must be (2, {NOISE_DIM}), got {direction.shape}")
+    norms = direction.norm(dim=1)
+    if not bool(((norms == 0) | ((norms - 1).abs() < 1e-4)).all()):
+        raise ValueError(f"each noise direction must be a unit vector or zero: norms {norms}")
+    if not bool(shift.isfinite().all()):
+        raise ValueError(f"noise shift must be finite: {shift}")
     if float(ages[0]) != 0.0 or float(ages[-1]) != MAX_AGE or not bool((ages.diff() > 0).all()):
         raise ValueError(f"calibration knots must rise strictly from 0 to {MAX_AGE:g}: {ages}")
     if not bool((cond_ages.diff(dim=1) > 0).all()):
@@ -333,7 +360,12 @@ class ConditionalDCGAN(nn.Module):
       per gender (row 0 male, row 1 female), strictly increasing; may leave 0..100;
     * ``calibration_gender_scale`` ``(2, K)``: gender guidance ``s`` at each knot;
     * ``calibration_psi`` ``(2, K)``: truncation at each knot, the noise is scaled by it
-      (the truncation trick: 1 is none, smaller trades diversity for typical faces).
+      (the truncation trick: 1 is none, smaller trades diversity for typical faces);
+    * ``calibration_noise_direction`` ``(2, 100)`` and ``calibration_noise_shift``
+      ``(2, K)``: a unit direction in the noise per gender (or zero) and how far along it
+      the noise moves at each knot: the network gets ``psi * (z + shift * direction)``.
+      Why: a linear boundary in the noise (InterFaceGAN) can make small boys more clearly
+      male without the ageing that gender guidance brings (docs/coverage.md).
 
     ``forward`` takes a raw condition (training); ``render_request`` applies the calibration.
     A state without these buffers (an older file, a training snapshot) loads as identity.
@@ -376,10 +408,14 @@ class ConditionalDCGAN(nn.Module):
         return adapter.to(self.condition_in.weight.device)
 
     def _identity_if_uncalibrated(self, state, prefix, *args, **kwargs) -> None:
-        """Older files and training snapshots have no calibration: load them as identity."""
+        """Older files and training snapshots have no calibration: load them as identity.
+
+        Files calibrated before the noise shift existed load with none (zero shift).
+        """
         names = [prefix + name for name in _CALIBRATION_BUFFERS]
-        if not any(name in state for name in names):
-            for name, value in identity_calibration().items():
+        uncalibrated = not any(name in state for name in names)
+        for name, value in identity_calibration().items():
+            if uncalibrated or (name in _NOISE_SHIFT_BUFFERS and prefix + name not in state):
                 state[prefix + name] = value
 
     def _per_gender_adapters(self, state, prefix, *args, **kwargs) -> None:
@@ -544,8 +580,16 @@ class ConditionalDCGAN(nn.Module):
         return {name: getattr(self, name).detach().cpu().clone() for name in _CALIBRATION_BUFFERS}
 
     def set_calibration(self, buffers: Mapping[str, torch.Tensor]) -> None:
-        """Replace the calibration after checking it (``check_calibration``)."""
-        values = {k: torch.as_tensor(buffers[k], dtype=torch.float32) for k in _CALIBRATION_BUFFERS}
+        """Replace the calibration after checking it (``check_calibration``).
+
+        The noise shift buffers may be left out: they keep their current values, so
+        re-mapping the condition (``calibrate_conditional.py apply``) keeps a chosen shift.
+        """
+        current = self.calibration()
+        values = {
+            k: torch.as_tensor(buffers[k] if k in buffers else current[k], dtype=torch.float32)
+            for k in _CALIBRATION_BUFFERS
+        }
         check_calibration(values)
         for name, value in values.items():
             setattr(self, name, value.to(getattr(self, name).device))
@@ -562,12 +606,25 @@ class ConditionalDCGAN(nn.Module):
         psi = interpolate(age, knots, self.calibration_psi[row])
         return encode_condition_unclamped(female, cond_age, scale), psi
 
+    def noise_offset(self, female: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+        """``(N, 100)``: what the calibration adds to the noise before truncation."""
+        row = female.to(torch.float32).reshape(-1).round().clamp(0, 1).long()
+        shift = interpolate(age, self.calibration_ages, self.calibration_noise_shift[row])
+        return shift[:, None] * self.calibration_noise_direction[row]
+
+    def calibrated_noise(
+        self, z: torch.Tensor, female: torch.Tensor, age: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Requested gender and age plus noise ``z`` -> (condition, noise fed to the network)."""
+        condition, psi = self.calibrated(female, age)
+        return condition, (z + self.noise_offset(female, age)) * psi[:, None]
+
     def render_request(
         self, z: torch.Tensor, female: torch.Tensor, age: torch.Tensor
     ) -> torch.Tensor:
         """Like ``forward`` for a requested gender and age, through the calibration."""
-        condition, psi = self.calibrated(female, age)
-        return self(z * psi[:, None], condition)
+        condition, noise = self.calibrated_noise(z, female, age)
+        return self(noise, condition)
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """``(N, 100)`` noise, ``(N, CONDITION_DIM)`` condition -> ``(N, 3, 64, 64)`` in [-1, 1]."""
@@ -753,13 +810,7 @@ class ConditionalGenerator:
         names the same face everywhere; the first 100 coordinates are what the DCGAN would
         get for that seed.
         """
-        rows = [
-            np.random.default_rng(int(seed)).standard_normal(self.latent_dim, dtype=np.float32)
-            for seed in seeds
-        ]
-        if not rows:
-            return torch.empty((0, self.latent_dim), dtype=torch.float32)
-        return torch.from_numpy(np.stack(rows))
+        return seed_latents(seeds)
 
     def _render_condition(self, z: torch.Tensor, female: torch.Tensor, age: torch.Tensor):
         images = self.network.render_request(

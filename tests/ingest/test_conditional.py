@@ -241,6 +241,9 @@ def test_calibration_map_is_monotone_and_interpolates() -> None:
         {"calibration_psi": [[1.2] * 7, [1.0] * 7]},
         {"calibration_ages": [0, 6, 16, 30, 50, 72, 90]},
         {"calibration_psi": [1.0] * 7},
+        {"calibration_noise_direction": [[0.5] * 100, [0.0] * 100]},
+        {"calibration_noise_direction": [[0.0] * 99, [0.0] * 99]},
+        {"calibration_noise_shift": [[float("nan")] * 7, [0.0] * 7]},
     ],
 )
 def test_invalid_calibrations_are_refused(change: dict) -> None:
@@ -278,6 +281,58 @@ def test_a_file_without_calibration_loads_as_identity(tmp_path: Path) -> None:
     loaded = ConditionalGenerator(path, device="cpu").network.calibration()
     for name, value in cond.identity_calibration().items():
         assert torch.equal(loaded[name], value)
+
+
+def test_a_file_calibrated_before_the_noise_shift_loads_with_none(tmp_path: Path) -> None:
+    net = cond.ConditionalDCGAN()
+    net.set_calibration(_calibration())
+    state = {k: v for k, v in net.state_dict().items() if "noise" not in k}
+    path = save_conditional_weights(state, tmp_path / "calibrated.pt")
+    loaded = ConditionalGenerator(path, device="cpu").network.calibration()
+    assert torch.equal(loaded["calibration_psi"], _calibration()["calibration_psi"])
+    assert not loaded["calibration_noise_direction"].any()
+    assert not loaded["calibration_noise_shift"].any()
+
+
+def _shifted_boys(net: cond.ConditionalDCGAN) -> torch.Tensor:
+    """Give ``net`` a boys' noise shift of 2 at ages 0 and 6, 0 from 16; the direction."""
+    direction = torch.zeros(cond.NOISE_DIM)
+    direction[3], direction[7] = 0.6, 0.8
+    buffers = net.calibration()
+    buffers["calibration_noise_direction"][0] = direction
+    buffers["calibration_noise_shift"][0] = torch.tensor([2.0, 2.0, 0, 0, 0, 0, 0])
+    net.set_calibration(buffers)
+    return direction
+
+
+def test_noise_shift_moves_one_genders_noise_along_its_direction(weights_file: Path) -> None:
+    net = cond.ConditionalDCGAN().eval()
+    net.load_state_dict(torch.load(weights_file, weights_only=True))
+    direction = _shifted_boys(net)
+    z = torch.randn(5, cond.NOISE_DIM, generator=torch.Generator().manual_seed(0))
+    female = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0])
+    ages = torch.tensor([3.0, 11.0, 30.0, 3.0, 11.0])
+    condition, noise = net.calibrated_noise(z, female, ages)
+    _, psi = net.calibrated(female, ages)
+    shift = torch.tensor([2.0, 1.0, 0.0, 0.0, 0.0])  # asked 11: halfway from 6 (2) to 16 (0)
+    torch.testing.assert_close(noise, (z + shift[:, None] * direction) * psi[:, None])
+    with torch.no_grad():
+        assert torch.equal(net.render_request(z, female, ages), net(noise, condition))
+        unshifted = net(z * psi[:, None], condition)
+        served = net.render_request(z, female, ages)
+    # Girls and men past the shift's knots render exactly as without it.
+    assert torch.equal(served[2:], unshifted[2:])
+    assert not torch.equal(served[:2], unshifted[:2])
+
+
+def test_recalibrating_the_condition_keeps_the_noise_shift() -> None:
+    net = cond.ConditionalDCGAN()
+    direction = _shifted_boys(net)
+    net.set_calibration(_calibration())  # no noise buffers given
+    kept = net.calibration()
+    assert torch.equal(kept["calibration_noise_direction"][0], direction)
+    assert kept["calibration_noise_shift"][0, 0] == 2.0
+    assert torch.equal(kept["calibration_psi"], _calibration()["calibration_psi"])
 
 
 def test_committed_calibration_is_monotone_and_recorded() -> None:

@@ -8,10 +8,8 @@ has zero conditional maps, which would hide mistakes in them).
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from click.testing import CliRunner
 
 from ingest.generators import conditional as cond
 from ingest.generators.folding import age_map, fold_into_adapter
+from tests.perf_tools import perf_tool
 
 
 def _randomised(seed: int) -> cond.ConditionalDCGAN:
@@ -122,16 +121,6 @@ def test_fold_refuses_a_zero_batchnorm_weight() -> None:
         fold_into_adapter(base, expert, "male")
 
 
-def _perf_tool(name: str):
-    """``tests/perf/NAME.py``, a script (not a package module), loaded by path."""
-    path = Path(__file__).resolve().parents[1] / "perf" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def _committed_copy_and_expert(
     tmp_path: Path, seed: int
 ) -> tuple[Path, cond.ConditionalGenerator, cond.ConditionalDCGAN]:
@@ -163,7 +152,7 @@ def test_fold_command_writes_a_verified_candidate_that_changes_only_teen_boys(
 
     out = tmp_path / "candidate.pt"
     result = CliRunner().invoke(
-        _perf_tool("calibrate_conditional").cli,
+        perf_tool("calibrate_conditional").cli,
         ["fold", str(run / "samples" / "g_ema_000100.pt"), "--gender", "male",
          "--out", str(out), "--weights", str(weights), "--note", "test"],
     )  # fmt: skip
@@ -195,7 +184,7 @@ def test_fold_command_can_add_an_adapter_for_boys_0_to_12(tmp_path: Path) -> Non
 
     out = tmp_path / "candidate.pt"
     result = CliRunner().invoke(
-        _perf_tool("calibrate_conditional").cli,
+        perf_tool("calibrate_conditional").cli,
         ["fold", str(snapshot), "--gender", "male", "--new-adapter",
          "--gate-requested=-2,-1,12,12.5", "--expert-guidance", "0.25",
          "--out", str(out), "--weights", str(weights)],
@@ -230,7 +219,7 @@ def test_benchmark_names_the_run_behind_each_genders_teen_adapter() -> None:
     provenance = json.loads(cond.DEFAULT_PROVENANCE.read_text())
     provenance["adapter"]["serves"]["genders"] = ["female"]  # as the adapter run recorded it
     fold = {"expert": {"step": 5000, "seconds": 1447.5, "config": {"batch_size": 32}}}
-    line = _perf_tool("bench_conditional")._training_line
+    line = perf_tool("bench_conditional")._training_line
 
     text = line({**provenance, "adapter_folds": {}})
     assert f"female teen adapter trained {provenance['steps']} steps" in text

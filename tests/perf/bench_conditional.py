@@ -396,19 +396,24 @@ def describe_calibration(generator: cond.ConditionalGenerator) -> str:
     parts = []
     for row, gender in enumerate(("male", "female")):
         entries = [
-            f"{a:g} → {c:g}" + (f" (s {s:g})" if s else "") + (f" (ψ {p:g})" if p != 1.0 else "")
-            for a, c, s, p in zip(
+            f"{a:g} → {c:g}"
+            + (f" (s {s:g})" if s else "")
+            + (f" (ψ {p:g})" if p != 1.0 else "")
+            + (f" (shift {n:g})" if n else "")
+            for a, c, s, p, n in zip(
                 knots,
                 buffers["calibration_condition_ages"][row].tolist(),
                 buffers["calibration_gender_scale"][row].tolist(),
                 buffers["calibration_psi"][row].tolist(),
+                buffers["calibration_noise_shift"][row].tolist(),
                 strict=True,
             )
         ]
         parts.append(f"{gender}: " + ", ".join(entries))
     return (
         "Calibration stored in the weights (requested age → conditioning age, gender "
-        "guidance s, truncation ψ; piecewise linear between knots; chosen on held-out seeds, "
+        "guidance s, truncation ψ, noise shift along a fitted gender direction; piecewise "
+        "linear between knots; chosen on held-out seeds, "
         "see `docs/coverage/calibration.md`): " + "; ".join(parts) + "."
     )
 

@@ -290,6 +290,11 @@ def near_dups(
 @click.option("--seeds", "n_seeds", default=96, show_default=True, help="Faces per age.")
 @click.option("--first-seed", default=FIRST_HELD_OUT_SEED, show_default=True)
 @click.option("--threads", default=2, show_default=True)
+@click.option(
+    "--diversity", is_flag=True,
+    help="Add each cell's near-duplicate rate and face-api feature diversity (as the "
+    "benchmark measures them; use 256 seeds to compare with it).",
+)  # fmt: skip
 @models_dir_option
 @click.argument(
     "networks",
@@ -303,6 +308,7 @@ def requested(
     n_seeds: int,
     first_seed: int,
     threads: int,
+    diversity: bool,
     models_dir: Path,
     networks: tuple[Path, ...],
 ) -> None:
@@ -319,7 +325,10 @@ def requested(
     estimator = load_estimator("faceapi", models_dir, device="cpu", batch_size=128)
     asked = _floats(ages)
     rows = []
+    # Candidates often share a file name (OUT/conditional.pt): then name them by folder too.
+    unique = len({path.name for path in networks}) == len(networks)
     for path in networks:
+        label = path.name if unique else f"{path.parent.name}/{path.name}"
         generator = cond.ConditionalGenerator(
             path, device="cpu", expected_sha256=cond.sha256_file(path)
         )
@@ -334,13 +343,16 @@ def requested(
                 "p_female": verdict.p_female.tolist(),
             }
             match, gender_ok, _ = band_match(record, band_of(age).label)
-            cells.append(
-                f"{100 * match:.0f}% ({100 * gender_ok:.0f}%, {np.median(verdict.age):.1f})"
-            )
-        rows.append(f"| {path.name} | " + " | ".join(cells) + " |")
+            cell = f"{100 * match:.0f}% ({100 * gender_ok:.0f}%, {np.median(verdict.age):.1f})"
+            if diversity:
+                spread = mean_pairwise_distance(features(estimator, images)[0])
+                cell += f" dup {100 * near_duplicate_rate(images):.0f}%, div {spread:.2f}"
+            cells.append(cell)
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
     click.echo(
         f"{gender}, seeds {first_seed}-{first_seed + n_seeds - 1}: robust match for the asked "
         "age's band (confident gender, median estimated age)"
+        + ("; near-duplicates, feature diversity" if diversity else "")
     )
     click.echo("| network | " + " | ".join(f"{a:g}" for a in asked) + " |")
     click.echo("| --- |" + " --- |" * len(asked))
@@ -452,12 +464,20 @@ start_weights_option = weights_file_option(
 
 
 def _git_commit() -> str:
-    try:
+    """HEAD, marked when tracked code differs from it: a provenance must not name a commit
+    that does not hold the code that ran (the weights files themselves do not count)."""
+
+    def git(*args: str) -> str:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!*/weights/*")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return f"{head}+uncommitted changes" if changed else head
 
 
 @cli.command()
@@ -732,6 +752,191 @@ def fold_key(gender: str, requested_gate: list[float]) -> str:
     """Provenance key of a fold into a new adapter: gender and the requested ages it opens
     over, e.g. ``male 0-12`` (a teen fold is keyed by its gender alone)."""
     return f"{gender} {max(requested_gate[1], 0.0):g}-{requested_gate[2]:g}"
+
+
+DEFAULT_NOISE_LABELS = REPO_ROOT / "runs" / "calibration" / "noise_labels.json"
+FIRST_NOISE_LABEL_SEED = 200_000  # fresh seeds for fitting the noise direction
+
+
+@cli.command("noise-labels")
+@click.option("--gender", type=click.Choice(cond.GENDERS), required=True)
+@click.option("--ages", default="1,2,3,4,5,6,7,8,9,10,11,12", show_default=True,
+              help="Requested ages, cycled over the seeds.")  # fmt: skip
+@click.option("--seeds", "n_seeds", default=3072, show_default=True)
+@click.option("--first-seed", default=FIRST_NOISE_LABEL_SEED, show_default=True)
+@click.option("--threads", default=2, show_default=True, help="torch CPU threads.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_NOISE_LABELS,
+    show_default=True,
+)  # fmt: skip
+@models_dir_option
+@weights_option
+def noise_labels(
+    gender: str,
+    ages: str,
+    n_seeds: int,
+    first_seed: int,
+    threads: int,
+    out: Path,
+    models_dir: Path,
+    weights: Path,
+) -> None:
+    """Render GENDER at requested ages through WEIGHTS' calibration and keep each face's
+    robust verdict beside its seed: the data ``noise-shift`` fits a direction on.
+
+    The verdict is the benchmark's (median over the same augmentations), so the direction
+    is fitted to what the benchmark judges, on seeds it never uses.
+    """
+    if first_seed < 256:
+        raise click.BadParameter("seeds below 256 are the benchmark's; calibrate on others")
+    configure_threads(threads)
+    estimator = load_estimator("faceapi", models_dir, device="cpu", batch_size=128)
+    generator = cond.ConditionalGenerator(weights, device="cpu")
+    asked = _floats(ages)
+    seeds = list(range(first_seed, first_seed + n_seeds))
+    requested_ages = [asked[i % len(asked)] for i in range(n_seeds)]
+    p_female: list[float] = []
+    estimated: list[float] = []
+    chunk = 256
+    for start in tqdm(range(0, n_seeds, chunk), desc=f"{gender} faces", unit="batch"):
+        latents = generator.sample_latents(seeds[start : start + chunk])
+        rows = [
+            cond.latents_with_condition(latents[i : i + 1], gender, age)
+            for i, age in enumerate(requested_ages[start : start + chunk])
+        ]
+        images = generator.generate(torch.cat(rows)).cpu().numpy()
+        verdict = robust_predict(estimator, images)
+        p_female += verdict.p_female.tolist()
+        estimated += verdict.age.tolist()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "gender": gender,
+        "weights_sha256": generator.checksum,
+        "first_seed": first_seed,
+        "requested_ages": requested_ages,
+        "p_female": p_female,
+        "estimated_ages": estimated,
+        "command": shlex.join(["tests/perf/calibrate_conditional.py", *sys.argv[1:]]),
+        "code_commit": _git_commit(),
+    }
+    out.write_text(json.dumps(record) + "\n")
+    confident = np.asarray(p_female) <= 1.0 - GENDER_THRESHOLD
+    if gender == "female":
+        confident = np.asarray(p_female) >= GENDER_THRESHOLD
+    click.echo(f"{out}: {n_seeds} faces, {100 * confident.mean():.0f}% confidently {gender}")
+
+
+def _ridge_direction(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
+    """Unit normal of the ridge regression of ``y`` on ``x`` (centred)."""
+    xc, yc = x - x.mean(0), y - y.mean()
+    coef = np.linalg.solve(xc.T @ xc + strength * np.eye(x.shape[1]), xc.T @ yc)
+    return coef / np.linalg.norm(coef)
+
+
+def _held_out_r2(x: np.ndarray, y: np.ndarray, strength: float) -> float:
+    """R² on the last fifth of a ridge fit on the first four fifths: how linear it is."""
+    cut = len(x) * 4 // 5
+    xc, mean = x[:cut] - x[:cut].mean(0), y[:cut].mean()
+    coef = np.linalg.solve(xc.T @ xc + strength * np.eye(x.shape[1]), xc.T @ (y[:cut] - mean))
+    predicted = (x[cut:] - x[:cut].mean(0)) @ coef + mean
+    return float(1.0 - ((y[cut:] - predicted) ** 2).sum() / ((y[cut:] - y[cut:].mean()) ** 2).sum())
+
+
+def noise_directions(labels: dict, strength: float = 1.0) -> dict[str, object]:
+    """Directions in the 100-d noise fitted on ``noise-labels`` output (InterFaceGAN style).
+
+    ``gender``: along it the verdict's logit for the labels' gender rises; ``age``: along it
+    the estimated age rises; ``gender_without_age``: ``gender`` with its ``age`` component
+    removed, so moving along it should change gender more than age.
+    """
+    seeds = range(labels["first_seed"], labels["first_seed"] + len(labels["p_female"]))
+    z = cond.seed_latents(seeds)[:, : cond.NOISE_DIM].double().numpy()
+    p = np.clip(np.asarray(labels["p_female"], dtype=np.float64), 1e-3, 1 - 1e-3)
+    logit = np.log(p / (1 - p)) * (1.0 if labels["gender"] == "female" else -1.0)
+    age = np.asarray(labels["estimated_ages"], dtype=np.float64)
+    gender_dir = _ridge_direction(z, logit, strength)
+    age_dir = _ridge_direction(z, age, strength)
+    orth = gender_dir - (gender_dir @ age_dir) * age_dir
+    return {
+        "gender": gender_dir,
+        "age": age_dir,
+        "gender_without_age": orth / np.linalg.norm(orth),
+        "gender_r2": _held_out_r2(z, logit, strength),
+        "age_r2": _held_out_r2(z, age, strength),
+        "cosine_gender_age": float(gender_dir @ age_dir),
+    }
+
+
+@cli.command("noise-shift")
+@click.option("--gender", type=click.Choice(cond.GENDERS), required=True)
+@click.option(
+    "--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=DEFAULT_NOISE_LABELS, show_default=True,
+)  # fmt: skip
+@click.option("--direction", type=click.Choice(["gender", "gender_without_age"]),
+              default="gender_without_age", show_default=True)  # fmt: skip
+@click.option("--shifts", required=True, metavar="S0,...,S6",
+              help="How far along the direction at each calibration knot.")  # fmt: skip
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+    help="The candidate weights file (its provenance JSON is written beside it); may be "
+    "WEIGHTS itself once the shift is adopted.",
+)  # fmt: skip
+@click.option("--note", default="", help="Why (kept in the provenance).")
+@start_weights_option
+def noise_shift(
+    gender: str, labels: Path, direction: str, shifts: str, out: Path, note: str, weights: Path
+) -> None:
+    """Fit a direction in the noise on LABELS and shift GENDER's noise along it.
+
+    The network then gets ``psi * (z + shift(age) * direction)`` for GENDER, ``shift``
+    piecewise linear on the knots; the other gender is unchanged (its shift is kept).
+    """
+    data = json.loads(labels.read_text())
+    if data["gender"] != gender:
+        raise click.BadParameter(f"{labels} holds {data['gender']} faces", param_hint="--labels")
+    generator = cond.ConditionalGenerator(weights, device="cpu")
+    old_sha = generator.checksum
+    network = generator.network.cpu()
+    fitted = noise_directions(data)
+    values = _floats(shifts)
+    row = cond.GENDERS.index(gender)
+    buffers = network.calibration()
+    buffers["calibration_noise_direction"][row] = torch.from_numpy(fitted[direction]).float()
+    try:
+        buffers["calibration_noise_shift"][row] = torch.tensor(values)
+        network.set_calibration(buffers)
+    except (RuntimeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--shifts") from exc
+    click.echo(
+        f"held-out R²: {gender} logit {fitted['gender_r2']:.3f}, age {fitted['age_r2']:.3f}; "
+        f"cosine(gender, age) {fitted['cosine_gender_age']:+.3f}"
+    )
+    if out != weights:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(weights.with_suffix(".json").read_text())
+    entry = {
+        "what": "a shift of the noise along a direction fitted on held-out faces' robust "
+        "verdicts (InterFaceGAN style): the network gets psi * (z + shift(age) * direction)",
+        "direction": direction,
+        "shift_at_knots": dict(
+            zip([f"{k:g}" for k in cond.CALIBRATION_KNOTS], values, strict=True)
+        ),
+        "labels": {
+            "file": str(labels),
+            "sha256": cond.sha256_file(labels),
+            "seeds": f"{data['first_seed']}-{data['first_seed'] + len(data['p_female']) - 1}",
+            "requested_ages": sorted(set(data["requested_ages"])),
+            "command": data["command"],
+            "code_commit": data["code_commit"],
+            "weights_sha256": data["weights_sha256"],
+        },
+        "held_out_r2": {"gender_logit": fitted["gender_r2"], "age": fitted["age_r2"]},
+        "cosine_gender_age": fitted["cosine_gender_age"],
+        "note": note,
+    }
+    sha = _save_and_record(network, out, old_sha, ("noise_shift", gender), entry)
+    click.echo(f"shifted {gender} noise along {direction}: {out} sha256 {sha[:16]}…")
 
 
 if __name__ == "__main__":
