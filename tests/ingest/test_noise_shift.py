@@ -88,7 +88,7 @@ def test_noise_shift_command_writes_a_candidate_that_changes_only_small_boys(
     assert float(buffers["calibration_noise_direction"][0].norm()) == pytest.approx(1.0)
     assert not buffers["calibration_noise_direction"][1].any()
     committed = cond.ConditionalGenerator(weights, device="cpu")
-    assert json.loads(weights.with_suffix(".json").read_text()).get("noise_shift") is None
+    assert weights.with_suffix(".json").read_text() == cond.DEFAULT_PROVENANCE.read_text()
     latents = committed.sample_latents(range(FIRST_SEED, FIRST_SEED + 4))
 
     def same(gender: str, age: float) -> bool:
@@ -146,3 +146,17 @@ def test_noise_labels_keeps_each_seeds_robust_verdict(tmp_path: Path, models_dir
         ["noise-labels", "--gender", "male", "--first-seed", "10", "--out", str(again)],
     )
     assert benchmark_seeds.exit_code == 2 and "benchmark" in benchmark_seeds.output
+
+
+def test_committed_noise_shift_is_recorded_and_fitted_on_held_out_seeds() -> None:
+    record = json.loads(cond.DEFAULT_PROVENANCE.read_text()).get("noise_shift", {})
+    buffers = cond.ConditionalGenerator(cond.DEFAULT_WEIGHTS, device="cpu").network.calibration()
+    for row, gender in enumerate(cond.GENDERS):
+        shift = buffers["calibration_noise_shift"][row].tolist()
+        if gender not in record:
+            assert not any(shift), f"{gender}: a shift without a provenance entry"
+            continue
+        entry = record[gender]
+        assert shift == list(entry["shift_at_knots"].values())
+        assert int(entry["labels"]["seeds"].split("-")[0]) >= 256  # never the benchmark's
+        assert "uncommitted" not in entry["code_commit"] and entry["note"]

@@ -26,7 +26,14 @@ any band's match can be read from it. ``table`` writes docs/coverage/calibration
 ``apply`` writes the buffers, then records the calibration in conditional.json (new
 sha256 and a provenance entry). ``fold`` writes a candidate whose teen adapter for one
 gender carries a fully retrained network (``ingest.generators.folding``), to be measured
-with ``requested`` before it replaces anything.
+with ``requested`` before it replaces anything. ``noise-labels`` keeps the robust verdicts
+of faces rendered through the calibration on fresh seeds (200000 and up), and
+``noise-shift`` fits a direction in the noise on them and shifts one gender's noise along
+it (``calibration_noise_*``), as a candidate or over WEIGHTS::
+
+    .venv/bin/python tests/perf/calibrate_conditional.py noise-labels --gender male
+    .venv/bin/python tests/perf/calibrate_conditional.py noise-shift --gender male \
+        --shifts 1.5,1.5,0,0,0,0,0 --out runs/candidate/conditional.pt
 """
 
 from __future__ import annotations
