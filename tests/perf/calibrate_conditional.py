@@ -471,8 +471,8 @@ start_weights_option = weights_file_option(
 
 
 def _git_commit() -> str:
-    """HEAD, marked when tracked code differs from it: a provenance must not name a commit
-    that does not hold the code that ran (the weights files themselves do not count)."""
+    """HEAD, marked when tracked Python code differs from it: a provenance must not name a
+    commit that does not hold the code that ran (documents and weights do not count)."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -481,7 +481,7 @@ def _git_commit() -> str:
 
     try:
         head = git("rev-parse", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!*/weights/*")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "*.py")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{head}+uncommitted changes" if changed else head
