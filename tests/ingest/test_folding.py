@@ -252,3 +252,45 @@ def test_age_map_is_exact_and_tame_whatever_the_rounding() -> None:
             assert float(matrix.abs().max()) < 10.0 and float(offset.abs().max()) < 10.0, count
     finally:
         torch.set_num_threads(threads)
+
+
+def test_adapter_command_chooses_whom_the_adapters_serve_and_moves_a_gate(
+    tmp_path: Path,
+) -> None:
+    weights = tmp_path / "conditional.pt"
+    shutil.copy(cond.DEFAULT_WEIGHTS, weights)
+    shutil.copy(cond.DEFAULT_PROVENANCE, weights.with_suffix(".json"))
+    before = cond.ConditionalGenerator(weights, device="cpu")
+    result = CliRunner().invoke(
+        perf_tool("calibrate_conditional").cli,
+        ["adapter", "--gender", "female", "--gate", "female:11,12,18,20",
+         "--note", "test", "--weights", str(weights)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    after = cond.ConditionalGenerator(weights, device="cpu")  # the provenance's new sha256
+    assert after.checksum != before.checksum
+    assert after.network.served_genders() == ["female"]
+    assert after.network.adapters[1].gate_ages.tolist() == [11.0, 12.0, 18.0, 20.0]
+    entry = json.loads(weights.with_suffix(".json").read_text())["adapter"]["serves"]
+    assert entry["genders"] == ["female"] and entry["note"] == "test"
+    assert entry["gate_ages"]["female"] == [11.0, 12.0, 18.0, 20.0]
+    # Boys asked 16 lose their adapter; girls asked 40 are outside every gate either way.
+    latents = before.sample_latents(range(4))
+    assert not torch.equal(after.generate_for("male", 16.0, latents),
+                           before.generate_for("male", 16.0, latents))  # fmt: skip
+    assert torch.equal(after.generate_for("female", 40.0, latents),
+                       before.generate_for("female", 40.0, latents))  # fmt: skip
+
+
+def test_adapter_command_refuses_a_bad_gate_and_writes_nothing(tmp_path: Path) -> None:
+    weights = tmp_path / "conditional.pt"
+    shutil.copy(cond.DEFAULT_WEIGHTS, weights)
+    shutil.copy(cond.DEFAULT_PROVENANCE, weights.with_suffix(".json"))
+    result = CliRunner().invoke(
+        perf_tool("calibrate_conditional").cli,
+        ["adapter", "--gender", "female", "--gate", "female:20,12,18,11",
+         "--note", "test", "--weights", str(weights)],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "strictly increasing" in result.output
+    assert cond.sha256_file(weights) == cond.sha256_file(cond.DEFAULT_WEIGHTS)
