@@ -131,6 +131,14 @@ def features(estimator: object, images: np.ndarray) -> tuple[np.ndarray, str]:
     return flat, "pixels"
 
 
+def gender_confident(p_female: np.ndarray, gender: str) -> np.ndarray:
+    """Per face: is the verdict confidently ``gender`` (the ingest gate's threshold)?"""
+    p_female = np.asarray(p_female)
+    if gender == "female":
+        return p_female >= GENDER_THRESHOLD
+    return (1.0 - p_female) >= GENDER_THRESHOLD
+
+
 def mean_pairwise_distance(x: np.ndarray) -> float:
     """Mean L2 distance over all unordered pairs of rows."""
     x = x.astype(np.float64)
@@ -180,11 +188,7 @@ def real_baseline(
         diversity = mean_pairwise_distance(features(estimator, picked)[0])
         verdict: AgeGenderBatch = robust_predict(estimator, picked)
         age = np.rint(verdict.age)
-        confident = (
-            verdict.p_female >= GENDER_THRESHOLD
-            if gender == "female"
-            else (1.0 - verdict.p_female) >= GENDER_THRESHOLD
-        )
+        confident = gender_confident(verdict.p_female, gender)
         match = float((confident & (age >= low) & (age <= high)).mean())
         out[f"{gender}:{band}"] = (diversity, match, len(images))
         logger.info(
@@ -522,9 +526,7 @@ def main(
             age = TARGET_AGES[band]
             images = generator.generate_for(gender, age, latents).cpu().numpy()
             verdict = robust_predict(estimator, images)
-            female = verdict.p_female >= GENDER_THRESHOLD
-            male = (1.0 - verdict.p_female) >= GENDER_THRESHOLD
-            gender_ok = female if gender == "female" else male
+            gender_ok = gender_confident(verdict.p_female, gender)
             rounded = np.rint(verdict.age)
             band_ok = (rounded >= low) & (rounded <= high)
             matched = gender_ok & band_ok

@@ -67,9 +67,9 @@ from ingest.training import ADAPTER_GATE_REQUESTED_AGES  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_conditional import (  # noqa: E402
     BANDS,
-    GENDER_THRESHOLD,
     TARGET_AGES,
     features,
+    gender_confident,
     mean_pairwise_distance,
     models_dir_option,
     near_duplicate_rate,
@@ -125,12 +125,7 @@ def band_match(record: dict, band: str) -> tuple[float, float, float]:
     """(robust match, gender ok, band ok) of one sweep record for one band."""
     low, high = next((lo, hi) for label, lo, hi in BANDS if label == band)
     age = np.rint(np.asarray(record["ages"]))
-    p_female = np.asarray(record["p_female"])
-    gender_ok = (
-        p_female >= GENDER_THRESHOLD
-        if record["gender"] == "female"
-        else (1.0 - p_female) >= GENDER_THRESHOLD
-    )
+    gender_ok = gender_confident(record["p_female"], record["gender"])
     band_ok = (age >= low) & (age <= high)
     return float((gender_ok & band_ok).mean()), float(gender_ok.mean()), float(band_ok.mean())
 
@@ -827,25 +822,27 @@ def noise_labels(
         "code_commit": _git_commit(),
     }
     out.write_text(json.dumps(record) + "\n")
-    confident = np.asarray(p_female) <= 1.0 - GENDER_THRESHOLD
-    if gender == "female":
-        confident = np.asarray(p_female) >= GENDER_THRESHOLD
+    confident = gender_confident(p_female, gender)
     click.echo(f"{out}: {n_seeds} faces, {100 * confident.mean():.0f}% confidently {gender}")
 
 
+def _ridge(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
+    """Coefficients of the ridge regression of ``y`` on ``x``, both centred."""
+    xc = x - x.mean(0)
+    return np.linalg.solve(xc.T @ xc + strength * np.eye(x.shape[1]), xc.T @ (y - y.mean()))
+
+
 def _ridge_direction(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
-    """Unit normal of the ridge regression of ``y`` on ``x`` (centred)."""
-    xc, yc = x - x.mean(0), y - y.mean()
-    coef = np.linalg.solve(xc.T @ xc + strength * np.eye(x.shape[1]), xc.T @ yc)
+    """Unit normal of the ridge regression of ``y`` on ``x``."""
+    coef = _ridge(x, y, strength)
     return coef / np.linalg.norm(coef)
 
 
 def _held_out_r2(x: np.ndarray, y: np.ndarray, strength: float) -> float:
     """R² on the last fifth of a ridge fit on the first four fifths: how linear it is."""
     cut = len(x) * 4 // 5
-    xc, mean = x[:cut] - x[:cut].mean(0), y[:cut].mean()
-    coef = np.linalg.solve(xc.T @ xc + strength * np.eye(x.shape[1]), xc.T @ (y[:cut] - mean))
-    predicted = (x[cut:] - x[:cut].mean(0)) @ coef + mean
+    coef = _ridge(x[:cut], y[:cut], strength)
+    predicted = (x[cut:] - x[:cut].mean(0)) @ coef + y[:cut].mean()
     return float(1.0 - ((y[cut:] - predicted) ** 2).sum() / ((y[cut:] - y[cut:].mean()) ** 2).sum())
 
 
