@@ -494,11 +494,12 @@ class ConditionalDCGAN(nn.Module):
 
     def adapter_index(self, gender: str, index: int | None = None) -> int:
         """``index`` (default: ``gender``'s teen adapter), checked to serve ``gender``."""
+        teen = self._gender_index(gender)  # also refuses an unknown gender
         if index is None:
-            return self._gender_index(gender)
+            return teen
         if not 0 <= index < len(self.adapters):
             raise ValueError(f"no adapter {index}; there are {len(self.adapters)}")
-        if self.adapters[index].gender_name != GENDERS[self._gender_index(gender)]:
+        if self.adapters[index].gender_name != gender:
             raise ValueError(f"adapter {index} is not a {gender} adapter")
         return index
 
