@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from click.testing import CliRunner
 
 from ingest.generators import conditional as cond
 from ingest.generators.folding import age_map, fold_into_adapter
-from tests.perf_tools import perf_tool
+from tests.perf_tools import committed_weights_copy, perf_tool
 
 
 def _randomised(seed: int) -> cond.ConditionalDCGAN:
@@ -126,9 +125,7 @@ def _committed_copy_and_expert(
 ) -> tuple[Path, cond.ConditionalGenerator, cond.ConditionalDCGAN]:
     """A copy of the committed weights (with provenance), loaded, and a stand-in
     "retrained" network: the committed one with its base weights nudged."""
-    weights = tmp_path / "conditional.pt"
-    shutil.copy(cond.DEFAULT_WEIGHTS, weights)
-    shutil.copy(cond.DEFAULT_PROVENANCE, weights.with_suffix(".json"))
+    weights = committed_weights_copy(tmp_path)
     committed = cond.ConditionalGenerator(weights, device="cpu")
     expert = copy.deepcopy(committed.network)
     torch.manual_seed(seed)
@@ -257,9 +254,7 @@ def test_age_map_is_exact_and_tame_whatever_the_rounding() -> None:
 def test_adapter_command_chooses_whom_the_adapters_serve_and_moves_a_gate(
     tmp_path: Path,
 ) -> None:
-    weights = tmp_path / "conditional.pt"
-    shutil.copy(cond.DEFAULT_WEIGHTS, weights)
-    shutil.copy(cond.DEFAULT_PROVENANCE, weights.with_suffix(".json"))
+    weights = committed_weights_copy(tmp_path)
     before = cond.ConditionalGenerator(weights, device="cpu")
     result = CliRunner().invoke(
         perf_tool("calibrate_conditional").cli,
@@ -283,9 +278,7 @@ def test_adapter_command_chooses_whom_the_adapters_serve_and_moves_a_gate(
 
 
 def test_adapter_command_refuses_a_bad_gate_and_writes_nothing(tmp_path: Path) -> None:
-    weights = tmp_path / "conditional.pt"
-    shutil.copy(cond.DEFAULT_WEIGHTS, weights)
-    shutil.copy(cond.DEFAULT_PROVENANCE, weights.with_suffix(".json"))
+    weights = committed_weights_copy(tmp_path)
     result = CliRunner().invoke(
         perf_tool("calibrate_conditional").cli,
         ["adapter", "--gender", "female", "--gate", "female:20,12,18,11",

@@ -8,7 +8,6 @@ the committed weights, and ``noise-labels`` on the real face-api weights (a few 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from ingest.generators import conditional as cond
-from tests.perf_tools import perf_tool
+from tests.perf_tools import committed_weights_copy, perf_tool
 
 FIRST_SEED = 700_000
 
@@ -57,17 +56,10 @@ def test_noise_directions_recover_a_planted_direction() -> None:
     assert fitted["gender_r2"] > 0.9 and fitted["age_r2"] > 0.8
 
 
-def _committed_copy(tmp_path: Path) -> Path:
-    weights = tmp_path / "conditional.pt"
-    shutil.copy(cond.DEFAULT_WEIGHTS, weights)
-    shutil.copy(cond.DEFAULT_PROVENANCE, weights.with_suffix(".json"))
-    return weights
-
-
 def test_noise_shift_command_writes_a_candidate_that_changes_only_small_boys(
     tmp_path: Path,
 ) -> None:
-    weights = _committed_copy(tmp_path)
+    weights = committed_weights_copy(tmp_path)
     labels, _, _ = _planted_labels()
     labels_file = tmp_path / "labels.json"
     labels_file.write_text(json.dumps(labels))
@@ -101,7 +93,7 @@ def test_noise_shift_command_writes_a_candidate_that_changes_only_small_boys(
 
 
 def test_noise_shift_refuses_labels_of_the_other_gender(tmp_path: Path) -> None:
-    weights = _committed_copy(tmp_path)
+    weights = committed_weights_copy(tmp_path)
     labels, _, _ = _planted_labels(200)
     labels["gender"] = "female"
     labels_file = tmp_path / "labels.json"
