@@ -80,13 +80,19 @@ def expected_signature() -> list[tuple[str, tuple[int, ...]]]:
     return spec
 
 
-def check_signature(entries: Sequence[dict]) -> None:
+Signature = Sequence[tuple[str, tuple[int, ...]]]
+
+
+def check_signature(
+    entries: Sequence[dict], signature: Signature | None = None, model: str = "AgeGenderNet"
+) -> None:
     """Raise ModelSignatureError unless the manifest lists exactly the expected tensors.
 
     A different face-api model (say the tiny face detector's manifest given by mistake)
     would otherwise fail deep inside ``load_state_dict`` or, worse, load silently.
+    ``signature`` defaults to AgeGenderNet's; ``model`` names the network in the error.
     """
-    expected = dict(expected_signature())
+    expected = dict(expected_signature() if signature is None else signature)
     found = {e["name"]: tuple(e["shape"]) for e in entries}
     problems = [f"missing {n}" for n in expected if n not in found]
     problems += [f"unexpected {n}" for n in found if n not in expected]
@@ -99,11 +105,14 @@ def check_signature(entries: Sequence[dict]) -> None:
         shown = "; ".join(problems[:6]) + (
             f" (+{len(problems) - 6} more)" if len(problems) > 6 else ""
         )
-        raise ModelSignatureError(f"not a face-api AgeGenderNet weight manifest: {shown}")
+        raise ModelSignatureError(f"not a face-api {model} weight manifest: {shown}")
 
 
 def load_weights(
-    manifest_path: str | Path, bin_path: str | Path | None = None
+    manifest_path: str | Path,
+    bin_path: str | Path | None = None,
+    signature: Signature | None = None,
+    model: str = "AgeGenderNet",
 ) -> dict[str, np.ndarray]:
     """Read a TF.js weights manifest and its binary into float32 arrays (TF layouts).
 
@@ -111,12 +120,13 @@ def load_weights(
     order. Quantised tensors take 1 (uint8) or 2 (uint16) bytes per value and are
     dequantised as TF.js does it (``q * scale + min`` in float64, stored as float32);
     others are raw little-endian float32. ``bin_path`` overrides the manifest's ``paths``
-    (a single shard), so a verified file can be passed explicitly.
+    (a single shard), so a verified file can be passed explicitly. ``signature`` and
+    ``model`` go to :func:`check_signature` (AgeGenderNet's by default).
     """
     manifest_path = Path(manifest_path)
     groups = json.loads(manifest_path.read_text())
     entries = [w for g in groups for w in g["weights"]]
-    check_signature(entries)
+    check_signature(entries, signature, model)
     if bin_path is not None:
         buffer = Path(bin_path).read_bytes()
     else:
