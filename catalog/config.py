@@ -216,19 +216,34 @@ SETTINGS: tuple[Setting, ...] = (
         _choice("faceapi", "wrn"),
         "models",
     ),
-    Setting("GENERATOR", "dcgan", "Default face generator for ingest.", _optional_str, "models"),
+    Setting(
+        "GENERATOR",
+        "mobilestylegan",
+        "Face generator for ingest and on-demand generation: mobilestylegan (photoreal "
+        "1024 px, the default), dcgan or conditional (the legacy 64 px generators).",
+        _optional_str,
+        "models",
+    ),
+    Setting(
+        "TRUNCATION",
+        0.7,
+        "Truncation ψ of the photoreal generator: 1 samples the whole style space, lower "
+        "values pull faces toward the average face (fewer odd samples, less variety).",
+        _float_range(0.0, 1.0),
+        "models",
+    ),
     # --- images ---------------------------------------------------------------------
     Setting(
         "IMAGE_SIZE",
-        256,
-        "Edge in pixels of stored originals (upscaled from the "
-        "generator's native size with Lanczos).",
+        512,
+        "Edge in pixels of stored originals, resampled (Lanczos) from the generator's "
+        "native size (1024 for the photoreal generator).",
         _int_range(64, 1024),
         "images",
     ),
     Setting(
         "THUMB_SIZE",
-        128,
+        350,
         "Edge in pixels of thumbnails (at most 350).",
         _int_range(16, 350),
         "images",
@@ -244,7 +259,13 @@ SETTINGS: tuple[Setting, ...] = (
         "JPEG_QUALITY", 90, "JPEG/WebP quality for stored images.", _int_range(1, 100), "images"
     ),
     # --- ingest ---------------------------------------------------------------------
-    Setting("INGEST_BATCH_SIZE", 64, "Faces generated per batch.", _int_range(1, 4096), "ingest"),
+    Setting(
+        "INGEST_BATCH_SIZE",
+        8,
+        "Faces generated per batch (a 1024 px face needs about 250 MB of working memory).",
+        _int_range(1, 4096),
+        "ingest",
+    ),
     Setting(
         "INGEST_INTERVAL_SECONDS",
         300,
@@ -366,7 +387,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "ONDEMAND_BATCH_SIZE",
-        16,
+        4,
         "Candidates per batch of an on-demand run (smaller when the budget is short). A "
         "batch cannot be interrupted, so it bounds how far a run may overrun its budget "
         "when the machine is slower than measured.",

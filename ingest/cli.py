@@ -48,7 +48,10 @@ def load_models(
     models_dir = app.config["MODELS_DIR"]
     try:
         generator = load_generator(
-            app.config["GENERATOR"], models_dir, device=device or app.config["DEVICE"]
+            app.config["GENERATOR"],
+            models_dir,
+            device=device or app.config["DEVICE"],
+            truncation=app.config["TRUNCATION"],
         )
         estimator = load_estimator(
             app.config["ESTIMATOR"],
@@ -262,4 +265,12 @@ def _add_ondemand_commands() -> None:
     ingest_cli.add_command(backfill_command)
 
 
+def _add_steering_commands() -> None:
+    """``facecat ingest fit-directions`` (ingest.steering_cli)."""
+    from ingest.steering_cli import fit_directions_command
+
+    ingest_cli.add_command(fit_directions_command)
+
+
 _add_ondemand_commands()
+_add_steering_commands()

@@ -51,6 +51,9 @@ class Candidates:
     age: np.ndarray  # (N,) float, years
     p_female: np.ndarray  # (N,) float, 0..1
     seeds: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # Per face, None or why the face detector found no usable face (analysis.framing);
+    # None for generators whose output is already a face crop.
+    framing: Sequence[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -251,6 +254,26 @@ class NearDuplicateGate:
         return rejected
 
 
+@dataclass
+class FramingGate:
+    """Rejects faces the detector judged unusable for one reason (``analysis.framing``):
+    no face, several faces, a face of implausible size or out of place."""
+
+    reason: str
+
+    def reject(self, batch: Candidates, pending: np.ndarray) -> np.ndarray:
+        if batch.framing is None:
+            return np.zeros(len(batch), dtype=bool)
+        return np.array([r == self.reason for r in batch.framing], dtype=bool)
+
+
+def framing_gates() -> list[Gate]:
+    """One gate per framing reason, so the run's counts say what the detector saw."""
+    from analysis.framing import REASONS
+
+    return [FramingGate(reason) for reason in REASONS]
+
+
 def default_gates(
     *,
     gender_threshold: float,
@@ -265,6 +288,7 @@ def default_gates(
     cheap gates, so only faces that could be admitted pay for its nine estimates.
     """
     gates: list[Gate] = [
+        *framing_gates(),
         AgeRangeGate(),
         BrokenImageGate(),
         BlackBorderGate(),

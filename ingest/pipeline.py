@@ -288,6 +288,7 @@ class _Prepared:
 
     candidates: Candidates
     latents: np.ndarray  # (N, latent_dim) float32
+    originals: np.ndarray  # (N, S, S, 3) uint8 at the generator's native size
 
 
 @dataclass
@@ -370,16 +371,24 @@ class _Run:
         images = self.generator.generate(latents, batch_size=max(len(seeds), 1))
         pixels = images.cpu().numpy()  # also waits for the device to finish
         generated = time.perf_counter()
-        estimates = self.estimator.predict(pixels)
+        # A portrait generator hands the estimator and the gates a face crop, and says
+        # which candidates have no usable face; a crop generator's pixels are used as is.
+        view = getattr(self.generator, "analysis_view", None)
+        framed = view(pixels) if view is not None else None
+        analysed = framed.crops if framed is not None else pixels
+        framed_at = time.perf_counter()
+        estimates = self.estimator.predict(analysed)
         self._time("generation", generated - start)
-        self._time("estimation", time.perf_counter() - generated)
+        self._time("detection", framed_at - generated)
+        self._time("estimation", time.perf_counter() - framed_at)
         candidates = Candidates(
-            images=pixels,
+            images=analysed,
             age=np.asarray(estimates.age, dtype=np.float64),
             p_female=np.asarray(estimates.p_female, dtype=np.float64),
             seeds=np.asarray(seeds, dtype=np.int64),
+            framing=framed.reasons if framed is not None else None,
         )
-        return _Prepared(candidates, latents.detach().cpu().numpy().astype("<f4"))
+        return _Prepared(candidates, latents.detach().cpu().numpy().astype("<f4"), pixels)
 
     # --- 2. select ----------------------------------------------------------------------
 
@@ -432,7 +441,7 @@ class _Run:
                     phash=int(cand.phash[i]),
                     cell=cells[j],
                     latent=batch.latents[i].tobytes(),
-                    image=cand.images[i],
+                    image=batch.originals[i],
                 )
             )
         self._time("gates", time.perf_counter() - start)

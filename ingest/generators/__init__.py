@@ -15,6 +15,7 @@ import torch
 
 from ingest.generators.conditional import ConditionalGenerator
 from ingest.generators.dcgan import DCGANGenerator
+from ingest.generators.photoreal import PhotorealGenerator
 
 
 @runtime_checkable
@@ -47,18 +48,28 @@ class Generator(Protocol):
 # Each class is built with ``cls.from_models_dir(models_dir, device=device)``, which
 # resolves and verifies its own weight files.
 GENERATORS: dict[str, type] = {
+    PhotorealGenerator.name: PhotorealGenerator,
     DCGANGenerator.name: DCGANGenerator,
     ConditionalGenerator.name: ConditionalGenerator,
 }
 
 
 def load_generator(
-    name: str, models_dir: str | Path, device: str | torch.device | None = "auto"
+    name: str,
+    models_dir: str | Path,
+    device: str | torch.device | None = "auto",
+    *,
+    truncation: float | None = None,
 ) -> Generator:
-    """Build the generator registered as ``name`` from the weights in ``models_dir``."""
+    """Build the generator registered as ``name`` from the weights in ``models_dir``.
+
+    ``truncation`` applies to the photoreal generator (the legacy ones have none).
+    """
     try:
         cls = GENERATORS[name]
     except KeyError:
         known = ", ".join(sorted(GENERATORS))
         raise ValueError(f"unknown generator {name!r}; known generators: {known}") from None
+    if truncation is not None and cls is PhotorealGenerator:
+        return cls.from_models_dir(models_dir, device=device, truncation=truncation)
     return cls.from_models_dir(models_dir, device=device)

@@ -48,6 +48,7 @@ from ingest.gates import (
     NearDuplicateGate,
     RobustVerdictGate,
     TargetPrefilterGate,
+    framing_gates,
 )
 from ingest.ondemand.ports import (
     FULFILLED,
@@ -394,6 +395,7 @@ class OnDemand:
     def gates(self, target: Target, estimator: AgeGenderEstimator) -> list[Gate]:
         """The on-demand gate list; the robust verdict is judged against ``target``."""
         return [
+            *framing_gates(),
             AgeRangeGate(),
             BrokenImageGate(),
             BlackBorderGate(),
@@ -489,7 +491,7 @@ class OnDemand:
 
     def _record(self, plan: Plan, target: Target, adapter: Any, report: IngestReport) -> None:
         """Fold the run into the yield table (best effort: a failure is only logged)."""
-        seconds = sum(report.timings.get(k, 0.0) for k in ("generation", "estimation", "gates"))
+        seconds = sum(report.timings.get(k, 0.0) for k in ("generation", "detection", "estimation", "gates"))
         if plan.strategy in TARGETED:
             updates = targeted_updates(adapter.aims, seconds, report.robust_passes)
         else:
@@ -549,7 +551,9 @@ def load_model_set(config: Mapping[str, Any]) -> ModelSet:
 
     configure_threads(config["TORCH_THREADS"])
     models_dir = config["MODELS_DIR"]
-    generator = load_generator(config["GENERATOR"], models_dir, device=config["DEVICE"])
+    generator = load_generator(
+        config["GENERATOR"], models_dir, device=config["DEVICE"], truncation=config["TRUNCATION"]
+    )
     estimator = load_estimator(
         config["ESTIMATOR"], models_dir, device=generator.device, batch_size=64
     )

@@ -45,6 +45,9 @@ class _Delegate:
         self.latent_dim = base.latent_dim
         self.native_size = base.native_size
         self.device = base.device
+        view = getattr(base, "analysis_view", None)
+        if view is not None:
+            self.analysis_view = view
 
     def render(self, latents: torch.Tensor) -> torch.Tensor:
         return self.base.render(latents)

@@ -260,7 +260,7 @@ def ingest_run_updates(report: object) -> dict[tuple[str, tuple[int, int]], Coun
     if not checked:
         return None
     timings: Mapping[str, float] = getattr(report, "timings", {})
-    seconds = sum(timings.get(k, 0.0) for k in ("generation", "estimation", "gates"))
+    seconds = sum(timings.get(k, 0.0) for k in ("generation", "detection", "estimation", "gates"))
     return untargeted_updates(
         int(getattr(report, "generated", 0)),
         seconds,
