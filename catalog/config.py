@@ -148,7 +148,7 @@ def _composition(value: Any) -> dict[str, float]:
 
 def _strategies(value: Any) -> str:
     """Comma-separated on-demand strategies, each one of ``ingest.ondemand.yields``'s."""
-    known = ("sample", "conditional", "optimise")
+    known = ("sample", "steer", "conditional", "optimise")
     if not isinstance(value, str):
         raise ValueError("must be a comma-separated string")
     names = [v.strip() for v in value.split(",") if v.strip()]
@@ -376,11 +376,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "ONDEMAND_STRATEGIES",
-        "sample,conditional",
+        "sample,steer",
         "Strategies on-demand generation and backfill may choose from, by expected time to "
-        "a passing face: sample (rejection sampling), conditional (the conditioned "
-        "generator), optimise (guarded latent optimisation; opt-in, because many faces it "
-        "gets past the robust gate do not look their label to a person: "
+        "a passing face: sample (rejection sampling), steer (the photoreal generator aimed "
+        "at the filter along fitted age and gender directions), conditional (the legacy "
+        "64 px conditioned generator), optimise (guarded latent optimisation; opt-in, "
+        "because many faces it gets past the robust gate do not look their label to a "
+        "person: "
         "docs/ondemand/contact_sheet_optimise.png).",
         _strategies,
         "ondemand",

@@ -91,12 +91,18 @@ def ingest_once(
     max_admitted: int | None = None,
     progress: Callable[[BatchOutcome], None] | None = None,
 ) -> IngestReport:
-    """``run_ingest`` with the app's storage and database; its yields feed on-demand planning."""
+    """``run_ingest`` with the app's storage and database; its yields feed on-demand planning.
+
+    With style directions for the generator, each seed is aimed at a cell with room
+    (``room_aim``), so rare cells (children, teens, 60+) fill too instead of waiting for
+    the 1-in-100 sample that lands there by chance.
+    """
     wiring = get_services(app)
     catalog = wiring.catalog()
+    steered = _steered_for_room(catalog, generator, settings)
     report = run_ingest(
         count,
-        generator=generator,
+        generator=steered or generator,
         estimator=estimator,
         storage=wiring.storage(),
         catalog=catalog,
@@ -109,12 +115,31 @@ def ingest_once(
     try:
         from ingest.ondemand.yields import SAMPLE, ingest_run_updates
 
-        updates = ingest_run_updates(report)
+        # A steered run is not a sample of the generator's own distribution.
+        updates = None if steered is not None else ingest_run_updates(report)
         if updates is not None:
             catalog.record_yields(SAMPLE, updates)
     except Exception:
         logger.warning("could not record the run's yields for on-demand planning", exc_info=True)
     return report
+
+
+def _steered_for_room(
+    catalog: object, generator: Generator, settings: IngestSettings
+) -> Generator | None:
+    """The generator aimed at the cells with room, or None when it cannot be steered."""
+    from ingest.curation import target_counts
+    from ingest.ondemand.strategies import SteeredPhotoreal, room_aim
+    from ingest.steering import load_steering
+
+    steering = load_steering(generator)
+    if steering is None:
+        return None
+    with catalog.read() as view:  # type: ignore[attr-defined]
+        counts = view.band_counts()
+    targets = target_counts(settings.composition, settings.target_size)
+    room = {cell: max(n - counts.get(cell, 0), 0) for cell, n in targets.items()}
+    return SteeredPhotoreal(generator, steering, room_aim(room))  # type: ignore[return-value]
 
 
 @ingest_cli.command("run")

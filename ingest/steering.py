@@ -22,6 +22,7 @@ compared (``facecat ingest fit-directions``).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,11 @@ from typing import Any
 
 import numpy as np
 
-DIRECTIONS_FILE = Path(__file__).resolve().parent / "generators" / "weights" / "mobilestylegan_directions.json"
+logger = logging.getLogger(__name__)
+
+DIRECTIONS_FILE = (
+    Path(__file__).resolve().parent / "generators" / "weights" / "mobilestylegan_directions.json"
+)
 AGE, GENDER = "age", "gender"
 
 
@@ -53,7 +58,9 @@ class Direction:
         """How much the fitted value changes per unit step along ``unit``."""
         return float(self.coef @ self.unit)
 
-    def shift_to(self, styles: np.ndarray, targets: np.ndarray, max_step: float = math.inf) -> np.ndarray:
+    def shift_to(
+        self, styles: np.ndarray, targets: np.ndarray, max_step: float = math.inf
+    ) -> np.ndarray:
         """``styles`` moved along ``unit`` until their fitted value is ``targets``.
 
         ``max_step`` bounds the distance moved (in style units): far edits leave the
@@ -87,7 +94,12 @@ class Direction:
 
 
 def fit_direction(
-    styles: np.ndarray, values: np.ndarray, *, alpha: float = 10.0, holdout: float = 0.2, seed: int = 0
+    styles: np.ndarray,
+    values: np.ndarray,
+    *,
+    alpha: float = 10.0,
+    holdout: float = 0.2,
+    seed: int = 0,
 ) -> Direction:
     """Ridge regression of ``values`` on ``styles``, with held-out error and R².
 
@@ -159,7 +171,9 @@ class Steering:
         """Fit both directions; the age one is made orthogonal to the gender one."""
         gender = fit_direction(styles, gender_logit(p_female), alpha=alpha)
         accuracy = _gender_accuracy(styles, p_female, alpha)
-        gender = Direction(gender.coef, gender.intercept, gender.centre, gender.unit, gender.heldout | accuracy)
+        gender = Direction(
+            gender.coef, gender.intercept, gender.centre, gender.unit, gender.heldout | accuracy
+        )
         age = orthogonal_to(fit_direction(styles, ages, alpha=alpha), gender)
         return cls(generator_checksum, age, gender, dict(provenance))
 
@@ -177,7 +191,9 @@ class Steering:
         Path(path).write_text(json.dumps(data, indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path = DIRECTIONS_FILE, *, generator_checksum: str | None = None) -> Steering:
+    def load(
+        cls, path: str | Path = DIRECTIONS_FILE, *, generator_checksum: str | None = None
+    ) -> Steering:
         """Read a directions file; refuse one fitted for other weights."""
         data = json.loads(Path(path).read_text())
         if generator_checksum is not None and data["generator_checksum"] != generator_checksum:
@@ -235,3 +251,15 @@ def aimed_styles(
         index = 0
     style = steering.age.shift_to(candidates[index : index + 1], np.array([age]), max_step=max_step)
     return style[0], index
+
+
+def load_steering(generator: Any) -> Steering | None:
+    """The shipped directions if they were fitted for ``generator``'s weights, else None
+    (a legacy generator, or weights the file was not fitted for: no steering)."""
+    if getattr(generator, "analysis_view", None) is None or not DIRECTIONS_FILE.is_file():
+        return None
+    try:
+        return Steering.load(DIRECTIONS_FILE, generator_checksum=generator.checksum)
+    except (OSError, ValueError, KeyError) as exc:
+        logger.warning("style directions unavailable, no steering: %s", exc)
+        return None

@@ -66,6 +66,7 @@ from ingest.ondemand.yields import (
     GENDERS,
     OPTIMISE,
     SAMPLE,
+    STEER,
     STRATEGIES,
     TARGETED,
     WHOLE_BATCHES,
@@ -95,6 +96,13 @@ MAX_RUN_CANDIDATES = 100_000
 CONDITIONAL_WEIGHTS = (
     Path(__file__).resolve().parents[1] / "generators" / "weights" / "conditional.pt"
 )
+# ``ingest.steering.DIRECTIONS_FILE``, spelt out for the same reason.
+STEERING_DIRECTIONS = (
+    Path(__file__).resolve().parents[1]
+    / "generators"
+    / "weights"
+    / "mobilestylegan_directions.json"
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,7 @@ class OndemandSettings:
     gender_threshold: float = 0.8
     duplicate_distance: int = 6
     slow_seconds: float = 1.0
-    strategies: tuple[str, ...] = (SAMPLE, CONDITIONAL)  # optimise is opt-in (README)
+    strategies: tuple[str, ...] = (SAMPLE, STEER)  # optimise is opt-in (README)
     optimise_steps: int = 40
     optimise_batch: int = 8
     backfill_seconds: float = 60.0
@@ -148,6 +156,7 @@ class ModelSet:
     generator: Generator
     estimator: AgeGenderEstimator
     conditional: Any | None = None
+    steering: Any | None = None  # ingest.steering.Steering for the photoreal generator
 
 
 class Unreachable(Exception):
@@ -220,6 +229,8 @@ class OnDemand:
             usable = {SAMPLE, OPTIMISE}
             if self._models.conditional is not None:
                 usable.add(CONDITIONAL)
+            if self._models.steering is not None:
+                usable.add(STEER)
             if not hasattr(self._models.estimator, "predict_tensor"):
                 usable.discard(OPTIMISE)
         elif self._available is not None:
@@ -370,9 +381,19 @@ class OnDemand:
     # --- generation -------------------------------------------------------------------
 
     def _adapter(self, plan: Plan, target: Target, models: ModelSet, deadline: float) -> Generator:
-        from ingest.ondemand.strategies import GuidedOptimiser, TargetedConditional
+        from ingest.ondemand.strategies import (
+            GuidedOptimiser,
+            SteeredPhotoreal,
+            TargetedConditional,
+        )
 
         gender = target.gender if target.gender is not None else plan.gender
+        if plan.strategy == STEER:
+            if models.steering is None:
+                raise RuntimeError("no style directions are loaded for the generator")
+            return SteeredPhotoreal.for_filter(  # type: ignore[return-value]
+                models.generator, models.steering, gender, target.minimum_age, target.maximum_age
+            )
         if plan.strategy == CONDITIONAL:
             if models.conditional is None:
                 raise RuntimeError("the conditional generator is not loaded")
@@ -491,7 +512,9 @@ class OnDemand:
 
     def _record(self, plan: Plan, target: Target, adapter: Any, report: IngestReport) -> None:
         """Fold the run into the yield table (best effort: a failure is only logged)."""
-        seconds = sum(report.timings.get(k, 0.0) for k in ("generation", "detection", "estimation", "gates"))
+        seconds = sum(
+            report.timings.get(k, 0.0) for k in ("generation", "detection", "estimation", "gates")
+        )
         if plan.strategy in TARGETED:
             updates = targeted_updates(adapter.aims, seconds, report.robust_passes)
         else:
@@ -548,6 +571,7 @@ def load_model_set(config: Mapping[str, Any]) -> ModelSet:
     from analysis.estimators import load_estimator
     from ingest.generators import load_generator
     from ingest.generators.conditional import ConditionalWeightsError
+    from ingest.steering import load_steering
 
     configure_threads(config["TORCH_THREADS"])
     models_dir = config["MODELS_DIR"]
@@ -558,11 +582,12 @@ def load_model_set(config: Mapping[str, Any]) -> ModelSet:
         config["ESTIMATOR"], models_dir, device=generator.device, batch_size=64
     )
     conditional = None
-    try:
-        conditional = load_generator(CONDITIONAL, models_dir, device=generator.device)
-    except (ConditionalWeightsError, OSError, ValueError) as exc:
-        logger.warning("conditional generator unavailable for on-demand generation: %s", exc)
-    return ModelSet(generator, estimator, conditional)
+    if CONDITIONAL in OndemandSettings.from_config(config).strategies:
+        try:
+            conditional = load_generator(CONDITIONAL, models_dir, device=generator.device)
+        except (ConditionalWeightsError, OSError, ValueError) as exc:
+            logger.warning("conditional generator unavailable for on-demand generation: %s", exc)
+    return ModelSet(generator, estimator, conditional, load_steering(generator))
 
 
 def available_without_loading() -> list[str]:
@@ -570,4 +595,6 @@ def available_without_loading() -> list[str]:
     usable = [SAMPLE, OPTIMISE]
     if CONDITIONAL_WEIGHTS.is_file():
         usable.append(CONDITIONAL)
+    if STEERING_DIRECTIONS.is_file():
+        usable.append(STEER)
     return usable

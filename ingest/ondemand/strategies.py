@@ -8,6 +8,11 @@ first, row last, under the insert lock) is the pipeline's, not a second copy of 
 * ``TargetedConditional``: the (gender, age)-conditioned generator, aimed per seed at an
   age drawn uniformly inside the filter. Its latents encode the condition, so the stored
   latent remakes the face.
+* ``SteeredPhotoreal``: the photoreal generator with each seed aimed at a (gender, age):
+  the seed's candidate styles are scored by the fitted gender direction (no rendering)
+  and the first clearly of the wanted gender is moved along the age direction to the
+  aimed age, which keeps the identity (``ingest.steering``). The stored latent is the
+  steered style, so it remakes the face.
 * ``GuidedOptimiser``: the default generator's latent optimised toward the filter, with a
   fresh random augmentation (flip, shift, scale, noise) of the rendered face in every
   step, so the search cannot settle on pixel patterns that fool the estimator only in
@@ -85,6 +90,99 @@ class TargetedConditional(_Delegate):
         if not rows:
             return latents
         return torch.cat(rows)
+
+
+# --- steering in style space -------------------------------------------------------------
+
+# Candidate styles drawn per seed when looking for one of the wanted gender: about 40% of
+# samples score clearly male and 50% clearly female, so 16 nearly always contain one.
+STEER_CANDIDATES = 16
+# Largest move along the age direction, in style units; farther edits break faces down
+# (README, "Photoreal faces").
+STEER_MAX_STEP = 40.0
+
+
+class SteeredPhotoreal(_Delegate):
+    """The photoreal generator aimed per seed at a (gender, age) by style-space steering.
+
+    ``aim`` maps a seed to its (gender or None, age); on-demand aims inside a filter
+    (``for_filter``), ingest aims at the catalog's target composition.
+    """
+
+    def __init__(
+        self,
+        base: Any,
+        steering: Any,
+        aim: Callable[[int], tuple[str | None, int]],
+        *,
+        max_step: float = STEER_MAX_STEP,
+    ) -> None:
+        super().__init__(base)
+        self.name = base.name
+        self.truncation = getattr(base, "truncation", None)
+        self.steering = steering
+        self.aim = aim
+        self.max_step = max_step
+        self.aims: Counter[tuple[str, int]] = Counter()
+
+    @classmethod
+    def for_filter(
+        cls, base: Any, steering: Any, gender: str | None, minimum_age: int, maximum_age: int
+    ) -> SteeredPhotoreal:
+        """Aimed at an age drawn uniformly inside the filter, and its gender (or either)."""
+
+        def aim(seed: int) -> tuple[str | None, int]:
+            return _aim(seed, gender, minimum_age, maximum_age)
+
+        return cls(base, steering, aim)
+
+    def sample_latents(self, seeds: Sequence[int]) -> torch.Tensor:
+        """One steered style per seed, ``(N, 512)`` float32 on the CPU."""
+        from ingest.steering import aimed_styles
+
+        rows = []
+        for seed in seeds:
+            gender, age = self.aim(int(seed))
+            # Row 0 is the seed's own z (``photoreal.seed_noise``), so an unconstrained
+            # aim keeps the seed's face.
+            z = np.random.default_rng(int(seed)).standard_normal((STEER_CANDIDATES, 512))
+            candidates = self.base.styles(torch.from_numpy(z.astype(np.float32))).numpy()
+            style, _ = aimed_styles(self.steering, candidates, gender, age, max_step=self.max_step)
+            wanted = gender if gender is not None else _gender_of(self.steering, style)
+            self.aims[(wanted, age)] += 1
+            rows.append(style)
+        if not rows:
+            return torch.empty((0, self.latent_dim), dtype=torch.float32)
+        return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+
+# Steering reaches about 80 years convincingly; a "60+" aim is drawn from 60..80.
+OLDEST_AIM = 80
+
+
+def room_aim(room: dict[str, int]) -> Callable[[int], tuple[str | None, int]]:
+    """Aims for ingest: a ``gender:band`` cell drawn in proportion to its room (faces it
+    still needs to reach its target), then an age uniform inside the band.
+
+    So an empty catalog is aimed at its target composition, and full cells get no aims.
+    """
+    from ingest.bands import parse_cell
+
+    cells = [c for c, n in sorted(room.items()) if n > 0]
+    weights = np.array([room[c] for c in cells], dtype=np.float64)
+
+    def aim(seed: int) -> tuple[str | None, int]:
+        rng = np.random.default_rng([int(seed) & (2**63 - 1), 0x696E67])
+        if not cells:
+            return None, int(rng.integers(20, 60))
+        gender, band = parse_cell(cells[int(rng.choice(len(cells), p=weights / weights.sum()))])
+        return gender, int(rng.integers(band.low, min(band.high, OLDEST_AIM) + 1))
+
+    return aim
+
+
+def _gender_of(steering: Any, style: np.ndarray) -> str:
+    return "female" if float(steering.female_score(style[None])[0]) > 0 else "male"
 
 
 # --- guarded latent optimisation ---------------------------------------------------------

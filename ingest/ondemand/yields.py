@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 SAMPLE = "sample"  # rejection sampling with the default generator (untargeted)
 CONDITIONAL = "conditional"  # the (gender, age)-conditioned generator (targeted)
 OPTIMISE = "optimise"  # guarded latent optimisation (targeted)
-STRATEGIES: tuple[str, ...] = (SAMPLE, CONDITIONAL, OPTIMISE)
-TARGETED = frozenset({CONDITIONAL, OPTIMISE})
+STEER = "steer"  # the photoreal generator steered in style space (targeted)
+STRATEGIES: tuple[str, ...] = (SAMPLE, STEER, CONDITIONAL, OPTIMISE)
+TARGETED = frozenset({CONDITIONAL, OPTIMISE, STEER})
 WHOLE_BATCHES = frozenset({OPTIMISE})
 GENDERS: tuple[str, ...] = ("female", "male")
 
@@ -43,11 +44,11 @@ BANDS: tuple[tuple[int, int], ...] = (*((lo, lo + 9) for lo in range(0, 90, 10))
 
 PRIOR_PASSED = 1.0
 PRIOR_TRIED = 20.0
-# Seconds per candidate before a strategy has been measured on this machine: the DCGAN
-# with the prefiltered robust gate (~150 faces/s of generation + estimation on 2 CPU
-# cores, DESIGN.md), the same for the conditional network, and issue 5's ~55 s per 32
-# guarded-optimisation candidates.
-PRIOR_COST: dict[str, float] = {SAMPLE: 0.01, CONDITIONAL: 0.01, OPTIMISE: 1.7}
+# Seconds per candidate before a strategy has been measured on this machine: the photoreal
+# generator with framing and the prefiltered robust gate (about 0.3 s a face on 2 CPU
+# cores, README "Photoreal faces"), the same plus steering, the 64 px conditional network
+# (~150 faces/s), and issue 5's ~55 s per 32 guarded-optimisation candidates.
+PRIOR_COST: dict[str, float] = {SAMPLE: 0.3, STEER: 0.35, CONDITIONAL: 0.01, OPTIMISE: 1.7}
 MIN_COST_SAMPLES = 64
 
 Key = tuple[str, str, int]  # (strategy, gender, band low)
