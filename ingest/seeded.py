@@ -1,18 +1,21 @@
 """Seeded generation for ``/api/v1/generate``: (seed, gender, age) in, an image and a verdict out.
 
-Why the conditional generator (``ingest.generators.conditional``): the seed fixes the
-latent noise (numpy PCG64, the same on every machine) and gender and age enter only as
-the condition, so one seed rendered at several ages keeps its identity as far as the
-model allows: the Face Studio "lifetime" animation is one seed at ages 1..75. Nothing
-here optimises latents: an unguarded search fools the estimator (DESIGN.md), and the
-endpoint reports what the estimator *robustly* sees (the median over augmented copies,
-``analysis.robust``) instead of echoing what was asked, because the generator cannot
-always reach the request (few faces over 60 exist in its training data).
+With the photoreal generator (the default) and its style directions
+(``ingest.steering``), the seed fixes a short list of candidate styles (numpy PCG64, the
+same on every machine); the gender picks the first candidate that reads clearly as that
+gender, and the age moves that style along the age direction. So a seed and a gender
+name one person, and varying ``age`` ages that person: the Face Studio "lifetime"
+animation is one seed at ages 1..75. With a legacy generator configured, the 64 px
+conditional generator serves instead (its condition coordinates play the same role).
+Nothing here optimises latents: an unguarded search fools the estimator (DESIGN.md),
+and the endpoint reports what the estimator *robustly* sees (the median over augmented
+copies, ``analysis.robust``) instead of echoing what was asked, because an edit does not
+always reach the request (past about 80 years faces stop ageing convincingly).
 
-Unset ``gender`` or ``age`` come from the seed's own condition coordinates, so
-"seed only" is reproducible too. Output is byte-identical for identical parameters on the
-same device and thread count: one face per forward pass (no batch-size effects),
-Lanczos resizing and the encoders are deterministic.
+Unset ``gender`` or ``age`` come from the seed's own face, so "seed only" is reproducible
+too. Output is byte-identical for identical parameters on the same device and thread
+count: one face per forward pass (no batch-size effects), Lanczos resizing and the
+encoders are deterministic.
 
 Models load once per process, on first use, under a lock (``SeededStudio.models``), so
 the web process starts without torch and concurrent first requests load once.
@@ -60,23 +63,40 @@ class SeededFace:
 
 @dataclass
 class StudioModels:
-    """The conditional generator and the estimator that judges its output."""
+    """The generator, its style directions (None: the legacy conditional generator) and
+    the estimator that judges the output."""
 
-    generator: ConditionalGenerator
+    generator: Any  # PhotorealGenerator with ``steering``, else ConditionalGenerator
     estimator: AgeGenderEstimator
+    steering: Any | None = None
 
 
 def load_studio_models(config: Mapping[str, Any]) -> StudioModels:
-    """The configured models: the conditional generator and ``FACECAT_ESTIMATOR``."""
+    """The configured generator if it can be steered, else the conditional generator."""
     from analysis.device import configure_threads
     from analysis.estimators import load_estimator
+    from ingest.generators import load_generator
+    from ingest.steering import load_steering
 
     configure_threads(config["TORCH_THREADS"])
-    generator = ConditionalGenerator.from_models_dir(config["MODELS_DIR"], device=config["DEVICE"])
+    generator: Any = None
+    steering = None
+    if config["GENERATOR"] not in ("dcgan", "conditional"):
+        generator = load_generator(
+            config["GENERATOR"],
+            config["MODELS_DIR"],
+            device=config["DEVICE"],
+            truncation=config["TRUNCATION"],
+        )
+        steering = load_steering(generator)
+    if steering is None:
+        generator = ConditionalGenerator.from_models_dir(
+            config["MODELS_DIR"], device=config["DEVICE"]
+        )
     estimator = load_estimator(
         config["ESTIMATOR"], config["MODELS_DIR"], device=generator.device, batch_size=16
     )
-    return StudioModels(generator, estimator)
+    return StudioModels(generator, estimator, steering)
 
 
 class SeededStudio:
@@ -113,13 +133,18 @@ class SeededStudio:
         if image_format not in CONTENT_TYPES:
             raise ValueError(f"image_format must be jpeg or webp, got {image_format!r}")
         models = self.models
-        latents = models.generator.sample_latents([seed])
-        own_female, own_age = condition_from_latents(latents)
-        gender = gender or ("female" if bool(own_female[0]) else "male")
-        age = float(own_age[0]) if age is None else float(age)
-        latents = latents_with_condition(latents, gender, age)
+        if models.steering is not None:
+            latents, gender, age = _steered(models, seed, gender, age)
+        else:
+            latents = models.generator.sample_latents([seed])
+            own_female, own_age = condition_from_latents(latents)
+            gender = gender or ("female" if bool(own_female[0]) else "male")
+            age = float(own_age[0]) if age is None else float(age)
+            latents = latents_with_condition(latents, gender, age)
         pixels = models.generator.generate(latents, batch_size=1)[0].cpu().numpy()
-        verdict = robust_predict(models.estimator, pixels[None].astype(np.uint8))
+        view = getattr(models.generator, "analysis_view", None)
+        judged = view(pixels[None]).crops if view is not None else pixels[None]
+        verdict = robust_predict(models.estimator, judged.astype(np.uint8))
         data = encode(resize(pixels, resolution), image_format, quality)
         return SeededFace(
             data=data,
@@ -129,6 +154,27 @@ class SeededStudio:
             estimated_age=float(verdict.age[0]),
             estimated_p_female=float(verdict.p_female[0]),
         )
+
+
+def _steered(
+    models: StudioModels, seed: int, gender: str | None, age: float | None
+) -> tuple[Any, str, float]:
+    """The seed's person as ``gender`` (or their own) at ``age`` (or their own)."""
+    import torch
+
+    from ingest.ondemand.strategies import STEER_CANDIDATES, STEER_MAX_STEP
+    from ingest.steering import aimed_styles
+
+    steering = models.steering
+    z = np.random.default_rng(int(seed)).standard_normal((STEER_CANDIDATES, 512))
+    candidates = models.generator.styles(torch.from_numpy(z.astype(np.float32))).numpy()
+    if gender is None:
+        gender = "female" if float(steering.female_score(candidates[:1])[0]) > 0 else "male"
+    own_age = float(steering.age.predict(candidates[:1])[0])
+    _, index = aimed_styles(steering, candidates, gender, own_age)
+    target = float(steering.age.predict(candidates[index : index + 1])[0]) if age is None else age
+    style, _ = aimed_styles(steering, candidates, gender, target, max_step=STEER_MAX_STEP)
+    return torch.from_numpy(style[None]), gender, float(target)
 
 
 def studio_for(config: Mapping[str, Any]) -> SeededStudio:
