@@ -89,6 +89,8 @@ def face_json(face: Any, served_since: datetime | None = None) -> dict[str, Any]
         "date_added": http_date(face.date_added),
         "last_served": http_date(last) if last else None,
         "source": face.generator,
+        "native_size": face.native_size,
+        "truncation": face.truncation,
     }
 
 

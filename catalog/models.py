@@ -81,6 +81,8 @@ class Face(Base):
     height: Mapped[int] = mapped_column(Integer)
     thumb_size: Mapped[int] = mapped_column(Integer)
     native_size: Mapped[int] = mapped_column(Integer)
+    # Truncation ψ of the photoreal generator's style sampling; None for legacy generators.
+    truncation: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     generator: Mapped[str] = mapped_column(String(64))
     generator_checksum: Mapped[str] = mapped_column(String(64))

@@ -121,7 +121,21 @@ COMPONENTS: dict[str, Any] = {
                 },
                 "source": {
                     "type": "string",
-                    "description": "The generator that made the face (e.g. dcgan).",
+                    "description": "The generator that made the face: mobilestylegan "
+                    "(photoreal, the default), or dcgan / conditional (legacy 64 px).",
+                },
+                "native_size": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Edge in pixels the generator rendered the face at "
+                    "(1024 for mobilestylegan); the stored image is resampled to width.",
+                },
+                "truncation": {
+                    "type": ["number", "null"],
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": "Truncation ψ of the photoreal generator's style "
+                    "sampling; null for the legacy generators.",
                 },
             },
         },

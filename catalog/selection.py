@@ -77,6 +77,8 @@ SERVE_COLUMNS = [
         "date_added",
         "last_served",
         "generator",
+        "native_size",
+        "truncation",
     )
 ]
 _SEEK_ROW = select(*SERVE_COLUMNS).where(

@@ -580,6 +580,7 @@ class _Run:
             latent=pick.latent,
             phash=pick.phash,
             ingest_run_id=run_id,
+            truncation=getattr(self.generator, "truncation", None),
         )
 
     def _totals(self, outcome: BatchOutcome) -> RunCounts:

@@ -90,6 +90,7 @@ class FaceRecord:
     latent: bytes  # float32 little-endian
     phash: int  # 64-bit perceptual hash, signed
     ingest_run_id: int | None
+    truncation: float | None = None  # the photoreal generator's ψ; None for legacy ones
 
 
 @dataclass(frozen=True, slots=True)
