@@ -117,7 +117,7 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
 
 def _crop(image: np.ndarray, box: tuple[float, ...], size: int) -> np.ndarray:
     """The square ``box`` of ``image`` at ``size`` px; outside the frame is edge-replicated."""
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = (round(v) for v in box)
     h, w = image.shape[:2]
     pad = max(0, -x0, -y0, x1 - w, y1 - h)
     if pad:

@@ -25,7 +25,10 @@ def _code_commit() -> str:
     root = Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--", "*.py"],
@@ -42,7 +45,9 @@ def _code_commit() -> str:
 @click.option("--samples", type=click.IntRange(20), default=800, show_default=True)
 @click.option("--first-seed", type=click.IntRange(0), default=500_000, show_default=True)
 @click.option("--batch", type=click.IntRange(1, 256), default=8, show_default=True)
-@click.option("--alpha", type=click.FloatRange(0.0), default=10.0, show_default=True, help="Ridge penalty.")
+@click.option(
+    "--alpha", type=click.FloatRange(0.0), default=10.0, show_default=True, help="Ridge penalty."
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -50,7 +55,9 @@ def _code_commit() -> str:
     show_default=True,
     help="Where to write the directions (the shipped file by default).",
 )
-def fit_directions_command(samples: int, first_seed: int, batch: int, alpha: float, out: Path) -> None:
+def fit_directions_command(
+    samples: int, first_seed: int, batch: int, alpha: float, out: Path
+) -> None:
     """Fit the age and gender directions of the photoreal generator's style space.
 
     Example: ``facecat ingest fit-directions --samples 800 --first-seed 500000``.

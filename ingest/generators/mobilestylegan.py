@@ -22,6 +22,7 @@ fine ones colour and texture; editing and inversion work on this tensor.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -107,7 +108,12 @@ class ToFrequencies(nn.Module):
 
 # out[2i + dy, 2j + dx] = ½ · Σ_band sign[band][dy][dx] · band[i, j], for bands LL, LH, HL, HH.
 _HAAR = 0.5 * torch.tensor(
-    [[[1.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [-1.0, -1.0]], [[1.0, -1.0], [1.0, -1.0]], [[1.0, -1.0], [-1.0, 1.0]]]
+    [
+        [[1.0, 1.0], [1.0, 1.0]],
+        [[1.0, 1.0], [-1.0, -1.0]],
+        [[1.0, -1.0], [1.0, -1.0]],
+        [[1.0, -1.0], [-1.0, 1.0]],
+    ]
 )
 
 
@@ -127,7 +133,9 @@ def inverse_haar(x: torch.Tensor) -> torch.Tensor:
 def wavelet_order(channels: int) -> torch.Tensor:
     """Indices that take the original band layout to the grouped one (see inverse_haar)."""
     c = channels // 4
-    return torch.tensor([g if band == 0 else c + 3 * g + band - 1 for g in range(c) for band in range(4)])
+    return torch.tensor(
+        [g if band == 0 else c + 3 * g + band - 1 for g in range(c) for band in range(4)]
+    )
 
 
 class WaveletUpsample(nn.Module):
@@ -163,7 +171,7 @@ class SynthesisNetwork(nn.Module):
         self.conv1 = StyledConv(CHANNELS[0], CHANNELS[0], 4, depthwise=False)
         self.blocks = nn.ModuleList(
             SynthesisBlock(c_in, c_out, 8 * 2**i)
-            for i, (c_in, c_out) in enumerate(zip(CHANNELS[:-1], CHANNELS[1:], strict=True))
+            for i, (c_in, c_out) in enumerate(itertools.pairwise(CHANNELS))
         )
         self.to_freq = ToFrequencies(CHANNELS[-1])
 
@@ -171,7 +179,9 @@ class SynthesisNetwork(nn.Module):
         if styles.ndim == 2:
             styles = styles[:, None, :].expand(-1, NUM_STYLES, -1)
         if styles.shape[1:] != (NUM_STYLES, STYLE_DIM):
-            raise ValueError(f"styles must be (N, 512) or (N, {NUM_STYLES}, 512), got {tuple(styles.shape)}")
+            raise ValueError(
+                f"styles must be (N, 512) or (N, {NUM_STYLES}, 512), got {tuple(styles.shape)}"
+            )
         x = self.conv1(self.input.repeat(styles.shape[0], 1, 1, 1), styles[:, 0])
         for i, block in enumerate(self.blocks):
             x = block(x, styles[:, 1 + 2 * i], styles[:, 2 + 2 * i])
@@ -208,20 +218,32 @@ def synthesis_state_dict(graph: IRGraph) -> dict[str, torch.Tensor]:
     named = graph.named_consts("m.")
     state: dict[str, torch.Tensor] = {"input": _tensor(named["input.input"])}
     ours = {"conv1": "conv1"} | {
-        f"layers.{i}.{part}": f"blocks.{i}.{part}" for i in range(NUM_BLOCKS) for part in ("conv1", "conv2")
+        f"layers.{i}.{part}": f"blocks.{i}.{part}"
+        for i in range(NUM_BLOCKS)
+        for part in ("conv1", "conv2")
     }
     for theirs, mine in ours.items():
-        state[f"{mine}.modulation.affine.weight"] = _tensor(named[f"{theirs}.conv.modulation.weight"])
-        state[f"{mine}.modulation.affine.bias"] = _tensor(named[f"{theirs}.conv.modulation.bias"].reshape(-1))
+        state[f"{mine}.modulation.affine.weight"] = _tensor(
+            named[f"{theirs}.conv.modulation.weight"]
+        )
+        state[f"{mine}.modulation.affine.bias"] = _tensor(
+            named[f"{theirs}.conv.modulation.bias"].reshape(-1)
+        )
         state[f"{mine}.bias"] = _tensor(named[f"{theirs}.bias"])
         if f"{theirs}.conv.weight_dw" in named:
             state[f"{mine}.weight_dw"] = _tensor(named[f"{theirs}.conv.weight_dw"].squeeze(1))
     for i in range(NUM_BLOCKS):
-        state[f"blocks.{i}.up.modulation.affine.weight"] = _tensor(named[f"layers.{i}.up.modulation.weight"])
-        state[f"blocks.{i}.up.modulation.affine.bias"] = _tensor(named[f"layers.{i}.up.modulation.bias"].reshape(-1))
+        state[f"blocks.{i}.up.modulation.affine.weight"] = _tensor(
+            named[f"layers.{i}.up.modulation.weight"]
+        )
+        state[f"blocks.{i}.up.modulation.affine.bias"] = _tensor(
+            named[f"layers.{i}.up.modulation.bias"].reshape(-1)
+        )
     last = f"layers.{NUM_BLOCKS - 1}.to_img"
     state["to_freq.modulation.affine.weight"] = _tensor(named[f"{last}.conv.modulation.weight"])
-    state["to_freq.modulation.affine.bias"] = _tensor(named[f"{last}.conv.modulation.bias"].reshape(-1))
+    state["to_freq.modulation.affine.bias"] = _tensor(
+        named[f"{last}.conv.modulation.bias"].reshape(-1)
+    )
     state["to_freq.weight"] = _tensor(named[f"{last}.conv.weight"])
     state["to_freq.bias"] = _tensor(named[f"{last}.bias"])
 
@@ -263,7 +285,9 @@ def _check_scales(graph: IRGraph, ours: dict[str, str]) -> None:
         expected = 1.0 / math.sqrt(c_in * kernel * kernel)
         node = graph.consumers(matmul)[0]  # Add(bias) → Reshape → Multiply(scale)
         while node.type != "Multiply":
-            node = next(c for c in graph.consumers(node) if c.type in {"Add", "Reshape", "Multiply"})
+            node = next(
+                c for c in graph.consumers(node) if c.type in {"Add", "Reshape", "Multiply"}
+            )
         scale = float(graph.const_input(node).value.reshape(-1)[0])
         if not math.isclose(scale, expected, rel_tol=1e-5):
             raise IRFormatError(f"modulation scale of {name!r} is {scale}, expected {expected}")

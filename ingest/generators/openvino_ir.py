@@ -66,7 +66,12 @@ class IRGraph:
                 layer.value = _const_value(attrs, blob, layer.name)
             layers[layer.id] = layer
         edges = sorted(
-            (int(e.get("to-port", 0)), e.get("to-layer", ""), e.get("from-layer", ""), e.get("from-port", ""))
+            (
+                int(e.get("to-port", 0)),
+                e.get("to-layer", ""),
+                e.get("from-layer", ""),
+                e.get("from-port", ""),
+            )
             for e in root.find("edges") or []
         )
         for _, to_layer, from_layer, from_port in edges:
@@ -118,4 +123,6 @@ def _const_value(attrs: dict[str, str], blob: bytes, name: str) -> np.ndarray:
     if offset + size > len(blob):
         raise IRFormatError(f"constant {name!r} runs past the end of the weights file")
     shape = [int(d) for d in attrs.get("shape", "").split(",") if d.strip()]
-    return np.frombuffer(blob, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=offset).reshape(shape)
+    return np.frombuffer(
+        blob, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=offset
+    ).reshape(shape)
