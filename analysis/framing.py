@@ -66,8 +66,14 @@ class FaceFramer:
 
     def judge(self, faces: list[Detection], size: int) -> tuple[Detection | None, str | None]:
         """The one usable face among ``faces`` found in a ``size``-pixel frame, or why not."""
-        # Overlapping boxes of one face at two scales are one face, not two.
-        plausible = [f for f in faces if f.width >= self.min_width * size * 0.5]
+        # Boxes far smaller than a portrait's face (a face in the background) do not count;
+        # a weaker box centred inside a stronger one is the same face at another scale.
+        plausible: list[Detection] = []
+        for face in faces:  # best first
+            if face.width < self.min_width * size * 0.5:
+                continue
+            if not any(_centred_in(face, better) for better in plausible):
+                plausible.append(face)
         if not plausible:
             return None, NO_FACE
         if len(plausible) > 1:
@@ -107,6 +113,11 @@ class FaceFramer:
             scale = image.shape[0] / size
             crops[i] = _crop(image, tuple(v * scale for v in box), self.crop_size)
         return FramedFaces(crops, reasons, boxes)
+
+
+def _centred_in(inner: Detection, outer: Detection) -> bool:
+    cx, cy = inner.x + inner.width / 2, inner.y + inner.height / 2
+    return outer.x <= cx <= outer.x + outer.width and outer.y <= cy <= outer.y + outer.height
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -66,6 +66,8 @@ class Direction:
         ``max_step`` bounds the distance moved (in style units): far edits leave the
         region the generator was trained on and the faces fall apart.
         """
+        if abs(self.slope) < 1e-9:
+            raise ValueError("the direction does not change the fitted value: cannot steer")
         steps = (np.asarray(targets, np.float64) - self.predict(styles)) / self.slope
         steps = np.clip(steps, -max_step, max_step)
         return (np.asarray(styles, np.float64) + steps[:, None] * self.unit).astype(np.float32)
@@ -137,7 +139,10 @@ def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> Direction:
 def orthogonal_to(direction: Direction, other: Direction) -> Direction:
     """``direction`` with its unit made orthogonal to ``other``'s (same predictor)."""
     unit = direction.unit - (direction.unit @ other.unit) * other.unit
-    unit /= np.linalg.norm(unit)
+    norm = float(np.linalg.norm(unit))
+    if norm < 1e-6:
+        raise ValueError("the two directions are parallel: no orthogonal part is left")
+    unit /= norm
     return Direction(direction.coef, direction.intercept, direction.centre, unit, direction.heldout)
 
 
@@ -216,9 +221,12 @@ def _gender_accuracy(styles: np.ndarray, p_female: np.ndarray, alpha: float) -> 
     """Held-out share of confidently labelled faces whose fitted score has the right sign."""
     p = np.asarray(p_female, np.float64)
     confident = np.maximum(p, 1 - p) >= 0.8
-    order = np.random.default_rng(1).permutation(int(confident.sum()))
+    n = int(confident.sum())
+    if n < 10:
+        return {"accuracy": None, "accuracy_rows": 0}  # too few confident labels to tell
+    order = np.random.default_rng(1).permutation(n)
     x, y = np.asarray(styles)[confident][order], gender_logit(p[confident])[order]
-    cut = max(1, len(x) // 5)
+    cut = max(1, n // 5)
     model = _ridge(x[cut:], y[cut:], alpha)
     right = np.sign(model.predict(x[:cut])) == np.sign(y[:cut])
     return {"accuracy": float(right.mean()), "accuracy_rows": cut}

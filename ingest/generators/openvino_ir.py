@@ -58,7 +58,7 @@ class IRGraph:
             raise IRFormatError(f"{xml_path} is not an OpenVINO IR v10/v11 file")
         blob = Path(bin_path).read_bytes()
         layers: dict[str, Layer] = {}
-        for node in root.find("layers") or []:
+        for node in root.iterfind("layers/layer"):
             data = node.find("data")
             attrs = dict(data.attrib) if data is not None else {}
             layer = Layer(node.get("id", ""), node.get("type", ""), node.get("name", ""), attrs)
@@ -72,7 +72,7 @@ class IRGraph:
                 e.get("from-layer", ""),
                 e.get("from-port", ""),
             )
-            for e in root.find("edges") or []
+            for e in root.iterfind("edges/edge")
         )
         for _, to_layer, from_layer, from_port in edges:
             layers[to_layer].inputs.append((from_layer, from_port))

@@ -56,3 +56,15 @@ def ingest(app, session_maker, tmp_path):  # type: ignore[no-untyped-def]
         return run_ingest(count, **arguments)
 
     return call
+
+
+# --- reference outputs (outside the repository) -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """``../shared/reference``: the original models' outputs to match (skip if absent)."""
+    path = REPO_ROOT / ".." / "shared" / "reference"
+    if not path.is_dir():
+        pytest.skip(f"reference outputs not found at {path.resolve()}")
+    return path
