@@ -29,6 +29,7 @@ from ingest.ondemand.yields import (
     CONDITIONAL,
     GENDERS,
     SAMPLE,
+    STEER,
     STRATEGIES,
     Counts,
     YieldTable,
@@ -59,13 +60,21 @@ def _parse_cells(value: str | None) -> list[Cell]:
 
 
 def _check(
-    images: np.ndarray, estimator: Any, threshold: float
+    images: np.ndarray, estimator: Any, threshold: float, generator: Any = None
 ) -> tuple[np.ndarray, Any, Any, float, float]:
-    """(usable mask, plain verdict, robust verdict, plain seconds, robust seconds/face)."""
+    """(usable mask, plain verdict, robust verdict, plain seconds, robust seconds/face).
+
+    A portrait generator's faces are framed first (``analysis_view``): the verdicts are
+    on the face crops, and a candidate without one usable face is not usable.
+    """
     from analysis.robust import robust_predict
     from ingest.gates import AgeRangeGate, BlackBorderGate, BrokenImageGate, Candidates
 
     start = time.perf_counter()
+    view = getattr(generator, "analysis_view", None)
+    framed = view(images) if view is not None else None
+    if framed is not None:
+        images = framed.crops
     plain = estimator.predict(images)
     plain_seconds = time.perf_counter() - start
     batch = Candidates(images, np.asarray(plain.age, float), np.asarray(plain.p_female, float))
@@ -75,6 +84,8 @@ def _check(
         | BrokenImageGate().reject(batch, pending)
         | BlackBorderGate().reject(batch, pending)
     )
+    if framed is not None:
+        usable &= np.array([reason is None for reason in framed.reasons], dtype=bool)
     start = time.perf_counter()
     robust = robust_predict(estimator, images)
     robust_per_face = (time.perf_counter() - start) / max(len(images), 1)
@@ -127,7 +138,11 @@ def measure(
     """Tried / passed / seconds per cell for one strategy (nothing is stored)."""
     import torch
 
-    from ingest.ondemand.strategies import GuidedOptimiser, TargetedConditional
+    from ingest.ondemand.strategies import (
+        GuidedOptimiser,
+        SteeredPhotoreal,
+        TargetedConditional,
+    )
     from ingest.pipeline import draw_seeds
 
     totals: dict[Cell, Counts] = {}
@@ -149,7 +164,9 @@ def measure(
             latents = models.generator.sample_latents(draw_seeds(n))
             images = models.generator.generate(latents, batch_size=n).cpu().numpy()
             gen_seconds = time.perf_counter() - start
-            usable, plain, robust, plain_s, robust_pf = _check(images, models.estimator, threshold)
+            usable, plain, robust, plain_s, robust_pf = _check(
+                images, models.estimator, threshold, models.generator
+            )
             add(_tally(cells, usable, plain, robust, threshold, gen_seconds + plain_s, robust_pf))
             done += n
             progress(n)
@@ -162,6 +179,15 @@ def measure(
                 if models.conditional is None:
                     raise click.ClickException("the conditional generator's weights are missing")
                 adapter: Any = TargetedConditional(models.conditional, gender, band[0], band[1])
+            elif strategy == STEER:
+                if getattr(models, "steering", None) is None:
+                    raise click.ClickException(
+                        "no style directions for the generator: run `facecat ingest "
+                        "fit-directions` (or configure the photoreal generator)"
+                    )
+                adapter = SteeredPhotoreal.for_filter(
+                    models.generator, models.steering, gender, band[0], band[1]
+                )
             else:
                 adapter = GuidedOptimiser(
                     models.generator,
@@ -176,7 +202,9 @@ def measure(
             with torch.inference_mode():
                 images = adapter.generate(latents, batch_size=n).cpu().numpy()
             gen_seconds = time.perf_counter() - start
-            usable, plain, robust, plain_s, robust_pf = _check(images, models.estimator, threshold)
+            usable, plain, robust, plain_s, robust_pf = _check(
+                images, models.estimator, threshold, models.generator
+            )
             add(
                 _tally(
                     cells,
@@ -198,9 +226,9 @@ def measure(
 @with_appcontext
 @click.option(
     "--strategies",
-    default="sample,conditional",
+    default="sample,steer",
     show_default=True,
-    help="Comma-separated: sample, conditional, optimise (slow on CPU: ~2 s a candidate).",
+    help="Comma-separated: sample, steer, conditional, optimise (slow on CPU: ~2 s a candidate).",
 )
 @click.option(
     "--samples",
@@ -219,7 +247,7 @@ def measure(
 @click.option(
     "--cells", default=None, help="Limit targeted strategies, e.g. female:60-69,male:60-69."
 )
-@click.option("--batch", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 4096), default=8, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option(
     "--reset",
