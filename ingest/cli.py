@@ -292,9 +292,10 @@ def _add_ondemand_commands() -> None:
 
 def _add_steering_commands() -> None:
     """``facecat ingest fit-directions`` (ingest.steering_cli)."""
-    from ingest.steering_cli import fit_directions_command
+    from ingest.steering_cli import calibrate_steering_command, fit_directions_command
 
     ingest_cli.add_command(fit_directions_command)
+    ingest_cli.add_command(calibrate_steering_command)
 
 
 _add_ondemand_commands()

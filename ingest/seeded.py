@@ -162,7 +162,7 @@ def _steered(
     """The seed's person as ``gender`` (or their own) at ``age`` (or their own)."""
     import torch
 
-    from ingest.ondemand.strategies import STEER_CANDIDATES, STEER_MAX_STEP
+    from ingest.ondemand.strategies import STEER_CANDIDATES
     from ingest.steering import aimed_styles
 
     steering = models.steering
@@ -171,9 +171,11 @@ def _steered(
     if gender is None:
         gender = "female" if float(steering.female_score(candidates[:1])[0]) > 0 else "male"
     own_age = float(steering.age.predict(candidates[:1])[0])
-    _, index = aimed_styles(steering, candidates, gender, own_age)
+    # The person is the first candidate of the gender (not the nearest in age): one seed
+    # and gender name one person at every age.
+    _, index = aimed_styles(steering, candidates, gender, own_age, nearest_age=False)
     target = float(steering.age.predict(candidates[index : index + 1])[0]) if age is None else age
-    style, _ = aimed_styles(steering, candidates, gender, target, max_step=STEER_MAX_STEP)
+    style, _ = aimed_styles(steering, candidates, gender, target, nearest_age=False)
     return torch.from_numpy(style[None]), gender, float(target)
 
 

@@ -48,15 +48,19 @@ class Direction:
     centre: np.ndarray  # (D,)
     unit: np.ndarray  # (D,), unit length
     heldout: dict[str, float] = field(default_factory=dict)
+    # value = stretch[0] · linear + stretch[1]: undoes the ridge's pull toward the mean,
+    # which otherwise predicts a child of 5 as about 15 (see ``fit_direction``).
+    stretch: tuple[float, float] = (1.0, 0.0)
 
     def predict(self, styles: np.ndarray) -> np.ndarray:
         """The fitted value of every row of ``styles`` (N, D)."""
-        return (np.asarray(styles, np.float64) - self.centre) @ self.coef + self.intercept
+        linear = (np.asarray(styles, np.float64) - self.centre) @ self.coef + self.intercept
+        return self.stretch[0] * linear + self.stretch[1]
 
     @property
     def slope(self) -> float:
         """How much the fitted value changes per unit step along ``unit``."""
-        return float(self.coef @ self.unit)
+        return float(self.stretch[0] * (self.coef @ self.unit))
 
     def shift_to(
         self, styles: np.ndarray, targets: np.ndarray, max_step: float = math.inf
@@ -79,6 +83,7 @@ class Direction:
             "centre": self.centre.tolist(),
             "unit": self.unit.tolist(),
             "heldout": self.heldout,
+            "stretch": list(self.stretch),
         }
 
     @classmethod
@@ -92,6 +97,7 @@ class Direction:
             np.asarray(data["centre"], np.float64),
             unit,
             dict(data.get("heldout", {})),
+            tuple(float(v) for v in data.get("stretch", (1.0, 0.0))),  # type: ignore[arg-type]
         )
 
 
@@ -102,11 +108,15 @@ def fit_direction(
     alpha: float = 10.0,
     holdout: float = 0.2,
     seed: int = 0,
+    stretch: bool = False,
 ) -> Direction:
     """Ridge regression of ``values`` on ``styles``, with held-out error and R².
 
     The held-out split (``holdout`` of the rows, drawn with ``seed``) only measures; the
-    returned direction is refitted on every row.
+    returned direction is refitted on every row. With ``stretch``, a line from the
+    out-of-fold predictions (5 folds) back to the values is fitted too and applied by
+    ``predict``: a ridge fit pulls predictions toward the mean, and choosing a child among
+    candidates by a predicted age that says 15 for a child of 5 picks the wrong faces.
     """
     x = np.asarray(styles, np.float64)
     y = np.asarray(values, np.float64)
@@ -124,7 +134,18 @@ def fit_direction(
         "rows": len(test),
     }
     full = _ridge(x, y, alpha)
-    return Direction(full.coef, full.intercept, full.centre, full.unit, heldout)
+    line = (1.0, 0.0)
+    if stretch:
+        oof = np.empty(len(x))
+        for fold in np.array_split(order, 5):
+            rest = np.setdiff1d(order, fold)
+            oof[fold] = _ridge(x[rest], y[rest], alpha).predict(x[fold])
+        a = float(np.cov(oof, y)[0, 1] / max(oof.var(ddof=1), 1e-12))
+        line = (a, float(y.mean() - a * oof.mean()))
+        stretched = line[0] * oof + line[1]
+        heldout["mae_stretched_oof"] = float(np.mean(np.abs(y - stretched)))
+        heldout["mae_oof"] = float(np.mean(np.abs(y - oof)))
+    return Direction(full.coef, full.intercept, full.centre, full.unit, heldout, line)
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> Direction:
@@ -143,7 +164,14 @@ def orthogonal_to(direction: Direction, other: Direction) -> Direction:
     if norm < 1e-6:
         raise ValueError("the two directions are parallel: no orthogonal part is left")
     unit /= norm
-    return Direction(direction.coef, direction.intercept, direction.centre, unit, direction.heldout)
+    return Direction(
+        direction.coef,
+        direction.intercept,
+        direction.centre,
+        unit,
+        direction.heldout,
+        direction.stretch,
+    )
 
 
 def gender_logit(p_female: np.ndarray) -> np.ndarray:
@@ -151,6 +179,32 @@ def gender_logit(p_female: np.ndarray) -> np.ndarray:
     do not dominate the fit."""
     p = np.clip(np.asarray(p_female, np.float64), 0.02, 0.98)
     return np.log(p / (1.0 - p))
+
+
+# Farther than this along the age direction (in style units) faces stop being photos:
+# children turn doll-like, old faces leathery (docs/photoreal.md, "Steering").
+MAX_AGE_STEP = 4.5
+
+
+@dataclass(frozen=True)
+class AgeResponse:
+    """Years the *estimator* sees a face change per unit step along the age direction,
+    measured on rendered edits (``facecat ingest calibrate-steering``), per side.
+
+    The ridge model's own slope (``Direction.slope``, ~22 years a unit) promises far more
+    than an edit delivers (4-8 years a unit): its direction carries low-variance parts
+    that the generator barely renders. Steps are sized by what was measured.
+    """
+
+    younger: float
+    older: float
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def steps(self, shortfall: np.ndarray, max_step: float = MAX_AGE_STEP) -> np.ndarray:
+        """Unit steps that should move the estimated age by ``shortfall`` years."""
+        shortfall = np.asarray(shortfall, np.float64)
+        per_unit = np.where(shortfall < 0, self.younger, self.older)
+        return np.clip(shortfall / per_unit, -max_step, max_step)
 
 
 @dataclass(frozen=True)
@@ -161,6 +215,24 @@ class Steering:
     age: Direction
     gender: Direction
     provenance: dict[str, Any]
+    response: AgeResponse | None = None
+    max_step: float = MAX_AGE_STEP
+
+    def shift_age(self, styles: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """``styles`` moved along the age direction toward ``targets`` (years), at most
+        ``max_step``; sized by the measured response when there is one."""
+        styles = np.asarray(styles, np.float64)
+        shortfall = np.asarray(targets, np.float64) - self.age.predict(styles)
+        if self.response is not None:
+            steps = self.response.steps(shortfall, self.max_step)
+        else:
+            steps = np.clip(shortfall / self.age.slope, -self.max_step, self.max_step)
+        return (styles + steps[:, None] * self.age.unit).astype(np.float32)
+
+    def with_response(self, response: AgeResponse) -> Steering:
+        return Steering(
+            self.generator_checksum, self.age, self.gender, self.provenance, response, self.max_step
+        )
 
     @classmethod
     def fit(
@@ -179,7 +251,7 @@ class Steering:
         gender = Direction(
             gender.coef, gender.intercept, gender.centre, gender.unit, gender.heldout | accuracy
         )
-        age = orthogonal_to(fit_direction(styles, ages, alpha=alpha), gender)
+        age = orthogonal_to(fit_direction(styles, ages, alpha=alpha, stretch=True), gender)
         return cls(generator_checksum, age, gender, dict(provenance))
 
     def female_score(self, styles: np.ndarray) -> np.ndarray:
@@ -187,12 +259,19 @@ class Steering:
         return self.gender.predict(styles)
 
     def save(self, path: str | Path = DIRECTIONS_FILE) -> None:
-        data = {
+        data: dict[str, Any] = {
             "generator_checksum": self.generator_checksum,
             "provenance": self.provenance,
+            "max_step": self.max_step,
             AGE: self.age.to_json(),
             GENDER: self.gender.to_json(),
         }
+        if self.response is not None:
+            data["age_response"] = {
+                "younger": self.response.younger,
+                "older": self.response.older,
+                "provenance": self.response.provenance,
+            }
         Path(path).write_text(json.dumps(data, indent=1) + "\n")
 
     @classmethod
@@ -206,11 +285,22 @@ class Steering:
                 f"{path} was fitted for generator {data['generator_checksum'][:12]}, "
                 f"not {generator_checksum[:12]}: re-run `facecat ingest fit-directions`"
             )
+        response = data.get("age_response")
+        if response is not None and min(response["younger"], response["older"]) <= 0:
+            raise ValueError(f"{path}: the measured age response must be positive")
         return cls(
             data["generator_checksum"],
             Direction.from_json(data[AGE]),
             Direction.from_json(data[GENDER]),
             dict(data.get("provenance", {})),
+            AgeResponse(
+                float(response["younger"]),
+                float(response["older"]),
+                dict(response.get("provenance", {})),
+            )
+            if response is not None
+            else None,
+            float(data.get("max_step", MAX_AGE_STEP)),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -239,25 +329,34 @@ def aimed_styles(
     age: float,
     *,
     margin: float = 1.0,
-    max_step: float = math.inf,
+    nearest_age: bool = True,
 ) -> tuple[np.ndarray, int]:
     """One style aimed at (gender, age) from ``candidates`` (K, D), drawn in order.
 
-    The first candidate whose fitted gender score is beyond ``margin`` on the wanted side
-    is taken (the last one if none is), then moved along the age direction to ``age``.
-    Returns the style and the index of the candidate used, so a seed's choice is
-    reproducible.
+    Candidates whose fitted gender score is beyond ``margin`` on the wanted side qualify
+    (all do when none does, or for either gender). With ``nearest_age`` the one whose
+    predicted age is nearest ``age`` is taken, so the edit that follows is short and the
+    face stays a photo; without, the first (a fixed person, as seeded generation needs).
+    Then it is moved along the age direction toward ``age``. Returns the style and the
+    index of the candidate used, so a seed's choice is reproducible.
     """
-    index = len(candidates) - 1
+    qualified = np.arange(len(candidates))
     if gender is not None:
-        scores = steering.female_score(candidates)
         sign = 1.0 if gender == "female" else -1.0
-        hits = np.flatnonzero(sign * scores > margin)
-        if len(hits):
-            index = int(hits[0])
+        scores = sign * steering.female_score(candidates)
+        # Clearly of the gender if any are (the estimator is least sure of children's
+        # gender, so a clear candidate stands a better chance at the gate), else at all.
+        for needed in (2.0 * margin, margin):
+            hits = np.flatnonzero(scores > needed)
+            if len(hits):
+                qualified = hits
+                break
+    if nearest_age:
+        gaps = np.abs(steering.age.predict(candidates[qualified]) - age)
+        index = int(qualified[int(np.argmin(gaps))])
     else:
-        index = 0
-    style = steering.age.shift_to(candidates[index : index + 1], np.array([age]), max_step=max_step)
+        index = int(qualified[0])
+    style = steering.shift_age(candidates[index : index + 1], np.array([age]))
     return style[0], index
 
 

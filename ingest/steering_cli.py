@@ -109,3 +109,81 @@ def fit_directions_command(
     click.echo(f"wrote {out}")
     click.echo(f"  age held out: {steering.age.heldout}")
     click.echo(f"  gender held out: {steering.gender.heldout}")
+
+
+@click.command("calibrate-steering")
+@click.option("--seeds", type=click.IntRange(4), default=40, show_default=True)
+@click.option("--first-seed", type=click.IntRange(0), default=600_000, show_default=True)
+@click.option("--steps", default="2,4", show_default=True, help="Step sizes (style units).")
+@click.option("--batch", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DIRECTIONS_FILE,
+    show_default=True,
+    help="The directions file to measure and update.",
+)
+def calibrate_steering_command(
+    seeds: int, first_seed: int, steps: str, batch: int, path: Path
+) -> None:
+    """Measure how many years an age edit moves the estimated age per unit step.
+
+    Each seed is rendered as it is and moved by each step, younger and older; the
+    response per side is the median of (change in the robust age estimate) / step over
+    the pairs whose faces both pass framing. Example:
+    ``facecat ingest calibrate-steering --seeds 40 --steps 2,4``.
+    """
+    import torch
+
+    from analysis.robust import robust_predict
+    from ingest.cli import load_models
+    from ingest.generators.photoreal import seed_noise
+    from ingest.steering import AgeResponse
+
+    sizes = sorted({abs(float(s)) for s in steps.split(",") if s.strip()})
+    if not sizes or min(sizes) <= 0:
+        raise click.BadParameter("give positive step sizes, e.g. 2,4", param_hint="--steps")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    generator, estimator = load_models(app, None, batch)
+    steering = Steering.load(path, generator_checksum=generator.checksum)
+    offsets = [0.0, *(-s for s in sizes), *sizes]
+    younger: list[float] = []
+    older: list[float] = []
+    all_seeds = list(range(first_seed, first_seed + seeds))
+    for start in tqdm(range(0, seeds, batch), desc="calibrate", unit="batch"):
+        base = generator.styles(seed_noise(all_seeds[start : start + batch])).numpy()
+        edits = np.concatenate([base + o * steering.age.unit for o in offsets]).astype(np.float32)
+        images = generator.generate(torch.from_numpy(edits), batch_size=batch).cpu().numpy()
+        framed = generator.analysis_view(images)  # type: ignore[attr-defined]
+        ages = np.asarray(robust_predict(estimator, framed.crops).age, np.float64)
+        ok = np.array([r is None for r in framed.reasons]).reshape(len(offsets), len(base))
+        ages = ages.reshape(len(offsets), len(base))
+        for k, offset in enumerate(offsets[1:], start=1):
+            for i in np.flatnonzero(ok[0] & ok[k]):
+                change = (ages[k, i] - ages[0, i]) / abs(offset)
+                (older if offset > 0 else younger).append(change if offset > 0 else -change)
+    if len(younger) < 4 or len(older) < 4:
+        raise click.ClickException("too few edits passed framing to measure a response")
+    response = AgeResponse(
+        float(np.median(younger)),
+        float(np.median(older)),
+        {
+            "command": " ".join(["facecat", *sys.argv[1:]]),
+            "seeds": [first_seed, first_seed + seeds - 1],
+            "steps": sizes,
+            "pairs": {"younger": len(younger), "older": len(older)},
+            "quartiles": {
+                "younger": np.percentile(younger, [25, 75]).round(2).tolist(),
+                "older": np.percentile(older, [25, 75]).round(2).tolist(),
+            },
+            "code_commit": _code_commit(),
+        },
+    )
+    if min(response.younger, response.older) <= 0:
+        raise click.ClickException(f"the measured response is not positive: {response}")
+    steering.with_response(response).save(path)
+    click.echo(
+        f"wrote {path}: {response.younger:.2f} years younger and {response.older:.2f} years "
+        "older per unit step (estimated by the robust verdict)"
+    )

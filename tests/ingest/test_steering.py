@@ -16,6 +16,7 @@ import pytest
 from ingest.steering import (
     AGE,
     GENDER,
+    AgeResponse,
     Direction,
     Steering,
     aimed_styles,
@@ -237,40 +238,90 @@ def test_gender_logit_is_clipped() -> None:
 # --- aimed_styles ------------------------------------------------------------------------
 
 
-def test_aimed_styles_takes_the_first_candidate_of_the_wanted_gender(planted, steering) -> None:
+def test_aimed_styles_for_a_fixed_person_takes_the_first_clear_candidate(planted, steering) -> None:
     candidates = planted.sample(40)
     scores = steering.female_score(candidates)
-    assert (scores > 1).sum() >= 2 and (scores < -1).sum() >= 2
-    for gender, wanted in [("female", scores > 1.0), ("male", scores < -1.0)]:
-        style, index = aimed_styles(steering, candidates, gender, 72.0)
+    assert (scores > 2).sum() >= 2 and (scores < -2).sum() >= 2
+    for gender, wanted in [("female", scores > 2.0), ("male", scores < -2.0)]:
+        style, index = aimed_styles(steering, candidates, gender, 72.0, nearest_age=False)
         assert index == int(np.flatnonzero(wanted)[0])
         assert style.shape == (DIM,) and style.dtype == np.float32
         assert steering.age.predict(style[None])[0] == pytest.approx(72.0, abs=1e-3)
         # Only the age moved: the candidate's gender score is kept.
         assert steering.female_score(style[None])[0] == pytest.approx(scores[index], abs=1e-3)
     # A wider margin skips the candidates that are only mildly female.
-    style, index = aimed_styles(steering, candidates, "female", 30.0, margin=3.0)
-    assert index == int(np.flatnonzero(scores > 3.0)[0])
+    style, index = aimed_styles(steering, candidates, "female", 30.0, margin=3.0, nearest_age=False)
+    wider = scores > 6.0 if (scores > 6.0).any() else scores > 3.0
+    assert index == int(np.flatnonzero(wider)[0])
 
 
-def test_aimed_styles_without_gender_takes_the_first(planted, steering) -> None:
+def test_aimed_styles_picks_the_clear_candidate_nearest_in_age(planted, steering) -> None:
+    candidates = planted.sample(40)
+    scores = steering.female_score(candidates)
+    clear = np.flatnonzero(scores > 2.0)
+    ages = steering.age.predict(candidates)
+    for target in (5.0, 40.0, 75.0):
+        style, index = aimed_styles(steering, candidates, "female", target)
+        assert index == int(clear[np.argmin(np.abs(ages[clear] - target))])
+        assert steering.age.predict(style[None])[0] == pytest.approx(target, abs=1e-3)
+
+
+def test_aimed_styles_without_gender_takes_any_candidate(planted, steering) -> None:
     candidates = planted.sample(5)
-    style, index = aimed_styles(steering, candidates, None, 8.0)
+    style, index = aimed_styles(steering, candidates, None, 8.0, nearest_age=False)
     assert index == 0
     assert steering.age.predict(style[None])[0] == pytest.approx(8.0, abs=1e-3)
 
 
-def test_aimed_styles_falls_back_to_the_last_candidate(planted, steering) -> None:
+def test_aimed_styles_falls_back_to_any_candidate(planted, steering) -> None:
     candidates = planted.sample(40)
     male = candidates[steering.female_score(candidates) < -1.0][:3]
-    style, index = aimed_styles(steering, male, "female", 50.0)
-    assert index == len(male) - 1
+    style, index = aimed_styles(steering, male, "female", 50.0, nearest_age=False)
+    assert index == 0
     assert steering.age.predict(style[None])[0] == pytest.approx(50.0, abs=1e-3)
 
 
-def test_aimed_styles_respects_max_step(planted, steering) -> None:
+def test_shift_age_respects_max_step_and_the_measured_response(planted, steering) -> None:
     candidates = planted.sample(3)
-    style, index = aimed_styles(steering, candidates, None, 500.0, max_step=0.25)
-    assert index == 0
+    bounded = Steering(
+        steering.generator_checksum, steering.age, steering.gender, {}, None, max_step=0.25
+    )
+    style = bounded.shift_age(candidates[:1], np.array([500.0]))[0]
     moved = np.linalg.norm(style.astype(np.float64) - candidates[0])
     assert moved == pytest.approx(0.25, abs=1e-5)
+    # With a measured response, steps are sized by it (years per unit, per side).
+    measured = bounded.with_response(AgeResponse(younger=2.0, older=4.0))
+    measured = Steering(
+        measured.generator_checksum, measured.age, measured.gender, {}, measured.response, 10.0
+    )
+    now = float(measured.age.predict(candidates[:1])[0])
+    older = measured.shift_age(candidates[:1], np.array([now + 8.0]))[0]
+    younger = measured.shift_age(candidates[:1], np.array([now - 8.0]))[0]
+    step = lambda s: float((s.astype(np.float64) - candidates[0]) @ measured.age.unit)  # noqa: E731
+    assert step(older) == pytest.approx(2.0, abs=1e-4)
+    assert step(younger) == pytest.approx(-4.0, abs=1e-4)
+
+
+def test_age_response_round_trips_and_must_be_positive(tmp_path: Path, steering) -> None:
+    path = tmp_path / "directions.json"
+    steering.with_response(AgeResponse(5.0, 8.6, {"seeds": [1, 2]})).save(path)
+    loaded = Steering.load(path)
+    assert loaded.response == AgeResponse(5.0, 8.6, {"seeds": [1, 2]})
+    data = json.loads(path.read_text())
+    data["age_response"]["older"] = 0
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="positive"):
+        Steering.load(path)
+
+
+def test_stretch_undoes_the_pull_toward_the_mean(planted) -> None:
+    plain = fit_direction(planted.styles, planted.ages, alpha=1e4)
+    stretched = fit_direction(planted.styles, planted.ages, alpha=1e4, stretch=True)
+    assert stretched.stretch[0] > 1.0
+    extremes = np.argsort(planted.ages)[:20]
+    young_plain = plain.predict(planted.styles[extremes]).mean()
+    young_stretched = stretched.predict(planted.styles[extremes]).mean()
+    assert abs(young_stretched - planted.ages[extremes].mean()) < abs(
+        young_plain - planted.ages[extremes].mean()
+    )
+    assert stretched.heldout["mae_stretched_oof"] > 0

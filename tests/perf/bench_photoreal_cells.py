@@ -205,9 +205,7 @@ def identity_run(gen: Any, est: Any, steering: Steering, descr: Any, seeds: int)
     for s in range(seeds):
         z = np.random.default_rng(900_000 + s).standard_normal((1, 512)).astype(np.float32)
         base = gen.styles(torch.from_numpy(z)).numpy()
-        styles = [base[0]] + [
-            steering.age.shift_to(base, np.array([a]), 40.0)[0] for a in EDIT_AGES
-        ]
+        styles = [base[0]] + [steering.shift_age(base, np.array([a]))[0] for a in EDIT_AGES]
         images = gen.generate(torch.from_numpy(np.stack(styles)), batch_size=6).cpu().numpy()
         framed, verdict, _ = judge(gen, est, images)
         desc = face_descriptors(descr, framed.crops)
@@ -220,7 +218,8 @@ def identity_run(gen: Any, est: Any, steering: Steering, descr: Any, seeds: int)
         z = np.random.default_rng(seed).standard_normal((16, 512)).astype(np.float32)
         candidates = gen.styles(torch.from_numpy(z)).numpy()
         styles = [
-            aimed_styles(steering, candidates, gender, a, max_step=40.0)[0] for a in LIFETIME_AGES
+            aimed_styles(steering, candidates, gender, a, nearest_age=False)[0]
+            for a in LIFETIME_AGES
         ]
         images = gen.generate(torch.from_numpy(np.stack(styles)), batch_size=3).cpu().numpy()
         framed, verdict, _ = judge(gen, est, images)
