@@ -36,14 +36,18 @@ install: $(INSTALLED)  ## create .venv and install facecat with its dev tools
 weights: $(INSTALLED)  ## fetch and verify the model weights (idempotent, offline once done)
 	$(FACECAT) models fetch --legacy
 
-run: weights  ## migrate, seed an empty catalog, serve on http://$(HOST):$(PORT) beside an ingest worker
+run: weights  ## migrate, serve on http://$(HOST):$(PORT) at once, seed and grow the catalog beside it
 	$(FACECAT) db upgrade
-	# An empty catalog first gets INGEST_SEED_COUNT faces, so the first request finds one.
-	$(FACECAT) ingest run --if-empty
-	# The worker runs in the background (which makes it ignore Ctrl-C); when the server
-	# exits, it gets SIGTERM, finishes the batch in hand and stops.
-	$(FACECAT) ingest worker & worker=$$!; \
-	trap 'kill -TERM $$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
+	# In the background, in its own session (so Ctrl-C reaches only the server): an empty
+	# catalog first gets INGEST_SEED_COUNT faces aimed at every gender x age cell
+	# (photoreal faces take about a second each on a CPU, so this takes minutes), then the
+	# worker keeps growing it. The server answers at once: until a filter has stored
+	# faces, on-demand generation makes them. When the server exits, the group gets
+	# SIGTERM: a seeding run stops (rows are written last, so nothing is half-stored),
+	# the worker finishes its batch and stops.
+	setsid bash -c '$(FACECAT) ingest run --if-empty && exec $(FACECAT) ingest worker' & \
+	worker=$$!; \
+	trap 'kill -TERM -- -$$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
 	$(FACECAT) run --host $(HOST) --port $(PORT)
 
 test: weights  ## run the whole test suite (exit status is pytest's)
