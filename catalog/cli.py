@@ -47,7 +47,7 @@ class LazyCommand(click.Command):
     """A command (or group) whose module is imported only when it is invoked.
 
     ``create_app`` registers every command group, and web workers call ``create_app``
-    too: importing ``ingest.cli`` or ``ingest.training`` there would load torch into
+    too: importing ``ingest.cli`` there would load torch into
     every web process (a second and ~150 MB each) although no web request needs it until
     on-demand generation runs. Help listings use the help text given here; invoking the
     command hands parsing and execution to the real one.
@@ -86,18 +86,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(importlib.import_module("catalog.keys").keys_cli)
     app.cli.add_command(
         LazyCommand("ingest", "ingest.cli:ingest_cli", "Generate, gate and store faces.")
-    )
-    models_cli.add_command(
-        LazyCommand(
-            "train",
-            "ingest.training:train_command",
-            "Train the generator conditioned on gender and age.",
-        )
-    )
-    models_cli.add_command(
-        LazyCommand(
-            "train-critic",
-            "ingest.critic:train_critic_command",
-            "Train the age and gender critic that adapter runs can use.",
-        )
     )

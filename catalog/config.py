@@ -148,7 +148,7 @@ def _composition(value: Any) -> dict[str, float]:
 
 def _strategies(value: Any) -> str:
     """Comma-separated on-demand strategies, each one of ``ingest.ondemand.yields``'s."""
-    known = ("sample", "steer", "conditional", "optimise")
+    known = ("sample", "steer", "optimise")
     if not isinstance(value, str):
         raise ValueError("must be a comma-separated string")
     names = [v.strip() for v in value.split(",") if v.strip()]
@@ -220,7 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
         "GENERATOR",
         "mobilestylegan",
         "Face generator for ingest and on-demand generation: mobilestylegan (photoreal "
-        "1024 px, the default), dcgan or conditional (the legacy 64 px generators).",
+        "1024 px, the default) or dcgan (the legacy 64 px DigiFace generator).",
         _optional_str,
         "models",
     ),
@@ -379,11 +379,10 @@ SETTINGS: tuple[Setting, ...] = (
         "sample,steer",
         "Strategies on-demand generation and backfill may choose from, by expected time to "
         "a passing face: sample (rejection sampling), steer (the photoreal generator aimed "
-        "at the filter along fitted age and gender directions), conditional (the legacy "
-        "64 px conditioned generator), optimise (guarded latent optimisation; opt-in, "
-        "because many faces it gets past the robust gate do not look their label to a "
-        "person: "
-        "docs/ondemand/contact_sheet_optimise.png).",
+        "at the filter along fitted age and gender directions), optimise (guarded latent "
+        "optimisation; opt-in, because many faces it gets past the robust gate do not "
+        "look their label to a person, docs/ondemand/contact_sheet_optimise.png, and "
+        "slow at 1024 px).",
         _strategies,
         "ondemand",
     ),

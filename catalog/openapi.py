@@ -122,7 +122,8 @@ COMPONENTS: dict[str, Any] = {
                 "source": {
                     "type": "string",
                     "description": "The generator that made the face: mobilestylegan "
-                    "(photoreal, the default), or dcgan / conditional (legacy 64 px).",
+                    "(photoreal, the default), dcgan (legacy 64 px) or conditional (the "
+                    "retired 64 px conditional generator, for faces it made earlier).",
                 },
                 "native_size": {
                     "type": "integer",
@@ -475,13 +476,13 @@ PATHS: dict[str, Any] = {
     "/api/v1/generate": {
         "get": {
             "summary": "Generate a face",
-            "description": "A face made on request by the conditional generator: the seed "
-            "fixes the identity, `gender` and `age` the condition, so one seed at ages "
-            "1..75 ages one person. The same parameters give the same bytes. `seed` needs "
-            "a professional or enterprise key (403 otherwise). Charged against the "
-            "caller's generation limit (per class, burst and daily). `X-Face-Age` and "
-            "`X-Face-Gender` report what the estimator robustly sees in the image, which "
-            "can differ from what was asked.",
+            "description": "A photoreal face made on request: the seed and `gender` fix "
+            "the person, `age` moves them along the generator's age direction, so one "
+            "seed at ages 1..75 ages one person. The same parameters give the same "
+            "bytes. `seed` needs a professional or enterprise key (403 otherwise). "
+            "Charged against the caller's generation limit (per class, burst and daily). "
+            "`X-Face-Age` and `X-Face-Gender` report what the estimator robustly sees in "
+            "the image, which can differ from what was asked.",
             "tags": ["generation"],
             "parameters": [
                 _ref("parameters", "gender"),

@@ -13,16 +13,20 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from catalog.models import CellYield, utcnow
-from ingest.ondemand.yields import Counts, YieldTable
+from ingest.ondemand.yields import STRATEGIES, Counts, YieldTable
 
 
 def load_yields(session: Session) -> YieldTable:
-    """Every row, in memory (at most 3 × 2 × 11 of them)."""
+    """Every row of a known strategy, in memory (at most 3 × 2 × 11 of them).
+
+    Rows of retired strategies (``conditional``) stay in the table for the record but
+    plan nothing.
+    """
     rows = {
         (r.strategy, r.gender, int(r.age_low)): Counts(
             float(r.tried), float(r.passed), float(r.seconds)
         )
-        for r in session.scalars(select(CellYield))
+        for r in session.scalars(select(CellYield).where(CellYield.strategy.in_(STRATEGIES)))
     }
     return YieldTable(rows)
 

@@ -1,16 +1,15 @@
 """Seeded generation for ``/api/v1/generate``: (seed, gender, age) in, an image and a verdict out.
 
-With the photoreal generator (the default) and its style directions
-(``ingest.steering``), the seed fixes a short list of candidate styles (numpy PCG64, the
-same on every machine); the gender picks the first candidate that reads clearly as that
-gender, and the age moves that style along the age direction. So a seed and a gender
-name one person, and varying ``age`` ages that person: the Face Studio "lifetime"
-animation is one seed at ages 1..75. With a legacy generator configured, the 64 px
-conditional generator serves instead (its condition coordinates play the same role).
-Nothing here optimises latents: an unguarded search fools the estimator (DESIGN.md),
-and the endpoint reports what the estimator *robustly* sees (the median over augmented
-copies, ``analysis.robust``) instead of echoing what was asked, because an edit does not
-always reach the request (past about 80 years faces stop ageing convincingly).
+The photoreal generator and its style directions (``ingest.steering``) serve, whatever
+generator ingest is configured with: the seed fixes a list of candidate styles (numpy
+PCG64, the same on every machine); the gender picks the first candidate that reads
+clearly as that gender, and the age moves that style along the age direction. So a seed
+and a gender name one person, and varying ``age`` ages that person: the Face Studio
+"lifetime" animation is one seed at ages 1..75. Nothing here optimises latents: an
+unguarded search fools the estimator (DESIGN.md), and the endpoint reports what the
+estimator *robustly* sees (the median over augmented copies, ``analysis.robust``) instead
+of echoing what was asked, because an edit reaches only so far: a fixed person moves
+about 22 years younger and 39 older before the face stops being a photo.
 
 Unset ``gender`` or ``age`` come from the seed's own face, so "seed only" is reproducible
 too. Output is byte-identical for identical parameters on the same device and thread
@@ -33,15 +32,11 @@ import numpy as np
 
 from analysis.robust import robust_predict
 from analysis.types import AgeGenderEstimator
-from ingest.generators.conditional import (
-    GENDERS,
-    ConditionalGenerator,
-    condition_from_latents,
-    latents_with_condition,
-)
 from ingest.imaging import CONTENT_TYPES, encode, resize
 
 logger = logging.getLogger(__name__)
+
+GENDERS = ("male", "female")
 
 
 @dataclass(frozen=True)
@@ -63,35 +58,35 @@ class SeededFace:
 
 @dataclass
 class StudioModels:
-    """The generator, its style directions (None: the legacy conditional generator) and
-    the estimator that judges the output."""
+    """The photoreal generator, its style directions and the estimator that judges."""
 
-    generator: Any  # PhotorealGenerator with ``steering``, else ConditionalGenerator
+    generator: Any  # ingest.generators.photoreal.PhotorealGenerator (or a test double)
     estimator: AgeGenderEstimator
-    steering: Any | None = None
+    steering: Any  # ingest.steering.Steering
 
 
 def load_studio_models(config: Mapping[str, Any]) -> StudioModels:
-    """The configured generator if it can be steered, else the conditional generator."""
+    """The photoreal generator (whatever ``GENERATOR`` ingest uses) and its directions.
+
+    :raise RuntimeError: no directions fitted for these weights (the endpoint answers 503).
+    """
     from analysis.device import configure_threads
     from analysis.estimators import load_estimator
     from ingest.generators import load_generator
     from ingest.steering import load_steering
 
     configure_threads(config["TORCH_THREADS"])
-    generator: Any = None
-    steering = None
-    if config["GENERATOR"] not in ("dcgan", "conditional"):
-        generator = load_generator(
-            config["GENERATOR"],
-            config["MODELS_DIR"],
-            device=config["DEVICE"],
-            truncation=config["TRUNCATION"],
-        )
-        steering = load_steering(generator)
+    generator = load_generator(
+        "mobilestylegan",
+        config["MODELS_DIR"],
+        device=config["DEVICE"],
+        truncation=config["TRUNCATION"],
+    )
+    steering = load_steering(generator)
     if steering is None:
-        generator = ConditionalGenerator.from_models_dir(
-            config["MODELS_DIR"], device=config["DEVICE"]
+        raise RuntimeError(
+            "no style directions fitted for the photoreal generator's weights: run "
+            "`facecat ingest fit-directions` and `facecat ingest calibrate-steering`"
         )
     estimator = load_estimator(
         config["ESTIMATOR"], config["MODELS_DIR"], device=generator.device, batch_size=16
@@ -133,18 +128,10 @@ class SeededStudio:
         if image_format not in CONTENT_TYPES:
             raise ValueError(f"image_format must be jpeg or webp, got {image_format!r}")
         models = self.models
-        if models.steering is not None:
-            latents, gender, age = _steered(models, seed, gender, age)
-        else:
-            latents = models.generator.sample_latents([seed])
-            own_female, own_age = condition_from_latents(latents)
-            gender = gender or ("female" if bool(own_female[0]) else "male")
-            age = float(own_age[0]) if age is None else float(age)
-            latents = latents_with_condition(latents, gender, age)
+        latents, gender, age = _steered(models, seed, gender, age)
         pixels = models.generator.generate(latents, batch_size=1)[0].cpu().numpy()
-        view = getattr(models.generator, "analysis_view", None)
-        judged = view(pixels[None]).crops if view is not None else pixels[None]
-        verdict = robust_predict(models.estimator, judged.astype(np.uint8))
+        crops = models.generator.analysis_view(pixels[None]).crops
+        verdict = robust_predict(models.estimator, crops)
         data = encode(resize(pixels, resolution), image_format, quality)
         return SeededFace(
             data=data,

@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -96,15 +94,3 @@ def make_face(
     if commit:
         session.commit()
     return face
-
-
-def save_conditional_weights(state: Any, path: Path) -> Path:
-    """Save a conditional generator state at ``path`` with the provenance JSON that
-    ``ConditionalGenerator`` checks (just its sha256), as training and calibration do."""
-    import torch  # only the generator tests need it
-
-    from ingest.generators.conditional import sha256_file
-
-    torch.save(state, path)
-    path.with_suffix(".json").write_text(json.dumps({"sha256": sha256_file(path)}))
-    return path

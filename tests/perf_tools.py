@@ -1,10 +1,9 @@
-"""Load the scripts under ``tests/perf`` (run by hand, not a package) so tests can call them,
-and give them a copy of the committed weights to write into."""
+"""Load the scripts under ``tests/perf`` (run by hand, not a package) so tests and other
+benchmarks can call them."""
 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,14 +17,3 @@ def perf_tool(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
-
-
-def committed_weights_copy(folder: Path) -> Path:
-    """``FOLDER/conditional.pt`` with its provenance: the committed conditional weights, for
-    a calibrate command to rewrite without touching the repository's."""
-    from ingest.generators import conditional as cond
-
-    weights = folder / "conditional.pt"
-    shutil.copy(cond.DEFAULT_WEIGHTS, weights)
-    shutil.copy(cond.DEFAULT_PROVENANCE, weights.with_suffix(".json"))
-    return weights

@@ -1,8 +1,10 @@
 """Face generators behind one interface, chosen by name.
 
 Ingest, on-demand generation and the guarded latent search only use the ``Generator``
-Protocol, so a new backend (a conditional generator, a StyleGAN2 pickle) is a module in
-this package plus one line in ``GENERATORS``.
+Protocol, so a new backend (a StyleGAN2 network pickle, another distilled network) is a
+module in this package plus one line in ``GENERATORS``. A portrait generator also offers
+``analysis_view`` (face crops and framing verdicts, see ``photoreal``); one whose style
+space is steerable gets ``facecat ingest fit-directions`` and the steer strategy.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ingest.generators.conditional import ConditionalGenerator
 from ingest.generators.dcgan import DCGANGenerator
 from ingest.generators.photoreal import PhotorealGenerator
 
@@ -50,7 +51,6 @@ class Generator(Protocol):
 GENERATORS: dict[str, type] = {
     PhotorealGenerator.name: PhotorealGenerator,
     DCGANGenerator.name: DCGANGenerator,
-    ConditionalGenerator.name: ConditionalGenerator,
 }
 
 

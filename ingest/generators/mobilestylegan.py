@@ -163,24 +163,30 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """style (or W+) → RGB image ``(N, 3, 1024, 1024)`` in about [-1, 1]."""
+    """style (or W+) → RGB image ``(N, 3, 1024, 1024)`` in about [-1, 1].
 
-    def __init__(self) -> None:
+    ``channels`` (one entry per resolution from 4 px) is MobileStyleGAN's by default;
+    tests build small random networks with fewer and narrower levels.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = CHANNELS) -> None:
         super().__init__()
-        self.input = nn.Parameter(torch.zeros(1, CHANNELS[0], 4, 4))
-        self.conv1 = StyledConv(CHANNELS[0], CHANNELS[0], 4, depthwise=False)
+        self.num_styles = 2 * len(channels)
+        self.native_size = 4 * 2 ** len(channels)
+        self.input = nn.Parameter(torch.zeros(1, channels[0], 4, 4))
+        self.conv1 = StyledConv(channels[0], channels[0], 4, depthwise=False)
         self.blocks = nn.ModuleList(
             SynthesisBlock(c_in, c_out, 8 * 2**i)
-            for i, (c_in, c_out) in enumerate(itertools.pairwise(CHANNELS))
+            for i, (c_in, c_out) in enumerate(itertools.pairwise(channels))
         )
-        self.to_freq = ToFrequencies(CHANNELS[-1])
+        self.to_freq = ToFrequencies(channels[-1])
 
     def forward(self, styles: torch.Tensor) -> torch.Tensor:
         if styles.ndim == 2:
-            styles = styles[:, None, :].expand(-1, NUM_STYLES, -1)
-        if styles.shape[1:] != (NUM_STYLES, STYLE_DIM):
+            styles = styles[:, None, :].expand(-1, self.num_styles, -1)
+        if styles.shape[1:] != (self.num_styles, STYLE_DIM):
             raise ValueError(
-                f"styles must be (N, 512) or (N, {NUM_STYLES}, 512), got {tuple(styles.shape)}"
+                f"styles must be (N, 512) or (N, {self.num_styles}, 512), got {tuple(styles.shape)}"
             )
         x = self.conv1(self.input.repeat(styles.shape[0], 1, 1, 1), styles[:, 0])
         for i, block in enumerate(self.blocks):

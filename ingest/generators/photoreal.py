@@ -63,7 +63,6 @@ class PhotorealGenerator:
 
     name = "mobilestylegan"
     latent_dim = msg.STYLE_DIM
-    native_size = msg.NATIVE_SIZE
 
     def __init__(
         self,
@@ -85,6 +84,7 @@ class PhotorealGenerator:
         if self.device.type == "cpu":
             synthesis = synthesis.to(memory_format=torch.channels_last)
         self.synthesis = synthesis
+        self.native_size: int = synthesis.native_size
         self.framer = framer if framer is not None else FaceFramer()
         with torch.inference_mode():
             z = torch.from_numpy(
@@ -136,7 +136,7 @@ class PhotorealGenerator:
         """
         if latents.ndim not in (2, 3) or latents.shape[-1] != self.latent_dim:
             raise ValueError(
-                f"latents must be (N, {self.latent_dim}) or (N, {msg.NUM_STYLES}, "
+                f"latents must be (N, {self.latent_dim}) or (N, {self.synthesis.num_styles}, "
                 f"{self.latent_dim}), got {tuple(latents.shape)}"
             )
         images = self.synthesis(latents.to(self.device, torch.float32))

@@ -26,7 +26,6 @@ from flask.cli import with_appcontext
 
 from ingest.ondemand.yields import (
     BANDS,
-    CONDITIONAL,
     GENDERS,
     SAMPLE,
     STEER,
@@ -141,7 +140,6 @@ def measure(
     from ingest.ondemand.strategies import (
         GuidedOptimiser,
         SteeredPhotoreal,
-        TargetedConditional,
     )
     from ingest.pipeline import draw_seeds
 
@@ -175,11 +173,8 @@ def measure(
         done = 0
         while done < per_cell:
             n = min(batch, per_cell - done)
-            if strategy == CONDITIONAL:
-                if models.conditional is None:
-                    raise click.ClickException("the conditional generator's weights are missing")
-                adapter: Any = TargetedConditional(models.conditional, gender, band[0], band[1])
-            elif strategy == STEER:
+            adapter: Any
+            if strategy == STEER:
                 if getattr(models, "steering", None) is None:
                     raise click.ClickException(
                         "no style directions for the generator: run `facecat ingest "
@@ -228,7 +223,8 @@ def measure(
     "--strategies",
     default="sample,steer",
     show_default=True,
-    help="Comma-separated: sample, steer, conditional, optimise (slow on CPU: ~2 s a candidate).",
+    help="Comma-separated: sample, steer, optimise (guarded optimisation: very slow at 1024 "
+    "px on a CPU).",
 )
 @click.option(
     "--samples",
@@ -269,7 +265,7 @@ def measure_yields_command(
     strategy again with ``--reset`` so old counts do not dilute the new ones.
 
     Examples: ``facecat ingest measure-yields --samples 4096``,
-    ``facecat ingest measure-yields --strategies conditional --per-cell 16 --reset``,
+    ``facecat ingest measure-yields --strategies steer --per-cell 16 --reset``,
     ``facecat ingest measure-yields --strategies optimise --per-cell 8 --cells female:60-69``.
     """
     from tqdm import tqdm
@@ -290,8 +286,8 @@ def measure_yields_command(
     catalog = get_services(app).catalog()
     threshold = app.config["GENDER_THRESHOLD"]
     for strategy in names:
-        if strategy == CONDITIONAL and models.conditional is None:
-            click.echo("conditional: weights missing or corrupt; skipped")
+        if strategy == STEER and models.steering is None:
+            click.echo("steer: no style directions fitted for this generator; skipped")
             continue
         total = samples if strategy == SAMPLE else per_cell * len(chosen)
         with tqdm(total=total, unit="face", desc=strategy, dynamic_ncols=True) as bar:

@@ -62,7 +62,6 @@ from ingest.ondemand.ports import (
 )
 from ingest.ondemand.yields import (
     BANDS,
-    CONDITIONAL,
     GENDERS,
     OPTIMISE,
     SAMPLE,
@@ -92,11 +91,7 @@ JOIN_GRACE_SECONDS = 1.0
 # A claim outlives the budget by this much before another process may take it over.
 CLAIM_TTL_EXTRA_SECONDS = 30.0
 MAX_RUN_CANDIDATES = 100_000
-# ``ingest.generators.conditional.DEFAULT_WEIGHTS``, spelt out so planning needs no torch.
-CONDITIONAL_WEIGHTS = (
-    Path(__file__).resolve().parents[1] / "generators" / "weights" / "conditional.pt"
-)
-# ``ingest.steering.DIRECTIONS_FILE``, spelt out for the same reason.
+# ``ingest.steering.DIRECTIONS_FILE``, spelt out so planning needs no torch.
 STEERING_DIRECTIONS = (
     Path(__file__).resolve().parents[1]
     / "generators"
@@ -151,11 +146,10 @@ class OndemandSettings:
 
 @dataclass
 class ModelSet:
-    """The loaded models; ``conditional`` is None when its weights are absent or corrupt."""
+    """The loaded models; ``steering`` is None when the generator has no fitted directions."""
 
     generator: Generator
     estimator: AgeGenderEstimator
-    conditional: Any | None = None
     steering: Any | None = None  # ingest.steering.Steering for the photoreal generator
 
 
@@ -227,8 +221,6 @@ class OnDemand:
         """Configured strategies that can run here."""
         if self._models is not None:
             usable = {SAMPLE, OPTIMISE}
-            if self._models.conditional is not None:
-                usable.add(CONDITIONAL)
             if self._models.steering is not None:
                 usable.add(STEER)
             if not hasattr(self._models.estimator, "predict_tensor"):
@@ -384,7 +376,6 @@ class OnDemand:
         from ingest.ondemand.strategies import (
             GuidedOptimiser,
             SteeredPhotoreal,
-            TargetedConditional,
         )
 
         gender = target.gender if target.gender is not None else plan.gender
@@ -393,12 +384,6 @@ class OnDemand:
                 raise RuntimeError("no style directions are loaded for the generator")
             return SteeredPhotoreal.for_filter(  # type: ignore[return-value]
                 models.generator, models.steering, gender, target.minimum_age, target.maximum_age
-            )
-        if plan.strategy == CONDITIONAL:
-            if models.conditional is None:
-                raise RuntimeError("the conditional generator is not loaded")
-            return TargetedConditional(  # type: ignore[return-value]
-                models.conditional, gender, target.minimum_age, target.maximum_age
             )
         if plan.strategy == OPTIMISE:
             return GuidedOptimiser(  # type: ignore[return-value]
@@ -445,7 +430,7 @@ class OnDemand:
                 deadline += self.clock() - before
             if plan.strategy not in self.available():
                 # Planned before the models were loaded, and this one failed to load
-                # (e.g. corrupt conditional weights): take the next viable plan, if any.
+                # (e.g. no style directions for steering): take the next viable plan, if any.
                 left = max(deadline - self.clock(), 0.0)
                 fallback = choose(self.plans(target, left), self.settings.min_success)
                 if fallback is None:
@@ -566,11 +551,10 @@ class OnDemand:
 
 
 def load_model_set(config: Mapping[str, Any]) -> ModelSet:
-    """The configured generator and estimator, and the conditional generator if usable."""
+    """The configured generator and estimator, and the generator's style directions."""
     from analysis.device import configure_threads
     from analysis.estimators import load_estimator
     from ingest.generators import load_generator
-    from ingest.generators.conditional import ConditionalWeightsError
     from ingest.steering import load_steering
 
     configure_threads(config["TORCH_THREADS"])
@@ -581,20 +565,12 @@ def load_model_set(config: Mapping[str, Any]) -> ModelSet:
     estimator = load_estimator(
         config["ESTIMATOR"], models_dir, device=generator.device, batch_size=64
     )
-    conditional = None
-    if CONDITIONAL in OndemandSettings.from_config(config).strategies:
-        try:
-            conditional = load_generator(CONDITIONAL, models_dir, device=generator.device)
-        except (ConditionalWeightsError, OSError, ValueError) as exc:
-            logger.warning("conditional generator unavailable for on-demand generation: %s", exc)
-    return ModelSet(generator, estimator, conditional, load_steering(generator))
+    return ModelSet(generator, estimator, load_steering(generator))
 
 
 def available_without_loading() -> list[str]:
     """Strategies usable here, judged from the files on disk (nothing is loaded)."""
     usable = [SAMPLE, OPTIMISE]
-    if CONDITIONAL_WEIGHTS.is_file():
-        usable.append(CONDITIONAL)
     if STEERING_DIRECTIONS.is_file():
         usable.append(STEER)
     return usable

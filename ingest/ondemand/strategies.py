@@ -5,9 +5,6 @@ Each strategy is an adapter around a real generator, so an on-demand run is an o
 first, row last, under the insert lock) is the pipeline's, not a second copy of it.
 
 * ``SAMPLE``: the default generator itself; rejection sampling is the gates' job.
-* ``TargetedConditional``: the (gender, age)-conditioned generator, aimed per seed at an
-  age drawn uniformly inside the filter. Its latents encode the condition, so the stored
-  latent remakes the face.
 * ``SteeredPhotoreal``: the photoreal generator with each seed aimed at a (gender, age):
   the seed's candidate styles are scored by the fitted gender direction (no rendering)
   and the first clearly of the wanted gender is moved along the age direction to the
@@ -66,30 +63,6 @@ def _aim(seed: int, gender: str | None, minimum_age: int, maximum_age: int) -> t
     rng = np.random.default_rng([int(seed) & (2**63 - 1), 0x61696D])
     g = gender if gender is not None else ("female", "male")[int(rng.integers(2))]
     return g, int(rng.integers(minimum_age, maximum_age + 1))
-
-
-class TargetedConditional(_Delegate):
-    """The conditional generator aimed at a filter (``generate_for`` per seed)."""
-
-    def __init__(self, base: Any, gender: str | None, minimum_age: int, maximum_age: int) -> None:
-        super().__init__(base)
-        self.name = base.name
-        self.gender, self.minimum_age, self.maximum_age = gender, minimum_age, maximum_age
-        self.aims: Counter[tuple[str, int]] = Counter()
-
-    def sample_latents(self, seeds: Sequence[int]) -> torch.Tensor:
-        """Seed latents with their condition coordinates set to each seed's aim."""
-        from ingest.generators.conditional import latents_with_condition
-
-        latents = self.base.sample_latents(seeds)
-        rows = []
-        for i, seed in enumerate(seeds):
-            gender, age = _aim(seed, self.gender, self.minimum_age, self.maximum_age)
-            self.aims[(gender, age)] += 1
-            rows.append(latents_with_condition(latents[i : i + 1], gender, float(age)))
-        if not rows:
-            return latents
-        return torch.cat(rows)
 
 
 # --- steering in style space -------------------------------------------------------------

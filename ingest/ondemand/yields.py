@@ -32,11 +32,10 @@ from dataclasses import dataclass, field
 logger = logging.getLogger(__name__)
 
 SAMPLE = "sample"  # rejection sampling with the default generator (untargeted)
-CONDITIONAL = "conditional"  # the (gender, age)-conditioned generator (targeted)
 OPTIMISE = "optimise"  # guarded latent optimisation (targeted)
 STEER = "steer"  # the photoreal generator steered in style space (targeted)
-STRATEGIES: tuple[str, ...] = (SAMPLE, STEER, CONDITIONAL, OPTIMISE)
-TARGETED = frozenset({CONDITIONAL, OPTIMISE, STEER})
+STRATEGIES: tuple[str, ...] = (SAMPLE, STEER, OPTIMISE)
+TARGETED = frozenset({OPTIMISE, STEER})
 WHOLE_BATCHES = frozenset({OPTIMISE})
 GENDERS: tuple[str, ...] = ("female", "male")
 
@@ -46,9 +45,9 @@ PRIOR_PASSED = 1.0
 PRIOR_TRIED = 20.0
 # Seconds per candidate before a strategy has been measured on this machine: the photoreal
 # generator with framing and the prefiltered robust gate (about 0.3 s a face on 2 CPU
-# cores, README "Photoreal faces"), the same plus steering, the 64 px conditional network
-# (~150 faces/s), and issue 5's ~55 s per 32 guarded-optimisation candidates.
-PRIOR_COST: dict[str, float] = {SAMPLE: 0.3, STEER: 0.35, CONDITIONAL: 0.01, OPTIMISE: 1.7}
+# cores, docs/photoreal.md), the same plus steering, and guarded optimisation measured
+# on the 64 px DCGAN (~55 s per 32 candidates; far slower at 1024 px).
+PRIOR_COST: dict[str, float] = {SAMPLE: 0.3, STEER: 0.35, OPTIMISE: 1.7}
 MIN_COST_SAMPLES = 64
 
 Key = tuple[str, str, int]  # (strategy, gender, band low)

@@ -1,8 +1,9 @@
 """``/api/v1/generate``: parameters, plan gating, budget, determinism, headers, model loading.
 
-Most tests run the real ``ingest.seeded`` code on a randomly initialised conditional
-network (a real weights file with its checksum, made here) and a fake estimator, so they
-need no trained weights; ``test_real_weights_*`` use the committed weights.
+Most tests run the real ``ingest.seeded`` code on a small randomly initialised
+MobileStyleGAN (a real weights file with its checksum, made here), directions fitted on
+made-up labels and a fake estimator, so they need no fetched weights;
+``test_real_weights_*`` use the fetched photoreal weights and the shipped directions.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from catalog import generate
-from ingest.generators import conditional as cond
 from ingest.seeded import SeededStudio, StudioModels
 from tests.catalog import studio_fakes
 from tests.conftest import CI
@@ -28,7 +28,7 @@ from tests.conftest import CI
 
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A randomly initialised conditional network saved as a weights file, and its sha256."""
+    """A small random MobileStyleGAN saved as a weights file, and its sha256."""
     return studio_fakes.random_weights(tmp_path_factory.mktemp("weights"))
 
 
@@ -125,7 +125,7 @@ def test_same_parameters_give_identical_bytes(app: Flask, client: FlaskClient) -
     assert "private" in first.headers["Cache-Control"]
     assert client.get(query, headers=headers).data == first.data
     older = client.get(query.replace("age=40", "age=70"), headers=headers)
-    assert older.data != first.data  # the condition changes the picture
+    assert older.data != first.data  # the age edit changes the picture
     seed_only = "/api/v1/generate?seed=99&resolution=64"
     assert (
         client.get(seed_only, headers=headers).data == client.get(seed_only, headers=headers).data
@@ -136,7 +136,7 @@ def test_missing_models_are_503_and_cost_nothing(app_factory: Callable[..., Flas
     app = app_factory()
 
     def broken() -> StudioModels:
-        raise cond.ConditionalWeightsError("weights are missing")
+        raise RuntimeError("no style directions fitted for the photoreal generator")
 
     app.extensions[generate.STUDIO_EXTENSION] = SeededStudio(broken)
     client = app.test_client()
@@ -166,41 +166,44 @@ def test_models_load_once_under_concurrent_first_requests(
 
 
 def real_studio() -> SeededStudio:
-    """The conditional generator's committed weights (or FACECAT_TEST_CONDITIONAL_WEIGHTS)."""
-    from analysis.estimators import load_estimator
+    """The fetched photoreal weights, the shipped directions and the real estimator."""
+    from ingest.seeded import load_studio_models
     from tests.ingest.conftest import REPO_ROOT
 
-    override = os.environ.get("FACECAT_TEST_CONDITIONAL_WEIGHTS")
-    weights = Path(override) if override else cond.DEFAULT_WEIGHTS
     models_dir = os.environ.get("FACECAT_MODELS_DIR") or REPO_ROOT / "instance" / "models"
-    if not weights.is_file():
-        message = f"conditional generator weights {weights} are not here"
+    if not (Path(models_dir) / "mobilestylegan" / "SynthesisNetwork.bin").is_file():
+        message = f"photoreal weights are not in {models_dir}: run `facecat models fetch`"
         if CI:
             pytest.fail(message)
         pytest.skip(message)
-
-    def loader() -> StudioModels:
-        generator = cond.ConditionalGenerator(weights, device="cpu")
-        return StudioModels(generator, load_estimator("faceapi", models_dir, device="cpu"))
-
-    return SeededStudio(loader)
+    config = {
+        "TORCH_THREADS": 0,
+        "MODELS_DIR": models_dir,
+        "DEVICE": "cpu",
+        "TRUNCATION": 0.7,
+        "ESTIMATOR": "faceapi",
+    }
+    return SeededStudio(lambda: load_studio_models(config))
 
 
 @pytest.mark.model
 def test_real_weights_are_deterministic_and_keep_identity_across_ages() -> None:
+    from analysis.recognition import FaceDescriptorNet, face_descriptors
+    from tests.ingest.conftest import REPO_ROOT
+
     studio = real_studio()
-    first = studio.render(2024, gender="female", age=30, resolution=64)
-    assert studio.render(2024, gender="female", age=30, resolution=64).data == first.data
+    first = studio.render(2024, gender="female", age=30, resolution=128)
+    assert studio.render(2024, gender="female", age=30, resolution=128).data == first.data
     assert 0 <= first.estimated_age <= 100 and 0 <= first.estimated_p_female <= 1
+    models_dir = os.environ.get("FACECAT_MODELS_DIR") or REPO_ROOT / "instance" / "models"
+    descriptor = FaceDescriptorNet.from_models_dir(models_dir, device="cpu")
 
-    def pixels(seed: int, age: int) -> np.ndarray:
-        latents = studio.models.generator.sample_latents([seed])
-        return studio.models.generator.generate_for("male", age, latents)[0].float().numpy()
+    def identity(seed: int, age: int) -> np.ndarray:
+        face = studio.render(seed, gender="male", age=age, resolution=256)
+        pixels = np.asarray(Image.open(io.BytesIO(face.data)).convert("RGB"))
+        crops = studio.models.generator.analysis_view(pixels[None]).crops
+        return face_descriptors(descriptor, crops)[0].numpy()
 
-    # Identity: one seed at two ages is closer than two seeds at one age, on average.
-    same, other = [], []
-    for seed in range(1, 9):
-        young, old = pixels(seed, 20), pixels(seed, 60)
-        same.append(np.abs(young - old).mean())
-        other.append(np.abs(young - pixels(seed + 1000, 20)).mean())
-    assert np.mean(same) < np.mean(other)
+    # One seed at 25 and at 55 is one person (dlib's threshold is 0.6); two seeds are not.
+    young, old, other = identity(11, 25), identity(11, 55), identity(12, 25)
+    assert np.linalg.norm(young - old) < 0.6 < np.linalg.norm(young - other)

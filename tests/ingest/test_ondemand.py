@@ -31,11 +31,11 @@ from ingest.gates import NOT_ROBUST
 from ingest.ondemand.engine import ModelSet, OnDemand, OndemandSettings
 from ingest.ondemand.ports import FULFILLED, NOT_FOUND, PENDING, Target
 from ingest.ondemand.yields import (
-    CONDITIONAL,
     OPTIMISE,
     PRIOR_PASSED,
     PRIOR_TRIED,
     SAMPLE,
+    STEER,
     Counts,
     YieldTable,
     choose,
@@ -111,24 +111,24 @@ def test_prior_is_optimistic_but_bounded_and_learned() -> None:
 def test_choice_goes_by_expected_time_and_refuses_hopeless_cells() -> None:
     rows = {
         (SAMPLE, "female", 40): (10000, 100, 100.0),  # 1% at 10 ms
-        (CONDITIONAL, "female", 40): (1000, 300, 20.0),  # 30% at 20 ms
+        (STEER, "female", 40): (1000, 300, 20.0),  # 30% at 20 ms
         (OPTIMISE, "female", 40): (100, 60, 170.0),  # 60% at 1.7 s
         (SAMPLE, "female", 60): (10000, 0, 100.0),
-        (CONDITIONAL, "female", 60): (10000, 0, 200.0),
+        (STEER, "female", 60): (10000, 0, 200.0),
         (OPTIMISE, "female", 60): (100, 3, 170.0),  # reachable, but not in 4 s
     }
-    sizes = {SAMPLE: 32, CONDITIONAL: 32, OPTIMISE: 8}
+    sizes = {SAMPLE: 32, STEER: 32, OPTIMISE: 8}
     options = plans(
         table(rows),
         "female",
         40,
         49,
         budget=4.0,
-        available=[SAMPLE, CONDITIONAL, OPTIMISE],
+        available=[SAMPLE, STEER, OPTIMISE],
         batch_sizes=sizes,
     )
-    assert [p.strategy for p in options][:2] == [CONDITIONAL, SAMPLE]
-    assert choose(options, 0.1).strategy == CONDITIONAL
+    assert [p.strategy for p in options][:2] == [STEER, SAMPLE]
+    assert choose(options, 0.1).strategy == STEER
     without = plans(
         table(rows), "female", 40, 49, budget=4.0, available=[SAMPLE], batch_sizes=sizes
     )
@@ -139,7 +139,7 @@ def test_choice_goes_by_expected_time_and_refuses_hopeless_cells() -> None:
         60,
         69,
         budget=4.0,
-        available=[SAMPLE, CONDITIONAL, OPTIMISE],
+        available=[SAMPLE, STEER, OPTIMISE],
         batch_sizes=sizes,
     )
     assert choose(old, 0.1) is None
@@ -150,7 +150,7 @@ def test_choice_goes_by_expected_time_and_refuses_hopeless_cells() -> None:
         60,
         69,
         budget=60.0,
-        available=[SAMPLE, CONDITIONAL, OPTIMISE],
+        available=[SAMPLE, STEER, OPTIMISE],
         batch_sizes=sizes,
     )
     assert choose(slow, 0.1).strategy == OPTIMISE
@@ -541,12 +541,13 @@ def test_generation_budget_is_charged_once_per_run_through_the_api(app: Flask, c
 
 def test_a_strategy_that_fails_to_load_falls_back_to_the_next(app: Flask) -> None:
     generator = RobustFakeGenerator(mix((0.3, FakeFace(45.0, 0.95)), (0.7, COMMON)))
-    engine = make_engine(app, generator, strategies=(SAMPLE, CONDITIONAL))
-    engine._available = lambda: [SAMPLE, CONDITIONAL]  # its weights file looked fine
-    # Sampling measured at 2%: the unmeasured conditional generator's 5% prior wins the plan.
-    seed_yield(app, SAMPLE, "female", (40, 49), tried=1000, passed=20, seconds=10.0)
-    assert choose(engine.plans(FEMALE_40S, 3.0), 0.1).strategy == CONDITIONAL
-    face = engine.supply(FEMALE_40S)  # the models load without it: sampling serves
+    engine = make_engine(app, generator, strategies=(SAMPLE, STEER))
+    engine._available = lambda: [SAMPLE, STEER]  # its directions file looked fine
+    # Sampling measured at 2% and 1 s a candidate: the unmeasured steer's prior (5% at
+    # 0.35 s) wins the plan.
+    seed_yield(app, SAMPLE, "female", (40, 49), tried=1000, passed=20, seconds=1000.0)
+    assert choose(engine.plans(FEMALE_40S, 3.0), 0.1).strategy == STEER
+    face = engine.supply(FEMALE_40S)  # the models load without directions: sampling serves
     assert face is not None and face.generator == "fakerobust"
     assert engine.available() == [SAMPLE]
 

@@ -13,7 +13,7 @@ the end. Every run uses freshly created keys, so counters of earlier runs never 
 1. Exact budget: ``--burst`` concurrent clients fire at ``/face/json`` with one key whose
    lookup limit is 100 per hour, and at ``/api/v1/generate`` with one basic key (5 per
    minute). The limiter must admit exactly 100 and 5, whichever worker serves them.
-   Generation uses a randomly initialised conditional network (tests/catalog/studio_fakes)
+   Generation uses a small randomly initialised MobileStyleGAN (tests/catalog/studio_fakes)
    so the check measures the limiter, not the model.
 2. Overhead: ``/face/json`` with a key and the Redis limiter (key cache on, and off) vs
    the same endpoint with no key and the limiter disabled. Each mode has its own gunicorn

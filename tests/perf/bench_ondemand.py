@@ -60,10 +60,8 @@ from ingest.pipeline import draw_seeds  # noqa: E402
 
 logger = logging.getLogger("bench_ondemand")
 
-# Unmet filters of growing rarity (DESIGN.md: male 40-49 ~3%, female 30-39 and male
-# 50-59 well under 1% robustly), and female 40-49, the example.
-# Unmet but reachable filters: two the DCGAN reaches by sampling now and then, and three
-# only the conditional generator reaches (children, women over 60).
+# Unmet filters: adults the photoreal generator makes by sampling, and children and
+# women over 60, which it makes only rarely and steering aims at.
 FILTERS = (
     Target("male", 40, 49),
     Target("female", 30, 39),
