@@ -16,8 +16,10 @@ is still spinning beside it:
    and turn the output into uint8 ``(1024, 1024, 3)``, as ``generate`` returns it. One
    warm-up call, then timed calls (median). OpenVINO is not a project dependency: without
    it those rows are skipped and say so. One more PyTorch row at batch 8 runs with glibc
-   told to keep freed memory (``--no-malloc-row`` drops it): without that, every call
-   page-faults its activations in again, which the "sys" share of CPU time shows.
+   left at glibc's default allocation (``--no-malloc-row`` drops it): facecat's model
+   processes tell glibc to keep freed memory (``analysis.device.keep_freed_memory``);
+   without that every call page-faults its activations in again, which the "sys" share
+   of CPU time shows.
 2. peak memory: ``ru_maxrss`` after the timed calls minus the resident set right after
    the model was loaded (the load's own transient peak is in the JSON apart, so it cannot
    hide what generation needs on top of the model);
@@ -60,9 +62,6 @@ RESULT_PREFIX = "BENCH_PHOTOREAL_RESULT "
 FIRST_SEED = 1000  # fixed seeds: every repeat renders the same faces
 MAX_CALLS = 25  # cheap rows repeat until --min-seconds, at most this many timed calls
 TARGET_RATIO = 0.8  # ingest end to end / generation alone
-# glibc hands every allocation over 32 MB straight back to the kernel, so each generate()
-# call page-faults its activations in afresh (sys time ≈ user time); this keeps them.
-GLIBC_KEEP_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
 OV_ARTIFACTS = {
     "mapping": ("mobilestylegan-mapping-xml", "mobilestylegan-mapping-bin"),
     "synthesis": ("mobilestylegan-synthesis-xml", "mobilestylegan-synthesis-bin"),
@@ -147,7 +146,10 @@ def _torch_row(spec: dict[str, Any]) -> dict[str, Any]:
     from analysis.device import configure_threads
     from ingest.generators.photoreal import PhotorealGenerator
 
-    configure_threads(spec["threads"])
+    if spec.get("glibc_default"):
+        torch.set_num_threads(spec["threads"])  # without keep_freed_memory
+    else:
+        configure_threads(spec["threads"])
     generator = PhotorealGenerator.from_models_dir(spec["models_dir"], device="cpu")
     loaded = _loaded()
     batch = spec["batch"]
@@ -509,12 +511,11 @@ def main(
     ]
     if malloc_row and sizes:
         b = 8 if 8 in sizes else max(sizes)
-        settings = " ".join(f"{k}={v}" for k, v in GLIBC_KEEP_MEMORY.items())
         specs.append(
             {
                 **specs[sizes.index(b)],
-                "label": f"PyTorch port, {settings}",
-                "env": GLIBC_KEEP_MEMORY,
+                "label": "PyTorch port, glibc's default malloc (no keep_freed_memory)",
+                "glibc_default": True,
             }
         )
     for precision, label in (("f32", "OpenVINO f32"), (None, "OpenVINO default precision")):
@@ -551,7 +552,7 @@ def main(
         total_seconds=time.perf_counter() - started,
     )
 
-    torch_b8 = _measured(rows, "torch", 8, env=None)
+    torch_b8 = _measured(rows, "torch", 8, glibc_default=None)
     ov_f32 = _measured(rows, "openvino", 1, precision="f32")
     ratio = ratio_cpu = None
     if torch_b8 and ov_f32:
