@@ -58,7 +58,13 @@ class FaceFramer:
     ) -> None:
         """Sizes are fractions of the frame's width; ``max_offset`` bounds how far the box
         centre may sit from the frame centre."""
-        self.detector = detector if detector is not None else HaarFaceDetector(min_neighbors=5)
+        # Boxes under half the smallest plausible face are ignored anyway (``judge``);
+        # not searching for them saves the cascade's finest scales.
+        self.detector = (
+            detector
+            if detector is not None
+            else HaarFaceDetector(min_neighbors=5, min_size=int(0.5 * min_width * detect_size))
+        )
         self.detect_size = detect_size
         self.crop_size = crop_size
         self.margin = margin

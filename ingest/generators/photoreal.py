@@ -34,6 +34,10 @@ from ingest.generators.rendering import generate_uint8
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRUNCATION = 0.7
+# Faces per forward pass on the CPU: 2-4 ran at ~11 faces/s on 2 cores, 8 at ~8 and 32 at
+# ~5 (tests/perf/bench_photoreal.py): a 1024 px face's activations (~250 MB) stop fitting
+# in cache and memory traffic dominates. On CUDA the whole requested batch goes at once.
+CPU_CHUNK = 4
 # The mean style is estimated from this many latents of this seed (the reference's).
 STYLE_MEAN_SAMPLES = 4096
 STYLE_MEAN_SEED = 12345
@@ -143,7 +147,10 @@ class PhotorealGenerator:
         return (images * 127.5 + 127.5).permute(0, 2, 3, 1)
 
     def generate(self, latents: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-        """``(N, 1024, 1024, 3)`` uint8 RGB on device, ``batch_size`` faces at a time."""
+        """``(N, 1024, 1024, 3)`` uint8 RGB on device, ``batch_size`` faces at a time (at
+        most ``CPU_CHUNK`` on the CPU, where larger passes are slower per face)."""
+        if self.device.type == "cpu":
+            batch_size = min(batch_size, CPU_CHUNK)
         return generate_uint8(
             self.render,
             latents,
