@@ -1,4 +1,6 @@
-"""Throughput of face generation, alone and followed by age/gender estimation.
+"""Throughput of the legacy DCGAN, alone and followed by age/gender estimation.
+
+The default photoreal generator is measured by ``bench_photoreal.py``.
 
 Run by hand (pytest does not collect ``bench_*`` files), from the repository root::
 
