@@ -49,6 +49,11 @@ PRIOR_TRIED = 20.0
 # on the 64 px DCGAN (~55 s per 32 candidates; far slower at 1024 px).
 PRIOR_COST: dict[str, float] = {SAMPLE: 0.3, STEER: 0.35, OPTIMISE: 1.7}
 MIN_COST_SAMPLES = 64
+# Ages a targeted strategy can aim at. Steering's edits stop at the step where faces stop
+# being photos: the oldest it was measured to reach is the 80s (3-4 of 32 candidates at
+# 80-89, 0 of 32 at 90-100, docs/photoreal.md), so a filter entirely past 89 is not its
+# to try, and with sampling measured there too it answers 404 at once.
+REACH: dict[str, tuple[int, int]] = {STEER: (0, 89)}
 
 Key = tuple[str, str, int]  # (strategy, gender, band low)
 
@@ -191,6 +196,9 @@ def plans(
     """
     out: list[Plan] = []
     for strategy in available:
+        low, high = REACH.get(strategy, (0, 100))
+        if minimum_age > high or maximum_age < low:
+            continue
         cost = table.cost(strategy)
         if strategy in TARGETED:
             aims = GENDERS if gender is None else (gender,)

@@ -616,3 +616,17 @@ def test_ingest_runs_feed_the_sample_yields(app: Flask) -> None:
     assert plain.robust_checked == 0
     with session_factory(app)() as session:  # a run without the robust gate teaches nothing
         assert session.get(CellYield, (SAMPLE, "male", 60)).tried == 32
+
+
+def test_steering_does_not_plan_past_its_reach() -> None:
+    rows = {(SAMPLE, "female", 90): (2048, 0, 200.0)}  # sampling never got there either
+    sizes = {SAMPLE: 4, STEER: 4}
+    beyond = plans(
+        table(rows), "female", 90, 100, budget=4.0, available=[SAMPLE, STEER], batch_sizes=sizes
+    )
+    assert [p.strategy for p in beyond] == [SAMPLE]
+    assert choose(beyond, 0.1) is None  # an honest 404 at once
+    within = plans(
+        table(rows), "female", 85, 95, budget=4.0, available=[SAMPLE, STEER], batch_sizes=sizes
+    )
+    assert STEER in [p.strategy for p in within]
