@@ -18,6 +18,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from ingest.command_models import load_models
 from ingest.pipeline import BatchOutcome, IngestReport, IngestSettings, run_ingest
 from ingest.scheduling import IngestWorker
 from ingest.services import get_services, require_current_schema
@@ -33,35 +34,6 @@ ingest_cli = AppGroup("ingest", help="Generate, annotate, gate and store faces."
 # Without --count, --if-empty generates at most this many times INGEST_SEED_COUNT while
 # trying to admit INGEST_SEED_COUNT faces (about 4 in 10 generated faces pass).
 SEED_GENERATION_FACTOR = 10
-
-
-def load_models(
-    app: Flask, device: str | None = None, batch_size: int | None = None
-) -> tuple[Generator, AgeGenderEstimator]:
-    """The configured generator and estimator, on one device, with verified weights."""
-    from analysis.device import configure_threads
-    from analysis.estimators import load_estimator
-    from analysis.weights import WeightsError
-    from ingest.generators import load_generator
-
-    configure_threads(app.config["TORCH_THREADS"])
-    models_dir = app.config["MODELS_DIR"]
-    try:
-        generator = load_generator(
-            app.config["GENERATOR"],
-            models_dir,
-            device=device or app.config["DEVICE"],
-            truncation=app.config["TRUNCATION"],
-        )
-        estimator = load_estimator(
-            app.config["ESTIMATOR"],
-            models_dir,
-            device=generator.device,
-            batch_size=batch_size or app.config["INGEST_BATCH_SIZE"],
-        )
-    except (WeightsError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    return generator, estimator
 
 
 def catalog_size(app: Flask) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 from flask import current_app
+from flask.cli import with_appcontext
 from tqdm import tqdm
 
 from ingest.steering import DIRECTIONS_FILE, Steering
@@ -42,6 +43,7 @@ def _code_commit() -> str:
 
 
 @click.command("fit-directions")
+@with_appcontext
 @click.option("--samples", type=click.IntRange(20), default=800, show_default=True)
 @click.option("--first-seed", type=click.IntRange(0), default=500_000, show_default=True)
 @click.option("--batch", type=click.IntRange(1, 256), default=8, show_default=True)
@@ -63,7 +65,7 @@ def fit_directions_command(
     Example: ``facecat ingest fit-directions --samples 800 --first-seed 500000``.
     """
     from analysis.robust import robust_predict
-    from ingest.cli import load_models
+    from ingest.command_models import load_models
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     generator, estimator = load_models(app, None, batch)
@@ -112,6 +114,7 @@ def fit_directions_command(
 
 
 @click.command("calibrate-steering")
+@with_appcontext
 @click.option("--seeds", type=click.IntRange(4), default=40, show_default=True)
 @click.option("--first-seed", type=click.IntRange(0), default=600_000, show_default=True)
 @click.option("--steps", default="2,4", show_default=True, help="Step sizes (style units).")
@@ -137,7 +140,7 @@ def calibrate_steering_command(
     import torch
 
     from analysis.robust import robust_predict
-    from ingest.cli import load_models
+    from ingest.command_models import load_models
     from ingest.generators.photoreal import seed_noise
     from ingest.steering import AgeResponse
 
