@@ -10,7 +10,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -42,6 +44,18 @@ def _code_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def _directions_file(flag: str, name: str, help: str) -> Callable[[Any], Any]:
+    """A directions-file option; both commands default to the shipped file."""
+    return click.option(
+        flag,
+        name,
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DIRECTIONS_FILE,
+        show_default=True,
+        help=help,
+    )
+
+
 @click.command("fit-directions")
 @with_appcontext
 @click.option("--samples", type=click.IntRange(20), default=800, show_default=True)
@@ -50,13 +64,7 @@ def _code_commit() -> str:
 @click.option(
     "--alpha", type=click.FloatRange(0.0), default=10.0, show_default=True, help="Ridge penalty."
 )
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DIRECTIONS_FILE,
-    show_default=True,
-    help="Where to write the directions (the shipped file by default).",
-)
+@_directions_file("--out", "out", "Where to write the directions (the shipped file by default).")
 def fit_directions_command(
     samples: int, first_seed: int, batch: int, alpha: float, out: Path
 ) -> None:
@@ -119,14 +127,7 @@ def fit_directions_command(
 @click.option("--first-seed", type=click.IntRange(0), default=600_000, show_default=True)
 @click.option("--steps", default="2,4", show_default=True, help="Step sizes (style units).")
 @click.option("--batch", type=click.IntRange(1, 256), default=8, show_default=True)
-@click.option(
-    "--file",
-    "path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DIRECTIONS_FILE,
-    show_default=True,
-    help="The directions file to measure and update.",
-)
+@_directions_file("--file", "path", "The directions file to measure and update.")
 def calibrate_steering_command(
     seeds: int, first_seed: int, steps: str, batch: int, path: Path
 ) -> None:
