@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.routing import PathConverter
 
 from catalog import fallback
 from catalog.db import serving_read
@@ -25,6 +26,17 @@ from catalog.selection import Filters, get_face, pick_random
 from catalog.serving import get_cell_cache, get_draw_ahead, get_recorder
 
 bp = Blueprint("api", __name__)
+
+
+class SuffixConverter(PathConverter):
+    """Any cache-busting suffix, newlines included (``path`` stops at one, and
+    ``/face/view/a%0Ab`` was a generic 404)."""
+
+    regex = r"[^/][\s\S]*?"
+
+
+# Before the routes below are added to the app's map, which is when they need it.
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("suffix", SuffixConverter))
 
 RNG_EXTENSION = "facecat.rng"
 _process_rng: tuple[int, random.Random] | None = None
@@ -153,7 +165,7 @@ def face_json_view() -> Response:
 
 
 @bp.get("/face/view", defaults={"anything": ""})
-@bp.get("/face/view/<path:anything>")
+@bp.get("/face/view/<suffix:anything>")
 def face_view(anything: str) -> Response:
     """302 to a random face's image; the path suffix only defeats browser caches."""
     (face,) = pick_faces(parse_filters(request.args))
@@ -162,7 +174,7 @@ def face_view(anything: str) -> Response:
 
 
 @bp.get("/thumb/view", defaults={"anything": ""})
-@bp.get("/thumb/view/<path:anything>")
+@bp.get("/thumb/view/<suffix:anything>")
 def thumb_view(anything: str) -> Response:
     """302 to a random face's thumbnail."""
     (face,) = pick_faces(parse_filters(request.args))

@@ -179,10 +179,13 @@ def init_app(app: Flask) -> None:
     # Public, credential-free API: a wildcard origin is what <img>/fetch users need, and
     # without supports_credentials Flask-CORS sends exactly "*". expose_headers lets
     # browser code read the validators and the rate-limit headers added by later issues.
+    # Only the methods the API answers: a preflight that advertised POST or DELETE would
+    # promise what every route refuses with 405.
     CORS(
         app,
         origins="*",
         send_wildcard=True,
+        methods=["GET", "HEAD", "OPTIONS"],
         expose_headers=[
             "ETag",
             "Retry-After",

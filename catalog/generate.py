@@ -93,6 +93,12 @@ def generate() -> Response:
     image_format = parse_choice(request.args, "image_format", FORMATS) or "jpeg"
     if seed is not None:
         require_class(SEED_CLASS, "The seed parameter")
+    if request.method == "HEAD":
+        # What a GET would answer, without rendering a face or spending the budget: a
+        # HEAD is a probe (link checkers, caches), not a request for a generation.
+        response = Response(mimetype=f"image/{image_format}")
+        response.cache_control.no_store = True
+        return response
     studio = get_studio()
     _models_ready(studio)
     charge_generation()

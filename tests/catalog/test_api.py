@@ -182,6 +182,8 @@ def test_empty_catalog_is_no_match(catalog_only: FlaskClient) -> None:
         ("/face/view", "faces/"),
         ("/face/view/1690000000", "faces/"),
         ("/face/view/any/thing/with/slashes.jpg", "faces/"),
+        ("/face/view/a%0Ab", "faces/"),  # a newline in the cache buster
+        ("/thumb/view/line%0Abreak/x%0D.jpg", "thumbs/"),
         ("/thumb/view", "thumbs/"),
         ("/thumb/view/0.123", "thumbs/"),
     ],

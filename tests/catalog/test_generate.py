@@ -207,3 +207,17 @@ def test_real_weights_are_deterministic_and_keep_identity_across_ages() -> None:
     # One seed at 25 and at 55 is one person (dlib's threshold is 0.6); two seeds are not.
     young, old, other = identity(11, 25), identity(11, 55), identity(12, 25)
     assert np.linalg.norm(young - old) < 0.6 < np.linalg.norm(young - other)
+
+
+def test_head_renders_nothing_and_costs_nothing(app: Flask, client: FlaskClient) -> None:
+    for _ in range(5):
+        head = client.head("/api/v1/generate?gender=female&age=30&image_format=webp")
+        assert head.status_code == 200 and head.mimetype == "image/webp"
+        assert head.data == b"" and "X-Face-Age" not in head.headers
+    assert client.head("/api/v1/generate?age=101").status_code == 400
+    assert client.head("/api/v1/generate?seed=7").status_code == 403  # as a GET would
+    with app.test_request_context():
+        from catalog.limits import generation_budget
+
+        assert [remaining for _, remaining in generation_budget()] == [1, 60]
+    assert client.get("/api/v1/generate").status_code == 200  # anon's one generation
