@@ -161,7 +161,7 @@ def no_store_redirect(location: str) -> Response:
 def face_json_view() -> Response:
     """One random face matching the filters, as JSON."""
     (body,) = serve(pick_faces(parse_filters(request.args)))
-    return jsonify(body)
+    return _no_store(jsonify(body))
 
 
 @bp.get("/face/view", defaults={"anything": ""})
@@ -187,7 +187,13 @@ def random_faces() -> Response:
     """``count`` distinct random faces; fewer when fewer match, 404 when none do."""
     limit = current_app.config["MAX_RANDOM_COUNT"]
     count = parse_int(request.args, "count", 1, 1, limit)
-    return jsonify({"results": serve(pick_faces(parse_filters(request.args), count))})
+    return _no_store(jsonify({"results": serve(pick_faces(parse_filters(request.args), count))}))
+
+
+def _no_store(response: Response) -> Response:
+    """A random pick must not be cached: the next request should get another face."""
+    response.cache_control.no_store = True
+    return response
 
 
 @bp.get("/api/v1/faces/<int(max=2147483647):face_id>")

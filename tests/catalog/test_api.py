@@ -349,3 +349,13 @@ def test_ondemand_disabled_skips_the_supplier(app_factory: Callable[..., Flask])
     app = app_factory(ONDEMAND_ENABLED=False)
     register_supplier(app, lambda filters: pytest.fail("supplier called"))
     assert app.test_client().get("/face/json").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/face/json", "/api/v1/faces/random?count=2"])
+def test_random_picks_are_not_cacheable(
+    client: FlaskClient, make_face: Callable[..., Face], path: str
+) -> None:
+    make_face()
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
