@@ -81,7 +81,7 @@ def doctor_command() -> None:
     try:
         get_storage().ping()
     except StorageError as exc:
-        report(False, "storage", f"{storage_url} unreachable: {exc}")
+        report(False, "storage", f"{storage_url}: {exc}")
     else:
         report(True, "storage", f"{storage_url} reachable")
 

@@ -16,7 +16,7 @@ from catalog.db import current_revision, head_revision, schema_lag, serving_read
 from catalog.errors import ApiError
 from catalog.params import parse_choice
 from catalog.selection import CellCount, all_cells
-from catalog.storage import StorageError, get_storage
+from catalog.storage import BucketMissing, StorageError, get_storage
 from ingest.bands import BANDS, DEFAULT_COMPOSITION, GENDERS, band_of
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,9 @@ def check_storage() -> str | None:
     """None if the storage backend answers, else why not."""
     try:
         get_storage().ping()
+    except BucketMissing as exc:
+        logger.warning("healthz: %s", exc)
+        return "bucket_missing"
     except StorageError as exc:
         logger.warning("healthz: storage unreachable: %s", exc)
         return "unreachable"

@@ -39,6 +39,10 @@ class ObjectNotFound(StorageError):
     """No object is stored under the key."""
 
 
+class BucketMissing(StorageError):
+    """The S3 endpoint answers but the configured bucket does not exist."""
+
+
 class InvalidKey(StorageError, InvalidObjectKey):
     """The key is not a safe relative object name (a ``ValueError`` too)."""
 
@@ -365,8 +369,15 @@ class S3Storage:
             return  # no bucket yet: no keys
 
     def ping(self) -> None:
+        """The endpoint answers and the bucket exists: with the bucket gone every image
+        is a 404, so a health check that only reached the endpoint would say OK wrongly."""
         with self._errors():
-            self.client.bucket_exists(self.bucket)
+            exists = self.client.bucket_exists(self.bucket)
+        if not exists:
+            raise BucketMissing(
+                f"bucket {self.bucket!r} does not exist on the S3 endpoint: create it "
+                "(deploy/docker-compose.yml's createbucket does), or let ingest create it"
+            )
 
 
 BACKENDS: dict[str, type[LocalStorage] | type[S3Storage]] = {

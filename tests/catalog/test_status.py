@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from app import create_app
 from catalog.db import upgrade
 from catalog.models import Face
+from catalog.storage import get_storage
 from ingest.bands import BANDS, DEFAULT_COMPOSITION
 from tests.conftest import _free_port
 
@@ -102,6 +103,21 @@ def test_healthz_503_when_storage_is_down(app_factory: Callable[..., Flask]) -> 
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["checks"] == {"database": "ok", "storage": "unreachable"}
+
+
+@pytest.mark.s3
+def test_healthz_503_when_the_bucket_is_gone(
+    app_factory: Callable[..., Flask], s3_url: str
+) -> None:
+    app = app_factory(STORAGE_URL=s3_url)
+    storage = get_storage(app)
+    storage.put("faces/a.jpg", b"\xff\xd8", "image/jpeg")
+    assert app.test_client().get("/healthz").status_code == 200
+    storage.client.remove_object(storage.bucket, "faces/a.jpg")
+    storage.client.remove_bucket(storage.bucket)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"] == {"database": "ok", "storage": "bucket_missing"}
 
 
 def test_healthz_503_when_storage_folder_is_unusable(

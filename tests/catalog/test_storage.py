@@ -10,6 +10,7 @@ import pytest
 from catalog.config import ConfigError
 from catalog.storage import (
     BACKENDS,
+    BucketMissing,
     InvalidKey,
     LocalStorage,
     ObjectNotFound,
@@ -93,7 +94,19 @@ def test_keys_of_empty_storage(storage: Storage) -> None:
 
 
 def test_ping_succeeds(storage: Storage) -> None:
+    storage.put("faces/a.jpg", b"\xff\xd8", "image/jpeg")  # an S3 bucket exists once used
     storage.ping()
+
+
+@pytest.mark.s3
+def test_s3_ping_fails_when_the_bucket_is_gone(s3_url: str) -> None:
+    storage = S3Storage.from_url(s3_url)
+    storage.put("faces/a.jpg", b"\xff\xd8", "image/jpeg")
+    storage.ping()
+    storage.client.remove_object(storage.bucket, "faces/a.jpg")
+    storage.client.remove_bucket(storage.bucket)
+    with pytest.raises(BucketMissing, match="does not exist"):
+        storage.ping()
 
 
 @pytest.mark.parametrize("key", BAD_KEYS)
