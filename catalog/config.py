@@ -433,6 +433,16 @@ SETTINGS: tuple[Setting, ...] = (
         "limits",
     ),
     Setting(
+        "RATELIMIT_STORAGE_TIMEOUT",
+        0.5,
+        "Seconds a Redis connect or reply may take before a rate-limit check gives up and "
+        "counts per process instead (a Redis round trip takes well under a millisecond; "
+        "without a timeout a hung Redis hangs every limited request). A timeout given in "
+        "the redis:// URL wins.",
+        _float_range(0.01, 30.0),
+        "limits",
+    ),
+    Setting(
         "RATELIMIT_GENERATION_STRATEGY",
         "moving-window",
         "Counting strategy of the generation limits: moving-window (exact bursts: one "

@@ -202,10 +202,18 @@ class ThreadConnectionRedisStorage(RedisStorage):
         )
 
 
-def open_storage(url: str) -> Storage:
+def open_storage(url: str, timeout: float | None = None) -> Storage:
     """The ``limits`` storage for ``url``; plain ``redis://``/``rediss://`` get
     ``ThreadConnectionRedisStorage``, anything else (``memory://``, sentinel, cluster,
-    valkey) the library's own."""
+    valkey) the library's own.
+
+    ``timeout`` bounds Redis connects and replies (redis-py waits for ever by default,
+    so a hung server hung every limited request); options in the URL take precedence.
+    """
     if url.partition("://")[0] in ("redis", "rediss"):
-        return ThreadConnectionRedisStorage(url)
+        if timeout is None:
+            return ThreadConnectionRedisStorage(url)
+        return ThreadConnectionRedisStorage(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
     return storage_from_string(url)

@@ -110,7 +110,9 @@ class Limiter:
 
     def __init__(self, config: dict) -> None:
         self.enabled = True
-        self.storage: Storage = open_storage(config["RATELIMIT_STORAGE_URL"])
+        self.storage: Storage = open_storage(
+            config["RATELIMIT_STORAGE_URL"], timeout=config["RATELIMIT_STORAGE_TIMEOUT"]
+        )
         self.requests: RateLimiter = FixedWindowRateLimiter(self.storage)
         self.generation: RateLimiter = STRATEGIES[config["RATELIMIT_GENERATION_STRATEGY"]](
             self.storage

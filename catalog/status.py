@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.db import current_revision, head_revision, schema_lag, serving_read
 from catalog.errors import ApiError
+from catalog.limits import get_limiter
 from catalog.params import parse_choice
 from catalog.selection import CellCount, all_cells
 from catalog.storage import BucketMissing, StorageError, get_storage
@@ -109,10 +110,26 @@ def check_storage() -> str | None:
     return None
 
 
+def check_rate_limits() -> str | None:
+    """None if the shared rate-limit store answers, else why not.
+
+    While Redis is down each process counts on its own, so limits are per process, not
+    shared: the service works, but not as configured, and the check says so. Bounded by
+    ``RATELIMIT_STORAGE_TIMEOUT``.
+    """
+    if not get_limiter().storage.check():
+        logger.warning("healthz: rate-limit storage unreachable")
+        return "unreachable"
+    return None
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
-    """200 when the database and the storage backend are reachable, else 503 JSON."""
+    """200 when the database, the storage backend and (when configured) the shared
+    rate-limit store are reachable, else 503 JSON naming what is not."""
     checks = {"database": check_database(), "storage": check_storage()}
+    if not current_app.config["RATELIMIT_STORAGE_URL"].startswith("memory://"):
+        checks["rate_limits"] = check_rate_limits()
     failed = sorted(name for name, problem in checks.items() if problem)
     if failed:
         raise ApiError(

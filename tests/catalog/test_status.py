@@ -141,3 +141,21 @@ def test_healthz_503_when_the_database_is_not_migrated(
     assert database.endswith("run `facecat db upgrade`")
     upgrade(app)
     assert app.test_client().get("/healthz").status_code == 200
+
+
+@pytest.mark.redis
+def test_healthz_checks_redis_when_limits_are_shared(
+    app_factory: Callable[..., Flask], redis_url: str
+) -> None:
+    ok = app_factory(RATELIMIT_STORAGE_URL=redis_url).test_client().get("/healthz")
+    assert ok.status_code == 200
+    assert ok.get_json()["checks"] == {"database": "ok", "storage": "ok", "rate_limits": "ok"}
+    down = app_factory(
+        RATELIMIT_STORAGE_URL=f"redis://127.0.0.1:{_free_port()}/0",
+        RATELIMIT_STORAGE_TIMEOUT=0.2,
+    )
+    response = down.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["rate_limits"] == "unreachable"
+    # A lookup still answers: limits are counted per process while Redis is away.
+    assert down.test_client().get("/stats").status_code == 200
