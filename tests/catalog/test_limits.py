@@ -466,3 +466,57 @@ def test_bad_limit_settings_fail_at_start_up(app_factory: Callable[..., Flask]) 
 
     with pytest.raises(ConfigError, match="FACECAT_RATELIMIT_GENERATION_BASIC"):
         app_factory(RATELIMIT_GENERATION_BASIC="lots")
+
+
+@pytest.mark.redis
+def test_a_hung_redis_does_not_hang_limited_requests(
+    app_factory: Callable[..., Flask],
+) -> None:
+    """A private redis-server, stopped with SIGSTOP (connections hang rather than fail):
+    a limited lookup still answers, counted per process, and /healthz says why."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    import redis
+
+    from tests.conftest import _free_port
+
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        probe = redis.Redis(port=port, socket_timeout=1)
+        for _ in range(100):
+            try:
+                probe.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        app = app_factory(
+            RATELIMIT_STORAGE_URL=f"redis://127.0.0.1:{port}/0", RATELIMIT_STORAGE_TIMEOUT=0.3
+        )
+        client = app.test_client()
+        assert client.get("/api/v1/faces/999").status_code == 404  # counted in Redis
+        os.kill(process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        response = client.get("/api/v1/faces/999")
+        health = client.get("/healthz")
+        elapsed = time.monotonic() - started
+        assert response.status_code == 404 and response.get_json()["error"] == "not_found"
+        assert health.status_code == 503
+        assert health.get_json()["checks"]["rate_limits"] == "unreachable"
+        # Without timeouts both waited for ever; with 0.3 s each takes a few timeouts.
+        assert elapsed < 20
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+        process.terminate()
+        process.wait(10)
