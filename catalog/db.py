@@ -56,6 +56,14 @@ def engine_url(url: str) -> URL:
     return parsed
 
 
+# PostgreSQL: how long a new connection may take (libpq's connect_timeout; without it a
+# server that accepts but never answers hangs the connect), and how long one statement
+# of a web request may run. Ingest and the CLI keep no statement limit: their batches,
+# locks and migrations may take longer.
+CONNECT_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_MS = 5000
+
+
 def make_engine(url: str, *, serving: bool = False) -> Engine:
     """An engine with the settings each backend needs to serve concurrent requests.
 
@@ -85,8 +93,18 @@ def make_engine(url: str, *, serving: bool = False) -> Engine:
 
         return engine
     if serving:
+        # A request's single SELECTs take milliseconds: a statement still running after
+        # STATEMENT_TIMEOUT_MS is stuck (a lock, an overloaded server) and the request
+        # answers 503 instead of holding its worker thread.
         return create_engine(
-            engine_url(url), isolation_level="AUTOCOMMIT", pool_size=5, max_overflow=10
+            engine_url(url),
+            isolation_level="AUTOCOMMIT",
+            pool_size=5,
+            max_overflow=10,
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            },
         )
     # values_plus_batch: psycopg2 sends executemany UPDATEs (the batched serving counters)
     # 100 per round trip instead of one by one.
@@ -96,6 +114,7 @@ def make_engine(url: str, *, serving: bool = False) -> Engine:
         pool_size=10,
         max_overflow=20,
         executemany_mode="values_plus_batch",
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from flask import Flask
 
 from catalog.config import ConfigError
 from catalog.storage import (
@@ -239,3 +241,56 @@ def test_bad_storage_url_fails_create_app_naming_the_setting(tmp_path: Path) -> 
             }
         )
     assert "topsecret" not in str(info.value)
+
+
+@pytest.mark.s3
+def test_a_hung_s3_endpoint_costs_a_request_seconds_not_minutes(
+    app_factory: Callable[..., Flask],
+) -> None:
+    """moto's S3 server in its own process, stopped with SIGSTOP (connections hang rather
+    than fail): an image request answers 503 within the client's timeouts, and a lookup
+    that needs no storage answers at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from catalog import db
+    from catalog.storage import S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT, get_storage
+    from tests.conftest import _free_port
+    from tests.factories import make_face
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        app = app_factory(STORAGE_URL=f"s3://k:s@127.0.0.1:{port}/hung?region=us-east-1")
+        with db.session_factory(app)() as session:
+            face = make_face(session, get_storage(app))
+        client = app.test_client()
+        assert client.get(f"/img/{face.image_key}").status_code == 200
+        os.kill(server.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        image = client.get(f"/img/{face.image_key}")
+        took = time.monotonic() - started
+        assert image.status_code == 503 and image.is_json
+        # One try: a connect and a read timeout at most (it was three 30 s reads).
+        assert took < S3_CONNECT_TIMEOUT + S3_READ_TIMEOUT + 10
+        started = time.monotonic()
+        assert client.get("/face/json").status_code == 200  # needs the database only
+        assert time.monotonic() - started < 5
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        server.terminate()
+        server.wait(10)
