@@ -10,6 +10,7 @@ and deploy/README.md scale a container.
 from __future__ import annotations
 
 import multiprocessing
+import os
 
 bind = "0.0.0.0:8000"
 # 2 per core + 1 is gunicorn's rule of thumb; capped because each worker holds its own
@@ -30,6 +31,37 @@ max_requests_jitter = 200
 preload_app = False
 accesslog = "-"
 errorlog = "-"
-# The compose file puts nginx in front; trust its X-Forwarded-* headers so image URLs
-# are built with the client's scheme and host.
-forwarded_allow_ips = "*"
+# The application's own log lines (key rejections and revocations, limit hits, on-demand
+# runs) at INFO, each with time, level and logger, on stderr beside gunicorn's. Without
+# this gunicorn configures only its own loggers and the application's INFO lines vanish.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "facecat": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"},
+        "access": {"format": "%(message)s"},
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "facecat",
+            "stream": "ext://sys.stderr",
+        },
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "access",
+            "stream": "ext://sys.stdout",
+        },
+    },
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    # gunicorn's own loggers replace its defaults, so they are named here too.
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+        "alembic": {"level": "WARNING"},  # its INFO lines are the schema check's chatter
+    },
+}
+# Trust X-Forwarded-* (scheme, host, client address) and SCRIPT_NAME only from the
+# proxy in front: any client could otherwise rewrite image URLs or break requests. The
+# default is loopback (nginx on the same host); the compose file sets its network.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")

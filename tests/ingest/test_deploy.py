@@ -125,3 +125,83 @@ def test_docker_compose_config_validates() -> None:
             check=False,
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_gunicorn_trusts_forwarded_headers_only_from_the_proxy_and_logs_the_app(
+    tmp_path: Path,
+) -> None:
+    """The real gunicorn with deploy/gunicorn.conf.py, the proxy named elsewhere
+    (FORWARDED_ALLOW_IPS): a client's X-Forwarded-Proto and SCRIPT_NAME change nothing
+    (trusted from anyone, they made gunicorn answer 500), and the application's INFO lines
+    reach the log with time, level and logger."""
+    import os
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from app import create_app
+    from catalog import db
+    from catalog.storage import get_storage
+    from tests.conftest import _free_port
+    from tests.factories import make_face
+
+    env = {
+        **os.environ,
+        "FACECAT_DATABASE_URL": f"sqlite:///{tmp_path / 'facecat.db'}",
+        "FACECAT_STORAGE_URL": (tmp_path / "objects").as_uri(),
+        "FACECAT_ONDEMAND_ENABLED": "false",
+        "FORWARDED_ALLOW_IPS": "192.0.2.1",  # a documentation address: not this client
+    }
+    app = create_app(
+        {"DATABASE_URL": env["FACECAT_DATABASE_URL"], "STORAGE_URL": env["FACECAT_STORAGE_URL"]}
+    )
+    db.upgrade(app)
+    with db.session_factory(app)() as session:
+        make_face(session, get_storage(app))
+    port = _free_port()
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as err:
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("gunicorn")),
+                "--config",
+                str(DEPLOY / "gunicorn.conf.py"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "app:create_app()",
+            ],
+            cwd=DEPLOY.parent,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        hostile = urllib.request.Request(
+            f"{base}/face/json",
+            headers={"X-Forwarded-Proto": "https", "SCRIPT_NAME": "/evil"},
+        )
+        with urllib.request.urlopen(hostile, timeout=10) as response:
+            body = json.loads(response.read())
+        assert body["image_url"].startswith(f"http://127.0.0.1:{port}/img/faces/")
+        bad_key = urllib.request.Request(
+            f"{base}/face/json", headers={"Authorization": "Token fc_0123456789ab_" + "x" * 43}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bad_key, timeout=10)
+        assert refused.value.code == 401
+    finally:
+        server.terminate()
+        server.wait(30)
+    text = log.read_text()
+    line = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO catalog\.keys \[\d+\] rejected"
+    assert re.search(line, text), text
