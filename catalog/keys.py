@@ -187,9 +187,10 @@ class KeyCache:
 
     Entries live ``KEY_CACHE_SECONDS`` from the moment the row was read; that bounds how
     long a revocation made in another process may take to reach this one (the README
-    says so, a test checks it). Unknown keys are not cached. What is cached is the row
-    (hash, class, revoked or not), never a verdict on a presented key: every request's
-    key is still hashed and compared with the stored hash in constant time.
+    says so, a test checks it). Unknown key ids are remembered as unknown for as long.
+    What is cached is the row (hash, class, revoked or not), never a verdict on a
+    presented key: every request's key is still hashed and compared with the stored hash
+    in constant time.
     """
 
     def __init__(
@@ -199,6 +200,7 @@ class KeyCache:
         self.size = size
         self.clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # key id -> forget at
         self._lock = threading.Lock()
 
     def get(self, key_id: str) -> _Entry | None:
@@ -233,6 +235,29 @@ class KeyCache:
         """Drop ``key_id`` (after a revocation in this process)."""
         with self._lock:
             self._entries.pop(key_id, None)
+            self._unknown.pop(key_id, None)
+
+    def remember_unknown(self, key_id: str) -> None:
+        """Remember for ``ttl`` that no key has this id, so a client repeating it costs
+        no query; a key created meanwhile in another process works once it expires."""
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._unknown[key_id] = self.clock() + self.ttl
+            self._unknown.move_to_end(key_id)
+            while len(self._unknown) > self.size:
+                self._unknown.popitem(last=False)
+
+    def known_unknown(self, key_id: str) -> bool:
+        """Whether ``key_id`` was looked up and not found within the last ``ttl``."""
+        with self._lock:
+            expires = self._unknown.get(key_id)
+            if expires is None:
+                return False
+            if expires <= self.clock():
+                del self._unknown[key_id]
+                return False
+            return True
 
 
 def _unauthorized(detail: str) -> ApiError:
@@ -263,6 +288,10 @@ def authenticate(authorization: str | None, cache: KeyCache | None = None) -> Ca
     if cache is None:
         cache = current_app.extensions[_CACHE_EXTENSION]
     entry = cache.get(key_id)
+    if entry is None and cache.known_unknown(key_id):
+        hmac.compare_digest(hash_key(key), "0" * 64)
+        logger.info("rejected unknown API key id %s (remembered)", key_id)
+        raise _unauthorized("Unknown API key.")
     if entry is None:
         # Core on the autocommit connection: one indexed SELECT, no ORM, no transaction.
         row = (
@@ -277,6 +306,7 @@ def authenticate(authorization: str | None, cache: KeyCache | None = None) -> Ca
         if row is None:
             # Hash anyway, so an unknown id costs the same time as a wrong secret.
             hmac.compare_digest(hash_key(key), "0" * 64)
+            cache.remember_unknown(key_id)
             logger.info("rejected unknown API key id %s", key_id)
             raise _unauthorized("Unknown API key.")
         entry = cache.put(key_id, row)

@@ -47,6 +47,7 @@ counting, the scripts and the keys remain the ``limits`` library's;
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -62,7 +63,7 @@ from redis.exceptions import NoScriptError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from catalog.errors import ApiError, error_response
-from catalog.keys import Caller, current_caller
+from catalog.keys import ANONYMOUS, Caller, current_caller
 from catalog.limit_storage import PendingReply, ThreadConnectionRedisStorage, open_storage
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,36 @@ class Limiter:
         if self._deferrable and len(items) == 1 and self._send(items[0], identifiers):
             return
         self._hit_now(items, identifiers)
+
+    def _bad_key_limit(self) -> tuple[list[RateLimitItem], tuple[str, ...]] | None:
+        """The limit and identifiers that keyed requests rejected with 401 count against:
+        the family's limit, per client address, in a scope of their own (so an address's
+        anonymous lookups and its bad keys do not share one budget)."""
+        family = self.families.get(request.blueprint or "")
+        if family is None or "HTTP_AUTHORIZATION" not in request.environ:
+            return None
+        items, scope = family
+        return items, (KEY_PREFIX, ANONYMOUS.rate_key, f"{scope}-bad-keys")
+
+    def refuse_key_guessers(self) -> None:
+        """App-wide ``before_request``, ahead of authentication: 429 for a keyed request
+        from an address whose rejected keys used up its limit in this window, before its
+        key is looked up in the database. (A valid key from that address waits too, as
+        an anonymous request from it would.)"""
+        limit = self._bad_key_limit() if self.enabled and self._refused else None
+        if limit is not None:
+            self._refuse_if_remembered(*limit)
+
+    def count_rejected_key(self, response: Response) -> Response:
+        """App-wide ``after_request``: a keyed request answered 401 counts against its
+        address's bad-key limit; once it is spent, ``refuse_key_guessers`` answers."""
+        if response.status_code == 401 and self.enabled:
+            limit = self._bad_key_limit()
+            if limit is not None:
+                # A breach is remembered: the next one is refused before the database.
+                with contextlib.suppress(ApiError):
+                    self._hit_now(*limit)
+        return response
 
     def _hit_now(self, items: list[RateLimitItem], identifiers: tuple[str, ...]) -> None:
         """Count synchronously in the storage, or per process while the storage fails."""
@@ -353,3 +384,7 @@ def init_app(app: Flask) -> None:
         hooks = app.before_request_funcs.setdefault(blueprint, [])
         hooks.append(functools.partial(limiter.check_request, items, scope))
         app.after_request_funcs.setdefault(blueprint, []).append(_settle_before_response)
+    # Before authentication (registered earlier, by catalog.keys): an address that keeps
+    # sending keys that turn out bad is refused before its next key costs a query.
+    app.before_request_funcs.setdefault(None, []).insert(0, limiter.refuse_key_guessers)
+    app.after_request(limiter.count_rejected_key)

@@ -220,3 +220,54 @@ def test_caller_ordering() -> None:
     assert keys.Caller("professional", "x").at_least("professional")
     assert not keys.Caller("basic", "x").at_least("professional")
     assert not keys.ANONYMOUS.at_least("basic")
+
+
+def _count_key_queries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the key lookups that reach the database (``keys.get_connection`` calls)."""
+    calls: list[int] = []
+    real = keys.get_connection
+
+    def counting():  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(keys, "get_connection", counting)
+    return calls
+
+
+def test_an_unknown_key_id_is_remembered_briefly(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queries = _count_key_queries(monkeypatch)
+    unknown = auth("fc_0123456789ab_" + "x" * 43)
+    for _ in range(3):
+        assert client.get("/face/json", headers=unknown).status_code == 401
+    assert len(queries) == 1  # the first looked it up; the others knew
+
+
+def test_bad_keys_spend_the_address_limit_then_cost_no_query(
+    app_factory: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An address sending random well-formed keys is refused once its rejected keys have
+    used up the lookup limit, before each new key costs a database query; its anonymous
+    lookups keep their own budget."""
+    import secrets
+
+    app = app_factory(RATELIMIT_LOOKUPS="5/minute")
+    client = app.test_client()
+    queries = _count_key_queries(monkeypatch)
+
+    def random_key() -> dict[str, str]:
+        return auth(f"fc_{secrets.token_hex(6)}_" + "x" * 43)
+
+    assert [client.get("/face/json", headers=random_key()).status_code for _ in range(5)] == [
+        401
+    ] * 5
+    assert len(queries) == 5
+    # The sixth rejected key breaches the limit; from then on, refused before the lookup.
+    assert client.get("/face/json", headers=random_key()).status_code == 401
+    refused = [client.get("/face/json", headers=random_key()) for _ in range(20)]
+    assert {r.status_code for r in refused} == {429}
+    assert refused[0].get_json()["error"] == "throttled" and "Retry-After" in refused[0].headers
+    assert len(queries) == 6
+    assert client.get("/face/json").status_code in (200, 404)  # anonymous: its own budget
