@@ -48,6 +48,20 @@ def _optional_str(value: Any) -> str | None:
     return value
 
 
+def _host_list(value: Any) -> list[str] | None:
+    """Host names as a list (Flask's ``TRUSTED_HOSTS``), from a list or "a, b"; None
+    or empty: any host."""
+    if value is None or value == "" or value == []:
+        return None
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError('must be host names: "faces.example.com, www.example.com"')
+    hosts = [n.strip() for n in names if n.strip()]
+    if not hosts or any(any(c.isspace() or c == "/" for c in h) for h in hosts):
+        raise ValueError('must be host names: "faces.example.com, www.example.com"')
+    return hosts
+
+
 def _url_with_schemes(*schemes: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         value = _optional_str(value)
@@ -494,6 +508,16 @@ SETTINGS: tuple[Setting, ...] = (
         "1200/minute",
         "Image fetches (/img/*, /avatar/*) per key or client address.",
         _limit_string,
+        "limits",
+    ),
+    Setting(
+        "TRUSTED_HOSTS",
+        None,
+        "Host names this server answers for, comma-separated (e.g. faces.example.com; a "
+        "leading dot allows subdomains). A request for another Host is a 400, so a "
+        "client cannot make facecat build image URLs and redirects on a host of its "
+        "choosing. Unset: any host (development).",
+        _host_list,
         "limits",
     ),
     Setting(

@@ -56,6 +56,8 @@ def test_instance_defaults(tmp_path: Path) -> None:
         ("FACECAT_TARGET_COMPOSITION", '{"female:20-39": -1}'),
         ("FACECAT_TARGET_COMPOSITION", '{"robot:20-39": 1}'),
         ("FACECAT_DEVICE", "tpu"),
+        ("FACECAT_TRUSTED_HOSTS", "faces.example.com/img"),
+        ("FACECAT_TRUSTED_HOSTS", "[1, 2]"),
     ],
 )
 def test_bad_setting_fails_start_up_naming_it(

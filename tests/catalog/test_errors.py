@@ -131,3 +131,12 @@ def test_an_unmigrated_database_is_a_503_that_names_the_fix(
     finally:
         upgrade(app)
     assert app.test_client().get("/stats").status_code == 200
+
+
+def test_a_host_outside_trusted_hosts_is_a_json_400(app_factory: Callable[..., Flask]) -> None:
+    app = app_factory(TRUSTED_HOSTS="facecat.test, faces.example.com", SERVER_NAME=None)
+    client = app.test_client()
+    assert client.get("/stats", headers={"Host": "faces.example.com"}).status_code == 200
+    evil = client.get("/face/json", headers={"Host": "evil.example"})
+    assert evil.status_code == 400 and evil.is_json
+    assert evil.get_json()["error"] == "bad_request"
