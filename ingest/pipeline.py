@@ -661,6 +661,7 @@ def run_ingest(
     max_admitted: int | None = None,
     gates: Sequence[Gate] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    enough: Callable[[], bool] | None = None,
 ) -> IngestReport:
     """Generate ``count`` faces and admit those that pass the gates and curation.
 
@@ -672,6 +673,8 @@ def run_ingest(
     :param max_admitted: stop once this many faces were admitted this run.
     :param gates: replaces the default gate list (``ingest.gates.default_gates``).
     :param progress: called with each batch's outcome once it is stored.
+    :param enough: asked after each batch; True ends the run as ``completed`` (it got
+        what it was for), where ``stop`` ends it as ``interrupted``.
     :returns: the report; ``status`` is ``completed``, ``interrupted`` or ``failed``
         (a batch was given up; ``error`` says why). Exceptions from the models or the
         database at the start propagate after the run is recorded as failed.
@@ -731,7 +734,11 @@ def run_ingest(
     ):
         prepared: _Prepared | None = None
         try:
+            satisfied = False
             while done < count and not stop.is_set():
+                if enough is not None and enough():
+                    satisfied = True
+                    break
                 limit = None
                 if max_admitted is not None:
                     limit = max_admitted - report.admitted - in_flight_admits
@@ -752,7 +759,9 @@ def run_ingest(
                 if not settings.overlap:
                     settle()
             settle()
-            report.status = "interrupted" if done < count and stop.is_set() else "completed"
+            satisfied = satisfied or (enough is not None and enough())
+            interrupted = done < count and stop.is_set() and not satisfied
+            report.status = "interrupted" if interrupted else "completed"
         except BatchFailed as exc:
             report.status, report.error = "failed", str(exc)
             logger.error("ingest run %s: %s", report.run_id, exc)

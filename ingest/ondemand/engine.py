@@ -339,23 +339,19 @@ class OnDemand:
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         face: StoredFace | None = None
         if catalog.claim(key, owner, settings.budget + CLAIM_TTL_EXTRA_SECONDS):
-            try:
-                face = catalog.stored(target)  # a run may have finished since our lookup
-                if face is None:
-                    if charge is not None:
-                        charge()
-                    catalog.mark_started(key, owner, chosen.strategy)
-                    face, _report = self.run(chosen, target, deadline, want=1)
-            finally:
-                catalog.finish(
-                    key,
-                    owner,
-                    face_id=face.id if face is not None else None,
-                    strategy=chosen.strategy,
-                )
+            face = self._claimed_run(key, owner, chosen, target, deadline, charge)
         else:
             catalog.wait(key, deadline + JOIN_GRACE_SECONDS, clock=self.clock)
             face = catalog.stored(target)
+            # The run joined made nothing (its owner's budget was spent, or it failed):
+            # that is the owner's answer, not this request's. With time left, this
+            # request tries for itself, charged to its own budget (its own 429 if spent).
+            if (
+                face is None
+                and self.clock() < deadline
+                and catalog.claim(key, owner, settings.budget + CLAIM_TTL_EXTRA_SECONDS)
+            ):
+                face = self._claimed_run(key, owner, chosen, target, deadline, charge)
         elapsed = self.clock() - start
         if face is None:
             catalog.request_backfill(target, NOT_FOUND)
@@ -368,6 +364,34 @@ class OnDemand:
             elapsed,
             chosen.strategy,
         )
+        return face
+
+    def _claimed_run(
+        self,
+        key: str,
+        owner: str,
+        chosen: Plan,
+        target: Target,
+        deadline: float,
+        charge: Callable[[], None] | None,
+    ) -> StoredFace | None:
+        """The claimant's part: re-check the catalog, charge, generate, finish the job."""
+        catalog = self.catalog
+        face: StoredFace | None = None
+        try:
+            face = catalog.stored(target)  # a run may have finished since our lookup
+            if face is None:
+                if charge is not None:
+                    charge()
+                catalog.mark_started(key, owner, chosen.strategy)
+                face, _report = self.run(chosen, target, deadline, want=1)
+        finally:
+            catalog.finish(
+                key,
+                owner,
+                face_id=face.id if face is not None else None,
+                strategy=chosen.strategy,
+            )
         return face
 
     # --- generation -------------------------------------------------------------------
@@ -450,8 +474,8 @@ class OnDemand:
                 now = self.clock()
                 took, last = now - last, now
                 admitted += outcome.admitted
-                if admitted >= want or now + max(took, plan.cost * batch) > deadline:
-                    stop.set()
+                if admitted < want and now + max(took, plan.cost * batch) > deadline:
+                    stop.set()  # out of time: the run is interrupted
 
             with self.catalog.read() as view:
                 self.index.refresh(view)
@@ -476,6 +500,7 @@ class OnDemand:
                 stop=stop,
                 progress=progress,
                 gates=self.gates(target, models.estimator),
+                enough=lambda: admitted >= want,  # it got its face: the run completed
             )
             self._record(plan, target, adapter, report)
             face = self.catalog.stored(target, run_id=report.run_id) if report.admitted else None

@@ -636,3 +636,72 @@ def test_steering_does_not_plan_past_its_reach() -> None:
         table(rows), "female", 85, 95, budget=4.0, available=[SAMPLE, STEER], batch_sizes=sizes
     )
     assert STEER in [p.strategy for p in within]
+
+
+@pytest.mark.parametrize("joiner_has_budget", [True, False])
+def test_a_joiner_gets_its_own_answer_when_the_run_it_joined_made_nothing(
+    app: Flask, joiner_has_budget: bool
+) -> None:
+    """The claimant's budget is spent (its charge raises 429) while another request waits
+    on its run: the joiner does not inherit a 404, it tries itself, charged to its own
+    budget: a face if it has budget, its own 429 if not."""
+    generator = RobustFakeGenerator(mix((0.3, FakeFace(45.0, 0.95)), (0.7, COMMON)))
+    engine = make_engine(app, generator, budget=5.0)
+    claimed, joiner_waiting = threading.Event(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def owner_charge() -> None:
+        claimed.set()
+        joiner_waiting.wait(5)
+        time.sleep(0.3)  # the joiner is inside its wait by now
+        raise ApiError(429, "throttled", "Request was throttled. Expected available in 5 s.")
+
+    joiner_charges: list[int] = []
+
+    def joiner_charge() -> None:
+        joiner_charges.append(1)
+        if not joiner_has_budget:
+            raise ApiError(429, "throttled", "Request was throttled. Expected available in 9 s.")
+
+    def call(name: str, charge: Any) -> None:
+        try:
+            outcome[name] = engine.supply(FEMALE_40S, charge=charge)
+        except ApiError as error:
+            outcome[name] = error
+
+    owner = threading.Thread(target=call, args=("owner", owner_charge))
+    owner.start()
+    assert claimed.wait(5)
+    joiner = threading.Thread(target=call, args=("joiner", joiner_charge))
+    joiner.start()
+    joiner_waiting.set()
+    owner.join(30)
+    joiner.join(30)
+    assert isinstance(outcome["owner"], ApiError) and outcome["owner"].status == 429
+    assert joiner_charges == [1]
+    if joiner_has_budget:
+        face = outcome["joiner"]
+        assert face is not None and not isinstance(face, ApiError) and 40 <= face.age <= 49
+    else:
+        assert isinstance(outcome["joiner"], ApiError) and outcome["joiner"].status == 429
+        assert "9 s" in outcome["joiner"].detail and generator.generated == 0
+
+
+def test_an_on_demand_run_that_got_its_face_is_recorded_completed(app: Flask) -> None:
+    generator = RobustFakeGenerator(mix((0.3, FakeFace(45.0, 0.95)), (0.7, COMMON)))
+    engine = make_engine(app, generator)
+    assert engine.supply(FEMALE_40S) is not None
+    with session_factory(app)() as session:
+        (run,) = session.scalars(select(IngestRun)).all()
+    assert run.trigger == "ondemand" and run.status == "completed" and run.admitted >= 1
+
+
+def test_an_on_demand_run_out_of_time_is_recorded_interrupted(app: Flask) -> None:
+    """Each estimate sleeps 0.3 s, so a 1 s budget ends the run after a few of its eight
+    candidates on any machine (a slower one only ends it sooner)."""
+    generator = RobustFakeGenerator(lambda seed: COMMON)  # never a woman in her 40s
+    engine = make_engine(app, generator, RobustFakeEstimator(delay=0.3), budget=1.0)
+    assert engine.supply(FEMALE_40S) is None
+    with session_factory(app)() as session:
+        (run,) = session.scalars(select(IngestRun)).all()
+    assert run.status == "interrupted" and run.admitted == 0 and generator.generated > 0
