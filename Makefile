@@ -45,9 +45,10 @@ run: weights  ## migrate, serve on http://$(HOST):$(PORT) at once, seed and grow
 	# faces, on-demand generation makes them. When the server exits, the group gets
 	# SIGTERM: a seeding run stops (rows are written last, so nothing is half-stored),
 	# the worker finishes its batch and stops.
-	setsid bash -c '$(FACECAT) ingest run --if-empty && exec $(FACECAT) ingest worker' & \
+	# (setsid is util-linux's; where it is missing, e.g. macOS, the job runs without one.)
+	$$(command -v setsid || true) bash -c '$(FACECAT) ingest run --if-empty && exec $(FACECAT) ingest worker' & \
 	worker=$$!; \
-	trap 'kill -TERM -- -$$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
+	trap 'kill -TERM -- -$$worker 2>/dev/null || kill -TERM $$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
 	$(FACECAT) run --host $(HOST) --port $(PORT)
 
 test: weights  ## run the whole test suite (exit status is pytest's)
