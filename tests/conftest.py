@@ -59,6 +59,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_answering(url: str, seconds: float = 30.0) -> None:
+    """Poll ``url`` until a server answers it at all (any HTTP status), for tests that
+    start one in a subprocess; raise if none does within ``seconds``."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # it answered, with an error status: it is up
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _migrated(url: str, tmp: Path) -> None:
     """Bring the database at ``url`` to head through the real migrations."""
     app = create_app(

@@ -255,11 +255,10 @@ def test_a_hung_s3_endpoint_costs_a_request_seconds_not_minutes(
     import subprocess
     import sys
     import time
-    import urllib.request
 
     from catalog import db
     from catalog.storage import S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT, get_storage
-    from tests.conftest import _free_port
+    from tests.conftest import _free_port, wait_until_answering
     from tests.factories import make_face
 
     port = _free_port()
@@ -269,12 +268,7 @@ def test_a_hung_s3_endpoint_costs_a_request_seconds_not_minutes(
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_answering(f"http://127.0.0.1:{port}/")
         app = app_factory(STORAGE_URL=f"s3://k:s@127.0.0.1:{port}/hung?region=us-east-1")
         with db.session_factory(app)() as session:
             face = make_face(session, get_storage(app))

@@ -136,14 +136,13 @@ def test_gunicorn_trusts_forwarded_headers_only_from_the_proxy_and_logs_the_app(
     reach the log with time, level and logger."""
     import os
     import sys
-    import time
     import urllib.error
     import urllib.request
 
     from app import create_app
     from catalog import db
     from catalog.storage import get_storage
-    from tests.conftest import _free_port
+    from tests.conftest import _free_port, wait_until_answering
     from tests.factories import make_face
 
     env = {
@@ -180,12 +179,7 @@ def test_gunicorn_trusts_forwarded_headers_only_from_the_proxy_and_logs_the_app(
         )
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_until_answering(f"{base}/healthz")
         hostile = urllib.request.Request(
             f"{base}/face/json",
             headers={"X-Forwarded-Proto": "https", "SCRIPT_NAME": "/evil"},
