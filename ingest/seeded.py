@@ -150,20 +150,17 @@ def _steered(
     import torch
 
     from ingest.ondemand.strategies import STEER_CANDIDATES
-    from ingest.steering import aimed_styles
+    from ingest.steering import pick_candidate
 
     steering = models.steering
-    z = np.random.default_rng(int(seed)).standard_normal((STEER_CANDIDATES, 512))
-    candidates = models.generator.styles(torch.from_numpy(z.astype(np.float32))).numpy()
-    if gender is None:
-        gender = "female" if float(steering.female_score(candidates[:1])[0]) > 0 else "male"
-    own_age = float(steering.age.predict(candidates[:1])[0])
+    candidates = models.generator.candidate_styles(int(seed), STEER_CANDIDATES)
+    gender = gender or steering.gender_of(candidates[0])
     # The person is the first candidate of the gender (not the nearest in age): one seed
     # and gender name one person at every age.
-    _, index = aimed_styles(steering, candidates, gender, own_age, nearest_age=False)
-    target = float(steering.age.predict(candidates[index : index + 1])[0]) if age is None else age
-    style, _ = aimed_styles(steering, candidates, gender, target, nearest_age=False)
-    return torch.from_numpy(style[None]), gender, float(target)
+    person = candidates[pick_candidate(steering, candidates, gender, 0.0, nearest_age=False)]
+    target = float(steering.age.predict(person[None])[0]) if age is None else float(age)
+    style = steering.shift_age(person[None], np.array([target]))
+    return torch.from_numpy(style), gender, target
 
 
 def studio_for(config: Mapping[str, Any]) -> SeededStudio:

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,15 +163,7 @@ def orthogonal_to(direction: Direction, other: Direction) -> Direction:
     norm = float(np.linalg.norm(unit))
     if norm < 1e-6:
         raise ValueError("the two directions are parallel: no orthogonal part is left")
-    unit /= norm
-    return Direction(
-        direction.coef,
-        direction.intercept,
-        direction.centre,
-        unit,
-        direction.heldout,
-        direction.stretch,
-    )
+    return replace(direction, unit=unit / norm)
 
 
 def gender_logit(p_female: np.ndarray) -> np.ndarray:
@@ -221,18 +213,15 @@ class Steering:
     def shift_age(self, styles: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """``styles`` moved along the age direction toward ``targets`` (years), at most
         ``max_step``; sized by the measured response when there is one."""
+        if self.response is None:
+            return self.age.shift_to(styles, targets, self.max_step)
         styles = np.asarray(styles, np.float64)
         shortfall = np.asarray(targets, np.float64) - self.age.predict(styles)
-        if self.response is not None:
-            steps = self.response.steps(shortfall, self.max_step)
-        else:
-            steps = np.clip(shortfall / self.age.slope, -self.max_step, self.max_step)
+        steps = self.response.steps(shortfall, self.max_step)
         return (styles + steps[:, None] * self.age.unit).astype(np.float32)
 
     def with_response(self, response: AgeResponse) -> Steering:
-        return Steering(
-            self.generator_checksum, self.age, self.gender, self.provenance, response, self.max_step
-        )
+        return replace(self, response=response)
 
     @classmethod
     def fit(
@@ -248,15 +237,17 @@ class Steering:
         """Fit both directions; the age one is made orthogonal to the gender one."""
         gender = fit_direction(styles, gender_logit(p_female), alpha=alpha)
         accuracy = _gender_accuracy(styles, p_female, alpha)
-        gender = Direction(
-            gender.coef, gender.intercept, gender.centre, gender.unit, gender.heldout | accuracy
-        )
+        gender = replace(gender, heldout=gender.heldout | accuracy)
         age = orthogonal_to(fit_direction(styles, ages, alpha=alpha, stretch=True), gender)
         return cls(generator_checksum, age, gender, dict(provenance))
 
     def female_score(self, styles: np.ndarray) -> np.ndarray:
         """Fitted gender logit per style: positive reads female, negative male."""
         return self.gender.predict(styles)
+
+    def gender_of(self, style: np.ndarray) -> str:
+        """The gender one style (D,) reads as by the fitted score."""
+        return "female" if float(self.female_score(style[None])[0]) > 0 else "male"
 
     def save(self, path: str | Path = DIRECTIONS_FILE) -> None:
         data: dict[str, Any] = {
@@ -340,6 +331,23 @@ def aimed_styles(
     Then it is moved along the age direction toward ``age``. Returns the style and the
     index of the candidate used, so a seed's choice is reproducible.
     """
+    index = pick_candidate(
+        steering, candidates, gender, age, margin=margin, nearest_age=nearest_age
+    )
+    style = steering.shift_age(candidates[index : index + 1], np.array([age]))
+    return style[0], index
+
+
+def pick_candidate(
+    steering: Steering,
+    candidates: np.ndarray,
+    gender: str | None,
+    age: float,
+    *,
+    margin: float = 1.0,
+    nearest_age: bool = True,
+) -> int:
+    """The index of the candidate ``aimed_styles`` edits (see there), without the edit."""
     qualified = np.arange(len(candidates))
     if gender is not None:
         sign = 1.0 if gender == "female" else -1.0
@@ -353,11 +361,8 @@ def aimed_styles(
                 break
     if nearest_age:
         gaps = np.abs(steering.age.predict(candidates[qualified]) - age)
-        index = int(qualified[int(np.argmin(gaps))])
-    else:
-        index = int(qualified[0])
-    style = steering.shift_age(candidates[index : index + 1], np.array([age]))
-    return style[0], index
+        return int(qualified[int(np.argmin(gaps))])
+    return int(qualified[0])
 
 
 def load_steering(generator: Any) -> Steering | None:

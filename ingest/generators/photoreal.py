@@ -127,6 +127,12 @@ class PhotorealGenerator:
             styles = self.style_mean + psi * (styles - self.style_mean)
         return styles.cpu().clone()
 
+    def candidate_styles(self, seed: int, count: int) -> np.ndarray:
+        """``(count, 512)`` truncated styles from one seed's stream, for steering to choose
+        among; row 0 is ``sample_latents([seed])``'s, the seed's own face."""
+        z = np.random.default_rng(int(seed)).standard_normal((count, self.latent_dim))
+        return self.styles(torch.from_numpy(z.astype(np.float32))).numpy()
+
     def sample_latents(self, seeds: Sequence[int]) -> torch.Tensor:
         """``(N, 512)`` float32 truncated styles on the CPU, one per seed."""
         return self.styles(seed_noise(seeds))

@@ -111,10 +111,9 @@ class SteeredPhotoreal(_Delegate):
         rows = []
         for seed in seeds:
             gender, age = self.aim(int(seed))
-            z = np.random.default_rng(int(seed)).standard_normal((STEER_CANDIDATES, 512))
-            candidates = self.base.styles(torch.from_numpy(z.astype(np.float32))).numpy()
+            candidates = self.base.candidate_styles(int(seed), STEER_CANDIDATES)
             style, _ = aimed_styles(self.steering, candidates, gender, age)
-            wanted = gender if gender is not None else _gender_of(self.steering, style)
+            wanted = gender if gender is not None else self.steering.gender_of(style)
             self.aims[(wanted, age)] += 1
             rows.append(style)
         if not rows:
@@ -145,10 +144,6 @@ def room_aim(room: dict[str, int]) -> Callable[[int], tuple[str | None, int]]:
         return gender, int(rng.integers(band.low, min(band.high, OLDEST_AIM) + 1))
 
     return aim
-
-
-def _gender_of(steering: Any, style: np.ndarray) -> str:
-    return "female" if float(steering.female_score(style[None])[0]) > 0 else "male"
 
 
 # --- guarded latent optimisation ---------------------------------------------------------

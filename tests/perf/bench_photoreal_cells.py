@@ -214,10 +214,8 @@ def plain_run(gen: Any, est: Any, samples: int, batch: int) -> dict:
 def identity_run(gen: Any, est: Any, steering: Steering, descr: Any, seeds: int) -> dict:
     distances: dict[int, list[float]] = {a: [] for a in EDIT_AGES}
     reached: dict[int, list[float]] = {a: [] for a in EDIT_AGES}
-    strip: list[np.ndarray] = []
     for s in range(seeds):
-        z = np.random.default_rng(900_000 + s).standard_normal((1, 512)).astype(np.float32)
-        base = gen.styles(torch.from_numpy(z)).numpy()
+        base = gen.candidate_styles(900_000 + s, 1)
         styles = [base[0]] + [steering.shift_age(base, np.array([a]))[0] for a in EDIT_AGES]
         images = gen.generate(torch.from_numpy(np.stack(styles)), batch_size=6).cpu().numpy()
         framed, verdict, _ = judge(gen, est, images)
@@ -228,8 +226,7 @@ def identity_run(gen: Any, est: Any, steering: Steering, descr: Any, seeds: int)
     # One lifetime strip: a seed of each gender from 5 to 78.
     rows = []
     for gender, seed in (("female", 42), ("male", 7)):
-        z = np.random.default_rng(seed).standard_normal((16, 512)).astype(np.float32)
-        candidates = gen.styles(torch.from_numpy(z)).numpy()
+        candidates = gen.candidate_styles(seed, 16)
         styles = [
             aimed_styles(steering, candidates, gender, a, nearest_age=False)[0]
             for a in LIFETIME_AGES
@@ -239,7 +236,6 @@ def identity_run(gen: Any, est: Any, steering: Steering, descr: Any, seeds: int)
         label = f"seed {seed} {gender}, asked " + ", ".join(map(str, LIFETIME_AGES))
         label += "; robust estimate " + ", ".join(f"{a:.0f}" for a in verdict.age)
         rows.append((label, list(images)))
-        strip.extend(images)
     sheet(rows, len(LIFETIME_AGES), DOCS / "lifetime.jpg", size=200)
     return {
         str(a): {
