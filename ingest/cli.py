@@ -100,7 +100,7 @@ def _steered_for_room(
     catalog: object, generator: Generator, settings: IngestSettings
 ) -> Generator | None:
     """The generator aimed at the cells with room, or None when it cannot be steered."""
-    from ingest.curation import target_counts
+    from ingest.curation import curator_for
     from ingest.ondemand.strategies import SteeredPhotoreal, room_aim
     from ingest.steering import load_steering
 
@@ -108,9 +108,8 @@ def _steered_for_room(
     if steering is None:
         return None
     with catalog.read() as view:  # type: ignore[attr-defined]
-        counts = view.band_counts()
-    targets = target_counts(settings.composition, settings.target_size)
-    room = {cell: max(n - counts.get(cell, 0), 0) for cell, n in targets.items()}
+        curator = curator_for(view.band_counts(), settings.composition, settings.target_size)
+    room = {cell: curator.room(cell) for cell in curator.targets}
     return SteeredPhotoreal(generator, steering, room_aim(room))  # type: ignore[return-value]
 
 

@@ -36,7 +36,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingest.gates import (
@@ -78,6 +77,7 @@ from ingest.ondemand.yields import (
 )
 from ingest.pipeline import IngestReport, IngestSettings, run_ingest
 from ingest.ports import ObjectStore
+from ingest.steering import DIRECTIONS_FILE
 
 if TYPE_CHECKING:
     from analysis.types import AgeGenderEstimator
@@ -91,13 +91,6 @@ JOIN_GRACE_SECONDS = 1.0
 # A claim outlives the budget by this much before another process may take it over.
 CLAIM_TTL_EXTRA_SECONDS = 30.0
 MAX_RUN_CANDIDATES = 100_000
-# ``ingest.steering.DIRECTIONS_FILE``, spelt out so planning needs no torch.
-STEERING_DIRECTIONS = (
-    Path(__file__).resolve().parents[1]
-    / "generators"
-    / "weights"
-    / "mobilestylegan_directions.json"
-)
 
 
 @dataclass(frozen=True)
@@ -596,6 +589,6 @@ def load_model_set(config: Mapping[str, Any]) -> ModelSet:
 def available_without_loading() -> list[str]:
     """Strategies usable here, judged from the files on disk (nothing is loaded)."""
     usable = [SAMPLE, OPTIMISE]
-    if STEERING_DIRECTIONS.is_file():
+    if DIRECTIONS_FILE.is_file():
         usable.append(STEER)
     return usable
