@@ -288,11 +288,7 @@ def authenticate(authorization: str | None, cache: KeyCache | None = None) -> Ca
     if cache is None:
         cache = current_app.extensions[_CACHE_EXTENSION]
     entry = cache.get(key_id)
-    if entry is None and cache.known_unknown(key_id):
-        hmac.compare_digest(hash_key(key), "0" * 64)
-        logger.info("rejected unknown API key id %s (remembered)", key_id)
-        raise _unauthorized("Unknown API key.")
-    if entry is None:
+    if entry is None and not cache.known_unknown(key_id):
         # Core on the autocommit connection: one indexed SELECT, no ORM, no transaction.
         row = (
             get_connection()
@@ -304,12 +300,14 @@ def authenticate(authorization: str | None, cache: KeyCache | None = None) -> Ca
             .first()
         )
         if row is None:
-            # Hash anyway, so an unknown id costs the same time as a wrong secret.
-            hmac.compare_digest(hash_key(key), "0" * 64)
             cache.remember_unknown(key_id)
-            logger.info("rejected unknown API key id %s", key_id)
-            raise _unauthorized("Unknown API key.")
-        entry = cache.put(key_id, row)
+        else:
+            entry = cache.put(key_id, row)
+    if entry is None:
+        # Hash anyway, so an unknown id costs the same time as a wrong secret.
+        hmac.compare_digest(hash_key(key), "0" * 64)
+        logger.info("rejected unknown API key id %s", key_id)
+        raise _unauthorized("Unknown API key.")
     if not hmac.compare_digest(hash_key(key), entry.key_hash):
         logger.info("rejected API key id %s: wrong secret", key_id)
         raise _unauthorized("Unknown API key.")
