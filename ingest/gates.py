@@ -254,6 +254,20 @@ class NearDuplicateGate:
         return rejected
 
 
+def analysis_images(generator: object, images: np.ndarray) -> tuple[np.ndarray, list | None]:
+    """What the estimator and the gates see of generated ``images``, and per image None
+    or why it has no usable face (``Candidates.framing``).
+
+    A portrait generator hands over face crops and framing verdicts (``analysis_view``);
+    a crop generator's pixels are used as they are, with no verdicts.
+    """
+    view = getattr(generator, "analysis_view", None)
+    if view is None:
+        return images, None
+    framed = view(images)
+    return framed.crops, framed.reasons
+
+
 @dataclass
 class FramingGate:
     """Rejects faces the detector judged unusable for one reason (``analysis.framing``):

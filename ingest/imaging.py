@@ -66,9 +66,7 @@ def resize(image: np.ndarray, size: int) -> Image.Image:
     return _resized(Image.fromarray(np.ascontiguousarray(image), "RGB"), size)
 
 
-def _resized(picture: Image.Image | np.ndarray, size: int) -> Image.Image:
-    if isinstance(picture, np.ndarray):
-        picture = Image.fromarray(np.ascontiguousarray(picture), "RGB")
+def _resized(picture: Image.Image, size: int) -> Image.Image:
     if picture.size == (size, size):
         return picture
     return picture.resize((size, size), Image.Resampling.LANCZOS)
@@ -109,8 +107,11 @@ def encode_face(
         raise ValueError("thumbnails are at most 350 px (the fakeface.rest contract)")
     picture = resize(image, image_size)
     original = encode(picture, image_format, quality)
-    source = picture if image_size <= image.shape[0] else image
-    thumbnail = encode(_resized(source, thumb_size), image_format, quality)
+    if image_size <= image.shape[0]:
+        small = _resized(picture, thumb_size)
+    else:
+        small = resize(image, thumb_size)
+    thumbnail = encode(small, image_format, quality)
     return EncodedFace(original, thumbnail, image_size, image_size, thumb_size, image_format)
 
 

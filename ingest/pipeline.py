@@ -47,6 +47,7 @@ from ingest.gates import (
     Gate,
     HashIndex,
     RobustVerdictGate,
+    analysis_images,
     apply_gates,
     default_gates,
 )
@@ -371,11 +372,7 @@ class _Run:
         images = self.generator.generate(latents, batch_size=max(len(seeds), 1))
         pixels = images.cpu().numpy()  # also waits for the device to finish
         generated = time.perf_counter()
-        # A portrait generator hands the estimator and the gates a face crop, and says
-        # which candidates have no usable face; a crop generator's pixels are used as is.
-        view = getattr(self.generator, "analysis_view", None)
-        framed = view(pixels) if view is not None else None
-        analysed = framed.crops if framed is not None else pixels
+        analysed, framing = analysis_images(self.generator, pixels)
         framed_at = time.perf_counter()
         estimates = self.estimator.predict(analysed)
         self._time("generation", generated - start)
@@ -386,7 +383,7 @@ class _Run:
             age=np.asarray(estimates.age, dtype=np.float64),
             p_female=np.asarray(estimates.p_female, dtype=np.float64),
             seeds=np.asarray(seeds, dtype=np.int64),
-            framing=framed.reasons if framed is not None else None,
+            framing=framing,
         )
         return _Prepared(candidates, latents.detach().cpu().numpy().astype("<f4"), pixels)
 

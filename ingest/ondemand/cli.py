@@ -67,13 +67,16 @@ def _check(
     on the face crops, and a candidate without one usable face is not usable.
     """
     from analysis.robust import robust_predict
-    from ingest.gates import AgeRangeGate, BlackBorderGate, BrokenImageGate, Candidates
+    from ingest.gates import (
+        AgeRangeGate,
+        BlackBorderGate,
+        BrokenImageGate,
+        Candidates,
+        analysis_images,
+    )
 
     start = time.perf_counter()
-    view = getattr(generator, "analysis_view", None)
-    framed = view(images) if view is not None else None
-    if framed is not None:
-        images = framed.crops
+    images, framing = analysis_images(generator, images)
     plain = estimator.predict(images)
     plain_seconds = time.perf_counter() - start
     batch = Candidates(images, np.asarray(plain.age, float), np.asarray(plain.p_female, float))
@@ -83,8 +86,8 @@ def _check(
         | BrokenImageGate().reject(batch, pending)
         | BlackBorderGate().reject(batch, pending)
     )
-    if framed is not None:
-        usable &= np.array([reason is None for reason in framed.reasons], dtype=bool)
+    if framing is not None:
+        usable &= np.array([reason is None for reason in framing], dtype=bool)
     start = time.perf_counter()
     robust = robust_predict(estimator, images)
     robust_per_face = (time.perf_counter() - start) / max(len(images), 1)

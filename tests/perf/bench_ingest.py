@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
 from analysis.device import configure_threads  # noqa: E402
 from analysis.estimators import load_estimator  # noqa: E402
+from ingest.gates import analysis_images  # noqa: E402
 from ingest.generators import load_generator  # noqa: E402
 from ingest.pipeline import IngestReport, IngestSettings, draw_seeds, run_ingest  # noqa: E402
 
@@ -154,11 +155,10 @@ def main(
         models_dir = Path(env) if env else REPO_ROOT / "instance" / "models"
     generator = load_generator(generator_name, models_dir, device=device)
     estimator = load_estimator("faceapi", models_dir, device=generator.device, batch_size=batch)
-    # Portraits are framed first and the estimator sees face crops, as in ingest.
-    view = getattr(generator, "analysis_view", None)
 
     def analysed(images: Any) -> Any:
-        return view(images).crops if view is not None else images
+        """Portraits are framed first and the estimator sees face crops, as in ingest."""
+        return analysis_images(generator, images)[0]
 
     # --- the models alone ------------------------------------------------------------
     pool = generator.generate(generator.sample_latents(draw_seeds(batch * 4)), batch).cpu()
