@@ -142,7 +142,6 @@ def calibrate_steering_command(
 
     from analysis.robust import robust_predict
     from ingest.command_models import load_models
-    from ingest.generators.photoreal import seed_noise
     from ingest.steering import AgeResponse
 
     sizes = sorted({abs(float(s)) for s in steps.split(",") if s.strip()})
@@ -156,7 +155,7 @@ def calibrate_steering_command(
     older: list[float] = []
     all_seeds = list(range(first_seed, first_seed + seeds))
     for start in tqdm(range(0, seeds, batch), desc="calibrate", unit="batch"):
-        base = generator.styles(seed_noise(all_seeds[start : start + batch])).numpy()
+        base = generator.sample_latents(all_seeds[start : start + batch]).numpy()
         edits = np.concatenate([base + o * steering.age.unit for o in offsets]).astype(np.float32)
         images = generator.generate(torch.from_numpy(edits), batch_size=batch).cpu().numpy()
         framed = generator.analysis_view(images)  # type: ignore[attr-defined]
@@ -165,8 +164,8 @@ def calibrate_steering_command(
         ages = ages.reshape(len(offsets), len(base))
         for k, offset in enumerate(offsets[1:], start=1):
             for i in np.flatnonzero(ok[0] & ok[k]):
-                change = (ages[k, i] - ages[0, i]) / abs(offset)
-                (older if offset > 0 else younger).append(change if offset > 0 else -change)
+                # Years per unit toward the step's side: positive when the edit worked.
+                (older if offset > 0 else younger).append((ages[k, i] - ages[0, i]) / offset)
     if len(younger) < 4 or len(older) < 4:
         raise click.ClickException("too few edits passed framing to measure a response")
     response = AgeResponse(
