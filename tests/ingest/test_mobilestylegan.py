@@ -246,12 +246,17 @@ def test_seed_noise_is_numpy_pcg64_cast_to_float32() -> None:
 # --- conversion of the real IR -----------------------------------------------------------
 
 
+def _fetched_graph(models_dir: Path, network: str) -> IRGraph:
+    """The verified IR of ``network`` (mapping or synthesis) in the models folder."""
+    return IRGraph.read(
+        weight_path(f"mobilestylegan-{network}-xml", models_dir),
+        weight_path(f"mobilestylegan-{network}-bin", models_dir),
+    )
+
+
 @pytest.mark.model
 def test_synthesis_state_dict_has_exactly_the_networks_parameters(models_dir: Path) -> None:
-    graph = IRGraph.read(
-        weight_path("mobilestylegan-synthesis-xml", models_dir),
-        weight_path("mobilestylegan-synthesis-bin", models_dir),
-    )
+    graph = _fetched_graph(models_dir, "synthesis")
     state = msg.synthesis_state_dict(graph)
     network = msg.SynthesisNetwork()
     assert set(state) == set(network.state_dict())
@@ -264,10 +269,7 @@ def test_synthesis_state_dict_has_exactly_the_networks_parameters(models_dir: Pa
 
 @pytest.mark.model
 def test_mapping_state_dict_has_exactly_the_networks_parameters(models_dir: Path) -> None:
-    graph = IRGraph.read(
-        weight_path("mobilestylegan-mapping-xml", models_dir),
-        weight_path("mobilestylegan-mapping-bin", models_dir),
-    )
+    graph = _fetched_graph(models_dir, "mapping")
     state = msg.mapping_state_dict(graph)
     network = msg.MappingNetwork()
     assert set(state) == set(network.state_dict())

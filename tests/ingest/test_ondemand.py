@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from analysis.types import AgeGenderBatch
 from catalog import flight
 from catalog.admission import SqlIngestCatalog
 from catalog.db import session_factory
@@ -83,6 +85,23 @@ def make_engine(
         record_yields(session, SAMPLE, {("male", (80, 89)): counts})
         session.commit()
     return engine
+
+
+class EstimateClock(RobustFakeEstimator):
+    """The fake estimator, and a clock that only moves when it estimates (``seconds``
+    each): an engine on ``now`` spends its budget in estimates, not in wall time."""
+
+    def __init__(self, seconds: float = 0.3) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.time = 0.0
+
+    def predict(self, images: np.ndarray) -> AgeGenderBatch:
+        self.time += self.seconds
+        return super().predict(images)
+
+    def now(self) -> float:
+        return self.time
 
 
 def seed_yield(app: Flask, strategy: str, gender: str, band: tuple[int, int], **counts: float):  # type: ignore[no-untyped-def]
@@ -654,14 +673,22 @@ def test_a_joiner_gets_its_own_answer_when_the_run_it_joined_made_nothing(
     on its run: the joiner does not inherit a 404, it tries itself, charged to its own
     budget: a face if it has budget, its own 429 if not."""
     generator = RobustFakeGenerator(mix((0.3, FakeFace(45.0, 0.95)), (0.7, COMMON)))
-    engine = make_engine(app, generator, budget=5.0)
+    clock = EstimateClock()
+    engine = make_engine(app, generator, clock, budget=5.0)
+    engine.clock = clock.now
     claimed, joiner_waiting = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
+    real_wait = engine.catalog.wait
+
+    def waiting(*args: Any, **kwargs: Any) -> None:
+        joiner_waiting.set()  # the joiner is inside its wait on the owner's run
+        real_wait(*args, **kwargs)
+
+    engine.catalog.wait = waiting  # type: ignore[method-assign]
 
     def owner_charge() -> None:
         claimed.set()
-        joiner_waiting.wait(5)
-        time.sleep(0.3)  # the joiner is inside its wait by now
+        assert joiner_waiting.wait(30)
         raise ApiError(429, "throttled", "Request was throttled. Expected available in 5 s.")
 
     joiner_charges: list[int] = []
@@ -682,7 +709,6 @@ def test_a_joiner_gets_its_own_answer_when_the_run_it_joined_made_nothing(
     assert claimed.wait(5)
     joiner = threading.Thread(target=call, args=("joiner", joiner_charge))
     joiner.start()
-    joiner_waiting.set()
     owner.join(30)
     joiner.join(30)
     assert isinstance(outcome["owner"], ApiError) and outcome["owner"].status == 429
@@ -705,10 +731,12 @@ def test_an_on_demand_run_that_got_its_face_is_recorded_completed(app: Flask) ->
 
 
 def test_an_on_demand_run_out_of_time_is_recorded_interrupted(app: Flask) -> None:
-    """Each estimate sleeps 0.3 s, so a 1 s budget ends the run after a few of its eight
-    candidates on any machine (a slower one only ends it sooner)."""
+    """Each estimate costs 0.3 s of a clock the test controls, so a 1 s budget ends the
+    run after three batches of its planned candidates, on any machine."""
     generator = RobustFakeGenerator(lambda seed: COMMON)  # never a woman in her 40s
-    engine = make_engine(app, generator, RobustFakeEstimator(delay=0.3), budget=1.0)
+    clock = EstimateClock()
+    engine = make_engine(app, generator, clock, budget=1.0)
+    engine.clock = clock.now
     assert engine.supply(FEMALE_40S) is None
     with session_factory(app)() as session:
         (run,) = session.scalars(select(IngestRun)).all()
