@@ -2,7 +2,8 @@
 
 Only assembly happens here: defaults, environment, test overrides, validation, then each
 package's ``init_app`` and the blueprints. Routes and logic live in the packages (the
-Flask tutorial's layout), and nothing imports this module.
+Flask tutorial's layout), and nothing imports this module: the ``facecat`` console
+script names ``app:main`` as its entry point, so the dependency runs app → catalog only.
 """
 
 from __future__ import annotations
@@ -12,25 +13,16 @@ from typing import Any
 
 from flask import Flask
 
+from catalog.cli import FacecatGroup
+
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: declared defaults < FACECAT_* environment < ``test_config``."""
-    from catalog import (
-        api,
-        avatar,
-        config,
-        db,
-        errors,
-        generate,
-        images,
-        keys,
-        limits,
-        ondemand,
-        openapi,
-        status,
-        storage,
-    )
+    from catalog import config, errors, ingest_services, storage
+    from catalog.access import keys, limits
     from catalog.cli import init_app as init_cli
+    from catalog.sql import db, serving
+    from catalog.web import avatar, blueprints
 
     # No static folder: every URL is an API route, and /static would be an undocumented one.
     app = Flask(__name__, instance_relative_config=True, static_folder=None)
@@ -47,15 +39,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     errors.init_app(app)
     db.init_app(app)
+    serving.init_app(app)
     storage.init_app(app)
     # Authentication first: the limiter's before_request keys on the caller it sets.
     keys.init_app(app)
     limits.init_app(app)
     avatar.init_app(app)
-    for blueprint in (api.bp, images.bp, avatar.bp, generate.bp, status.bp, openapi.bp):
+    for blueprint in blueprints():
         app.register_blueprint(blueprint)
     init_cli(app)
-    # On-demand generation is the supplier catalog.fallback hands unmet filters to; the
-    # same wiring gives the `facecat ingest` commands this app's catalog and storage.
-    ondemand.init_app(app)
+    # On-demand generation is what catalog.web.unmet hands unmet filters to; the same
+    # wiring gives the `facecat ingest` commands this app's catalog and storage.
+    ingest_services.init_app(app)
     return app
+
+
+# The ``facecat`` console script (pyproject's entry point): a FlaskGroup over create_app.
+main = FacecatGroup(create_app=create_app, help="facecat: a self-hosted catalog of faces.")

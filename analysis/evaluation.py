@@ -22,16 +22,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from analysis.types import AgeGenderEstimator
+from analysis.vocabulary import BANDS, GENDERS, MAX_AGE
 
 logger = logging.getLogger(__name__)
 
-# (label, lowest age, highest age or None for open-ended), in the catalog's bands.
-AGE_BANDS: tuple[tuple[str, int, int | None], ...] = (
-    ("0–12", 0, 12),
-    ("13–19", 13, 19),
-    ("20–39", 20, 39),
-    ("40–59", 40, 59),
-    ("60+", 60, None),
+# (label, lowest age, highest age or None for open-ended): the catalog's bands, labelled
+# with en dashes as the reports print them.
+AGE_BANDS: tuple[tuple[str, int, int | None], ...] = tuple(
+    (band.label.replace("-", "–"), band.low, band.high if band.high < MAX_AGE else None)
+    for band in BANDS
 )
 
 
@@ -88,7 +87,7 @@ def read_labels(dataset_dir: str | Path) -> list[LabelledFace]:
     with path.open(newline="") as handle:
         for line, row in enumerate(csv.DictReader(handle), start=2):
             gender = row.get("gender", "").strip().lower()
-            if gender not in ("male", "female"):
+            if gender not in GENDERS:
                 raise ValueError(f"{path}:{line}: gender must be male or female, got {gender!r}")
             try:
                 age = int(row["age"])

@@ -25,8 +25,7 @@ import numpy as np
 from PIL import Image
 
 from analysis.types import AgeGenderBatch, AgeGenderEstimator
-
-GENDERS = ("female", "male")
+from analysis.vocabulary import GENDERS
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""The ``facecat`` console script and the registration of every command group.
+"""The root command group and the registration of every package's command group.
 
-``facecat`` is a FlaskGroup over ``create_app``, so ``facecat run`` works from any
-directory, and ``flask --app app ...`` inside the checkout gives the same commands.
+``app.main`` (the ``facecat`` console script) is a ``FacecatGroup`` over ``create_app``,
+so ``facecat run`` works from any directory, and ``flask --app app ...`` inside the
+checkout gives the same commands.
 """
 
 from __future__ import annotations
@@ -15,11 +16,6 @@ from flask import Flask
 from flask.cli import FlaskGroup, ScriptInfo
 
 
-def _create_app() -> Flask:
-    # The console script is the one place allowed to reach app.py: it is the entry point.
-    return importlib.import_module("app").create_app()
-
-
 class FacecatGroup(FlaskGroup):
     """The root group: a command that dies on SQL because nobody migrated the database
     says so, with the fix, instead of printing a driver traceback about a missing table."""
@@ -30,7 +26,7 @@ class FacecatGroup(FlaskGroup):
         try:
             return super().invoke(ctx)
         except SQLAlchemyError as exc:
-            from catalog.db import schema_behind_hint
+            from catalog.sql.db import schema_behind_hint
 
             app = ctx.ensure_object(ScriptInfo).load_app()
             with app.app_context():
@@ -38,9 +34,6 @@ class FacecatGroup(FlaskGroup):
             if hint is None:
                 raise
             raise click.ClickException(hint) from exc
-
-
-main = FacecatGroup(create_app=_create_app, help="facecat: a self-hosted catalog of faces.")
 
 
 class LazyCommand(click.Command):
@@ -78,12 +71,12 @@ def init_app(app: Flask) -> None:
     """Attach the command groups of every package to the app's CLI (torch-free)."""
     from analysis.cli import models_cli
     from catalog.commands import catalog_cli
-    from catalog.db import db_cli
+    from catalog.sql.db import db_cli
 
     app.cli.add_command(db_cli)
     app.cli.add_command(catalog_cli)
     app.cli.add_command(models_cli)
-    app.cli.add_command(importlib.import_module("catalog.keys").keys_cli)
+    app.cli.add_command(importlib.import_module("catalog.access.keys").keys_cli)
     app.cli.add_command(
         LazyCommand("ingest", "ingest.cli:ingest_cli", "Generate, gate and store faces.")
     )

@@ -13,12 +13,13 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog.db import database_revision, session_scope
+from analysis.vocabulary import BANDS, GENDERS
 from catalog.fsck import fsck_command
-from catalog.selection import all_cells, verify_cells
-from catalog.status import catalog_stats, target_composition
-from catalog.storage import StorageError, get_storage, redact_url
-from ingest.bands import BANDS, GENDERS
+from catalog.services import find_service
+from catalog.sql.db import database_revision, session_scope
+from catalog.sql.selection import all_cells, verify_cells
+from catalog.storage import Storage, StorageError, redact_url
+from catalog.web.status import catalog_stats, target_composition
 
 catalog_cli = AppGroup("catalog", help="Inspect the face catalog and check the deployment.")
 catalog_cli.add_command(fsck_command)
@@ -79,7 +80,7 @@ def doctor_command() -> None:
 
     storage_url = redact_url(current_app.config["STORAGE_URL"])
     try:
-        get_storage().ping()
+        find_service(Storage).ping()
     except StorageError as exc:
         report(False, "storage", f"{storage_url}: {exc}")
     else:

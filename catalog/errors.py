@@ -112,7 +112,7 @@ def _schema_is_behind(exc: DBAPIError) -> bool:
     )
     if not missing:
         return False
-    from catalog.db import schema_behind_hint
+    from catalog.sql.db import schema_behind_hint
 
     return schema_behind_hint(current_app) is not None
 

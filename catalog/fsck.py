@@ -9,7 +9,7 @@ restored the database and the bucket from different points in time).
 Rows are read before keys are listed: a row committed after the read cannot be reported
 as missing its objects, because its objects were uploaded before its commit and so
 before the listing. The sweep (``--delete-orphans``) holds the object-writes lock
-exclusively (``catalog.locking``), so it never deletes the objects of a batch whose rows
+exclusively (``catalog.sql.locking``), so it never deletes the objects of a batch whose rows
 are about to be committed; without the flag, objects of a batch in flight may show up
 as orphans for a moment.
 """
@@ -24,8 +24,9 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog.locking import object_writes
-from catalog.models import Face
+from catalog.services import find_service
+from catalog.sql.locking import object_writes
+from catalog.sql.models import Face
 from catalog.storage import Storage, StorageError
 from ingest.ports import FACES_PREFIX, THUMBS_PREFIX
 
@@ -107,11 +108,10 @@ def fsck_command(delete_orphans: bool, limit: int) -> None:
     Exits 1 if a row lacks an object, or if orphans remain (not deleted).
     Examples: ``facecat catalog fsck``, ``facecat catalog fsck --delete-orphans``.
     """
-    from catalog.db import session_factory
-    from catalog.storage import get_storage
+    from catalog.sql.db import session_factory
 
     try:
-        report = fsck(session_factory(), get_storage(), delete_orphans=delete_orphans)
+        report = fsck(session_factory(), find_service(Storage), delete_orphans=delete_orphans)
     except StorageError as exc:
         raise click.ClickException(f"storage unreachable: {exc}") from None
     click.echo(f"{report.rows} rows, {report.objects} objects")

@@ -26,7 +26,7 @@ keepalive = 5
 # Recycle workers now and then so memory growth (torch allocator, caches) stays bounded.
 max_requests = 2000
 max_requests_jitter = 200
-# Engines are created lazily per worker after the fork (catalog.db.get_engine), so the
+# Engines are created lazily per worker after the fork (catalog.sql.db.get_engine), so the
 # app can be built in the master without sharing connections across processes.
 preload_app = False
 accesslog = "-"

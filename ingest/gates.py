@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from analysis.vocabulary import MAX_AGE, MIN_AGE
 from ingest.imaging import ImageStats, hamming, phash
 from ingest.ports import CatalogView
 
@@ -35,8 +36,6 @@ NEAR_DUPLICATE = "near_duplicate"
 BROKEN_IMAGE = "broken_image"
 BLACK_BORDER = "black_border"
 AGE_OUT_OF_RANGE = "age_out_of_range"
-
-MIN_AGE, MAX_AGE = 0, 100
 
 
 @dataclass

@@ -21,7 +21,7 @@ rows, so a run's record never counts a face the catalog does not have.
 
 The pipeline decides; the catalog stores. Objects go through an ``ObjectStore`` and rows
 through an ``IngestCatalog`` (``ingest.ports``), which ``catalog`` implements with its
-storage backends and SQL (``catalog.admission``): ingest never imports ``catalog``.
+storage backends and SQL (``catalog.sql.admission``): ingest never imports ``catalog``.
 """
 
 from __future__ import annotations
@@ -663,7 +663,7 @@ def run_ingest(
     """Generate ``count`` faces and admit those that pass the gates and curation.
 
     :param storage: where the images go (``catalog.storage`` backends fit).
-    :param catalog: where the rows go (``catalog.admission.SqlIngestCatalog``).
+    :param catalog: where the rows go (``catalog.sql.admission.SqlIngestCatalog``).
     :param seeds: use these seeds instead of fresh random ones (``len(seeds) == count``);
         seeds already ingested with the same weights are skipped (``already_ingested``).
     :param stop: set it (SIGTERM) to finish the batch in hand and stop.

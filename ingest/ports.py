@@ -3,7 +3,7 @@
 ``ingest`` may not import ``catalog`` (DESIGN.md: catalog → ingest → analysis), yet the
 pipeline writes objects and rows that ``catalog`` owns. So ingest states its needs here as
 Protocols ("ports") and plain values, and ``catalog`` implements them
-(``catalog.storage`` backends satisfy ``ObjectStore`` as they are; ``catalog.admission``
+(``catalog.storage`` backends satisfy ``ObjectStore`` as they are; ``catalog.sql.admission``
 is the SQL side of ``IngestCatalog``). Tests may pass any object with these methods.
 
 Nothing here imports numpy, torch or SQLAlchemy: ``catalog.storage`` imports this module
@@ -142,7 +142,7 @@ class Admission(CatalogView, Protocol):
 
 
 class IngestCatalog(Protocol):
-    """The catalog as the ingest pipeline uses it (``catalog.admission.SqlIngestCatalog``)."""
+    """The catalog as the ingest pipeline uses it (``catalog.sql.admission.SqlIngestCatalog``)."""
 
     def read(self) -> AbstractContextManager[CatalogView]:
         """A read-only view, one transaction, for the cheap checks before uploading."""

@@ -32,11 +32,10 @@ import numpy as np
 
 from analysis.robust import robust_predict
 from analysis.types import AgeGenderEstimator
+from analysis.vocabulary import GENDERS
 from ingest.imaging import CONTENT_TYPES, encode, resize
 
 logger = logging.getLogger(__name__)
-
-GENDERS = ("male", "female")
 
 
 @dataclass(frozen=True)

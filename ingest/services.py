@@ -3,7 +3,7 @@
 The commands (``ingest.cli``, ``ingest.ondemand.cli``) belong to ingest, as every package
 owns its command group, but they need the app's database and storage, which are the
 catalog's, and ingest may not import ``catalog``. So the catalog registers these
-factories on the app when it is created (``catalog.ondemand.init_app``), and a command
+factories on the app when it is created (``catalog.ingest_services.init_app``), and a command
 asks for them with ``get_services(app)``: the wiring is catalog → ingest, as the layering
 wants, and the commands stay importable (and testable) without it.
 """
@@ -21,8 +21,6 @@ if TYPE_CHECKING:  # the engine pulls in the pipeline; commands import it only w
     from ingest.ondemand.engine import OnDemand
     from ingest.ondemand.ports import OndemandCatalog
     from ingest.ports import ObjectStore
-
-EXTENSION = "facecat.ingest"
 
 
 @dataclass(frozen=True)
@@ -42,17 +40,17 @@ class IngestServices:
 
 def register_services(app: Flask, services: IngestServices) -> None:
     """Give ``app``'s ingest commands their catalog, storage and engine."""
-    app.extensions[EXTENSION] = services
+    app.extensions[IngestServices] = services
 
 
 def get_services(app: Flask) -> IngestServices:
     """The services registered on ``app``; a RuntimeError names the missing wiring."""
     try:
-        return app.extensions[EXTENSION]  # type: ignore[no-any-return]
+        return app.extensions[IngestServices]  # type: ignore[no-any-return]
     except KeyError:
         raise RuntimeError(
             "no ingest services on this app: create it with app.create_app(), whose "
-            "catalog.ondemand.init_app registers them"
+            "catalog.ingest_services.init_app registers them"
         ) from None
 
 

@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations on the engine ``catalog.db.alembic_config`` made.
+"""Alembic environment: runs migrations on the engine ``catalog.sql.db.alembic_config`` made.
 
 The engine arrives in ``config.attributes["engine"]`` so migrations always target the
 database ``create_app`` configured (Warehouse's configure-in-code approach); there is no
@@ -15,8 +15,8 @@ from alembic import context
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 
-import catalog.models  # noqa: F401  (registers every table on Base.metadata)
-from catalog.db import Base
+import catalog.sql.models  # noqa: F401  (registers every table on Base.metadata)
+from catalog.sql.db import Base
 
 logger = logging.getLogger("alembic.env")
 

@@ -34,9 +34,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from app import create_app
-from catalog import db, serving
-from catalog.models import Face
-from catalog.storage import LocalStorage, S3Storage, Storage, get_storage
+from catalog.services import find_service
+from catalog.sql import db, serving
+from catalog.sql.models import Face
+from catalog.storage import LocalStorage, S3Storage, Storage
 from tests.factories import make_face as _make_face
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -255,7 +256,7 @@ def db_session(app: Flask) -> Iterator[Session]:
 @pytest.fixture
 def make_face(app: Flask, db_session: Session) -> Callable[..., Face]:
     """``make_face(gender="male", age=40, …)``: a committed face with real images."""
-    return partial(_make_face, db_session, get_storage(app))
+    return partial(_make_face, db_session, find_service(Storage, app))
 
 
 # --- object storage ---------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Builders for test data that go through the real boundaries.
 
 ``make_face`` writes real (tiny) JPEGs through a ``Storage`` and inserts the row through
-``catalog.selection.add_face``, exactly as ingest does, so the slot counters stay
+``catalog.sql.selection.add_face``, exactly as ingest does, so the slot counters stay
 consistent and image URLs resolve. Ingest and keys tests reuse it; keep it general.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from catalog.models import Face, utcnow
-from catalog.selection import add_face
+from catalog.sql.models import Face, utcnow
+from catalog.sql.selection import add_face
 from catalog.storage import Storage
 from ingest.ports import FACES_PREFIX, THUMBS_PREFIX
 

@@ -24,9 +24,9 @@ import numpy as np
 from flask import current_app
 from flask.cli import with_appcontext
 
+from analysis.vocabulary import GENDERS
 from ingest.ondemand.yields import (
-    BANDS,
-    GENDERS,
+    DECADES,
     SAMPLE,
     STEER,
     STRATEGIES,
@@ -44,12 +44,12 @@ Cell = tuple[str, tuple[int, int]]
 
 def _parse_cells(value: str | None) -> list[Cell]:
     if not value:
-        return [(g, b) for g in GENDERS for b in BANDS]
+        return [(g, b) for g in GENDERS for b in DECADES]
     cells: list[Cell] = []
     for item in value.split(","):
         gender, _, band = item.strip().partition(":")
         low, _, high = band.partition("-")
-        match = [b for b in BANDS if str(b[0]) == low and str(b[1]) == high]
+        match = [b for b in DECADES if str(b[0]) == low and str(b[1]) == high]
         if gender not in GENDERS or not match:
             raise click.BadParameter(
                 f"{item!r}: expected gender:low-high with a decade band such as female:60-69"
@@ -318,7 +318,7 @@ def format_table(table: YieldTable) -> str:
     for (strategy, gender, low), c in sorted(
         table.rows.items(), key=lambda kv: (STRATEGIES.index(kv[0][0]), kv[0][1], kv[0][2])
     ):
-        high = next(b[1] for b in BANDS if b[0] == low)
+        high = next(b[1] for b in DECADES if b[0] == low)
         lines.append(
             f"| {strategy} | {gender} | {low}-{high} | {int(c.tried)} | {int(c.passed)} | "
             f"{c.passed / c.tried if c.tried else 0:.2%} | "

@@ -1,6 +1,6 @@
 """On-demand generation: plan from measured yields, single flight, admit through ingest.
 
-``OnDemand.supply(target)`` is what the catalog's supplier (``catalog.ondemand``) calls
+``OnDemand.supply(target)`` is what the catalog's supplier (``catalog.ingest_services``) calls
 when no stored face matches a filter. In order:
 
 1. **Plan** (``ingest.ondemand.yields``): each available strategy's chance of a passing
@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from analysis.vocabulary import GENDERS
 from ingest.gates import (
     AgeRangeGate,
     BlackBorderGate,
@@ -60,8 +61,7 @@ from ingest.ondemand.ports import (
     Target,
 )
 from ingest.ondemand.yields import (
-    BANDS,
-    GENDERS,
+    DECADES,
     OPTIMISE,
     SAMPLE,
     STEER,
@@ -171,7 +171,7 @@ class Unreachable(Exception):
 class OnDemand:
     """On-demand generation for one catalog (its rows + its object storage) in one process.
 
-    ``catalog`` is ``catalog.ondemand.SqlOndemandCatalog`` in the app (any
+    ``catalog`` is ``catalog.sql.ondemand.SqlOndemandCatalog`` in the app (any
     ``OndemandCatalog`` will do). ``models`` is called (once, under a lock) the first time
     a run needs them, so a web process that never meets an unmet filter never imports
     torch. ``available`` names the strategies usable without loading anything, for
@@ -245,7 +245,7 @@ class OnDemand:
         table = self.catalog.load_yields()
         stored: dict[tuple[str, tuple[int, int]], int] = {}
         for gender, age, n in self.catalog.cell_counts():
-            for band in BANDS:
+            for band in DECADES:
                 if band[0] <= age <= band[1]:
                     stored[(gender, band)] = stored.get((gender, band), 0) + int(n)
         genders: list[str | None] = (
@@ -255,7 +255,7 @@ class OnDemand:
         )
         options: list[tuple[float, int, dict[str, Any]]] = []
         for gender in genders:
-            for band in BANDS:
+            for band in DECADES:
                 covered = (
                     target.minimum_age <= band[0]
                     and band[1] <= target.maximum_age

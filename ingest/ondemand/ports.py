@@ -3,9 +3,10 @@
 The engine (``ingest.ondemand.engine``) takes a ``Target``, a plain value, and talks to
 the catalog only through ``OndemandCatalog``: the pipeline's ``IngestCatalog`` plus the
 rows on-demand keeps (single-flight claims, the backfill queue, the yield table) and
-lookups of stored faces. ``catalog.ondemand.SqlOndemandCatalog`` implements it on the
-database; ``catalog.ondemand`` also builds the engine per app and turns its
-``Unreachable`` into the 404 the API answers. ingest never imports ``catalog``.
+lookups of stored faces. ``catalog.sql.ondemand.SqlOndemandCatalog`` implements it on the
+database; ``catalog.ingest_services`` builds the engine per app, and
+``catalog.web.unmet`` turns its ``Unreachable`` into the 404 the API answers. ingest
+never imports ``catalog``.
 
 Light on purpose (no numpy, torch or SQLAlchemy): web processes import it at start-up.
 """
@@ -110,6 +111,16 @@ class YieldStore(Protocol):
         """Add ``updates`` (per (gender, band)) to the rows, concurrent runs adding up;
         with ``reset`` the strategy's rows are deleted first, in the same transaction."""
         ...
+
+
+class FaceSupplier(Protocol):
+    """On-demand generation as the catalog sees it (``ingest.ondemand.engine.OnDemand``),
+    and the type the app finds the engine by without importing torch."""
+
+    def supply(
+        self, target: Target, *, charge: Callable[[], None] | None = None
+    ) -> StoredFace | None:
+        """A committed face matching ``target``, or None when the budget ran out."""
 
 
 class OndemandCatalog(IngestCatalog, JobBoard, BackfillQueue, YieldStore, Protocol):

@@ -29,6 +29,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from analysis.vocabulary import GENDERS
+
 logger = logging.getLogger(__name__)
 
 SAMPLE = "sample"  # rejection sampling with the default generator (untargeted)
@@ -37,9 +39,7 @@ STEER = "steer"  # the photoreal generator steered in style space (targeted)
 STRATEGIES: tuple[str, ...] = (SAMPLE, STEER, OPTIMISE)
 TARGETED = frozenset({OPTIMISE, STEER})
 WHOLE_BATCHES = frozenset({OPTIMISE})
-GENDERS: tuple[str, ...] = ("female", "male")
-
-BANDS: tuple[tuple[int, int], ...] = (*((lo, lo + 9) for lo in range(0, 90, 10)), (90, 100))
+DECADES: tuple[tuple[int, int], ...] = (*((lo, lo + 9) for lo in range(0, 90, 10)), (90, 100))
 
 PRIOR_PASSED = 1.0
 PRIOR_TRIED = 20.0
@@ -61,7 +61,7 @@ Key = tuple[str, str, int]  # (strategy, gender, band low)
 def band_of(age: float) -> tuple[int, int]:
     """The decade band holding ``age`` (rounded, clamped to 0..100)."""
     age = min(max(round(age), 0), 100)
-    return BANDS[min(age // 10, len(BANDS) - 1)]
+    return DECADES[min(age // 10, len(DECADES) - 1)]
 
 
 def _overlap(low: int, high: int, band: tuple[int, int]) -> int:
@@ -70,7 +70,7 @@ def _overlap(low: int, high: int, band: tuple[int, int]) -> int:
 
 def bands_within(minimum_age: int, maximum_age: int) -> list[tuple[int, int]]:
     """The bands a filter covers entirely (only those learn from a filtered run)."""
-    return [b for b in BANDS if minimum_age <= b[0] and b[1] <= maximum_age]
+    return [b for b in DECADES if minimum_age <= b[0] and b[1] <= maximum_age]
 
 
 @dataclass
@@ -170,7 +170,7 @@ class YieldTable:
         genders = GENDERS if gender is None else (gender,)
         total = 0.0
         for g in genders:
-            for band in BANDS:
+            for band in DECADES:
                 overlap = _overlap(minimum_age, maximum_age, band)
                 if not overlap:
                     continue
@@ -274,5 +274,5 @@ def ingest_run_updates(report: object) -> dict[tuple[str, tuple[int, int]], Coun
         seconds,
         getattr(report, "robust_passes", {}),
         GENDERS,
-        BANDS,
+        DECADES,
     )

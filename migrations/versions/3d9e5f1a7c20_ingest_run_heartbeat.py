@@ -6,7 +6,7 @@ Create Date: 2026-11-30 23:20:00
 
 ``ingest_run.heartbeat_at`` is written with the run's counts after every batch. A run left
 ``running`` by a killed process stops beating, and the next run to start marks it
-``died`` (``catalog.admission.SqlIngestCatalog.start_run``). Nullable: rows of earlier
+``died`` (``catalog.sql.admission.SqlIngestCatalog.start_run``). Nullable: rows of earlier
 releases have none (their ``started_at`` stands in), and the previous release, which does
 not know the column, keeps working against this schema.
 

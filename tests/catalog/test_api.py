@@ -13,12 +13,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from catalog import db
-from catalog.api import RNG_EXTENSION
-from catalog.fallback import register_supplier
-from catalog.models import Face
-from catalog.selection import Filters
-from catalog.storage import get_storage
+from catalog.services import find_service, install_service
+from catalog.sql import db
+from catalog.sql.models import Face
+from catalog.sql.selection import Filters
+from catalog.storage import Storage
+from catalog.web.unmet import Supplier
 from tests.factories import make_face as factory_make_face
 
 HTTP_DATE = re.compile(
@@ -199,13 +199,13 @@ def test_views_redirect_uncacheably_to_the_image(
     assert response.data == b"" and response.mimetype != "text/html"
     image = client.get(response.headers["Location"])
     assert image.status_code == 200 and image.mimetype == "image/jpeg"
-    assert image.data == get_storage(client.application).get(prefix + face.filename)
+    assert image.data == find_service(Storage, client.application).get(prefix + face.filename)
 
 
 def test_view_picks_a_new_face_per_request(
     app: Flask, client: FlaskClient, make_face: Callable[..., Face]
 ) -> None:
-    app.extensions[RNG_EXTENSION] = random.Random(42)
+    install_service(app, random.Random, random.Random(42))
     for _ in range(4):
         make_face()
     locations = {client.get(f"/face/view/{i}").headers["Location"] for i in range(30)}
@@ -216,7 +216,7 @@ def test_public_base_url_is_used_for_image_urls(
     app_factory: Callable[..., Flask], db_session: Session
 ) -> None:
     app = app_factory(PUBLIC_BASE_URL="https://cdn.example.com/facecat/")
-    face = factory_make_face(db_session, get_storage(app))
+    face = factory_make_face(db_session, find_service(Storage, app))
     client = app.test_client()
     body = client.get("/face/json").get_json()
     assert body["image_url"] == f"https://cdn.example.com/facecat/faces/{face.filename}"
@@ -230,12 +230,12 @@ def test_s3_backed_catalog_serves_images(
     app_factory: Callable[..., Flask], db_session: Session, s3_url: str
 ) -> None:
     app = app_factory(STORAGE_URL=s3_url)
-    face = factory_make_face(db_session, get_storage(app))
+    face = factory_make_face(db_session, find_service(Storage, app))
     client = app.test_client()
     location = client.get("/face/view").headers["Location"]
     image = client.get(location)
     assert image.status_code == 200 and image.mimetype == "image/jpeg"
-    assert image.data == get_storage(app).get(face.image_key)
+    assert image.data == find_service(Storage, app).get(face.image_key)
 
 
 # --- /api/v1 ----------------------------------------------------------------------------
@@ -317,9 +317,9 @@ def test_unmet_filter_goes_through_the_supplier(
 
     def supplier(filters: Filters) -> Face:
         asked.append(filters)
-        return factory_make_face(db_session, get_storage(app), gender="female", age=90)
+        return factory_make_face(db_session, find_service(Storage, app), gender="female", age=90)
 
-    register_supplier(app, supplier)
+    install_service(app, Supplier, supplier)
     response = client.get(f"{path}?gender=female&minimum_age=85&maximum_age=95")
     assert response.status_code in (200, 302)
     assert asked == [Filters("female", 85, 95)]
@@ -335,19 +335,19 @@ def test_supplier_is_not_asked_when_a_face_is_stored(
     app: Flask, client: FlaskClient, make_face: Callable[..., Face]
 ) -> None:
     make_face()
-    register_supplier(app, lambda filters: pytest.fail("supplier called"))
+    install_service(app, Supplier, lambda filters: pytest.fail("supplier called"))
     assert client.get("/face/json").status_code == 200
 
 
 def test_supplier_returning_none_gives_no_match(app: Flask, client: FlaskClient) -> None:
-    register_supplier(app, lambda filters: None)
+    install_service(app, Supplier, lambda filters: None)
     body = client.get("/face/json?gender=male").get_json()
     assert body["error"] == "no_match" and "time budget" in body["detail"]
 
 
 def test_ondemand_disabled_skips_the_supplier(app_factory: Callable[..., Flask]) -> None:
     app = app_factory(ONDEMAND_ENABLED=False)
-    register_supplier(app, lambda filters: pytest.fail("supplier called"))
+    install_service(app, Supplier, lambda filters: pytest.fail("supplier called"))
     assert app.test_client().get("/face/json").status_code == 404
 
 

@@ -14,11 +14,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from catalog import avatar
-from catalog.fallback import register_supplier
-from catalog.models import Face
-from catalog.selection import CellCount, Filters
-from catalog.storage import get_storage
+from catalog.services import find_service, install_service
+from catalog.sql.models import Face
+from catalog.sql.selection import CellCount, Filters
+from catalog.storage import Storage
+from catalog.web import avatar
+from catalog.web.unmet import Supplier
 
 
 @pytest.fixture
@@ -134,7 +135,7 @@ def test_resized_image_is_made_once_and_kept_in_storage(
     assert calls == [40]
     assert client.get("/avatar/once?size=40").data == first.data
     assert calls == [40]  # served from storage, not resized again
-    stored = [k for k in get_storage(app).keys("avatars/") if k.endswith("/40.jpg")]
+    stored = [k for k in find_service(Storage, app).keys("avatars/") if k.endswith("/40.jpg")]
     assert len(stored) == 1
 
 
@@ -142,7 +143,7 @@ def test_memory_cache_skips_storage(
     client: FlaskClient, app: Flask, faces: list[Face], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = client.get("/avatar/mem?size=32")
-    storage = get_storage(app)
+    storage = find_service(Storage, app)
 
     def no_storage(key: str) -> bytes:
         raise AssertionError(f"storage read {key}")
@@ -167,7 +168,7 @@ def test_no_match_goes_to_the_on_demand_hook(
         asked.append(filters)
         return make_face(gender="female", age=93, size=64)
 
-    register_supplier(app, supplier)
+    install_service(app, Supplier, supplier)
     response = app.test_client().get("/avatar/x?gender=female&minimum_age=90")
     assert response.status_code == 200
     assert asked == [Filters("female", 90, 100)]
@@ -259,7 +260,7 @@ def test_the_choice_is_the_same_in_another_process() -> None:
         avatar.choose_position(avatar.identity_hash(f"w{i}", Filters()), cells) for i in range(50)
     ]
     code = (
-        "from catalog import avatar; from catalog.selection import CellCount, Filters;"
+        "from catalog.web import avatar; from catalog.sql.selection import CellCount, Filters;"
         "cells=[CellCount('female',30,7),CellCount('male',41,13)];"
         "print([avatar.choose_position(avatar.identity_hash(f'w{i}', Filters()), cells)"
         " for i in range(50)])"

@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 from sqlalchemy.orm import Session
 
-from catalog.models import Face, FaceCell
+from catalog.sql.models import Face, FaceCell
 from tests.conftest import REPO_ROOT_MODELS, _free_port, unavailable
 
 
@@ -96,7 +96,7 @@ def test_a_command_on_an_unmigrated_database_names_the_fix(
     from click.testing import CliRunner
     from sqlalchemy import create_engine, inspect
 
-    from catalog.cli import main
+    from app import main
 
     database = tmp_path / "fresh.db"
     monkeypatch.setenv("FACECAT_DATABASE_URL", f"sqlite:///{database}")

@@ -10,9 +10,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from catalog.db import downgrade, upgrade
 from catalog.errors import ApiError
-from catalog.models import Face
+from catalog.sql.db import downgrade, upgrade
+from catalog.sql.models import Face
 from tests.conftest import _free_port
 
 

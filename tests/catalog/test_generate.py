@@ -20,7 +20,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from catalog import generate
+from catalog.services import install_service
+from catalog.web import generate
 from ingest.seeded import SeededStudio, StudioModels
 from tests.catalog import studio_fakes
 from tests.conftest import CI
@@ -38,7 +39,7 @@ fake_studio = studio_fakes.random_studio
 @pytest.fixture
 def app(app_factory: Callable[..., Flask], random_weights: tuple[Path, str]) -> Flask:
     app = app_factory()
-    app.extensions[generate.STUDIO_EXTENSION] = fake_studio(random_weights)
+    install_service(app, generate.Studio, fake_studio(random_weights))
     return app
 
 
@@ -138,13 +139,13 @@ def test_missing_models_are_503_and_cost_nothing(app_factory: Callable[..., Flas
     def broken() -> StudioModels:
         raise RuntimeError("no style directions fitted for the photoreal generator")
 
-    app.extensions[generate.STUDIO_EXTENSION] = SeededStudio(broken)
+    install_service(app, generate.Studio, SeededStudio(broken))
     client = app.test_client()
     response = client.get("/api/v1/generate")
     assert response.status_code == 503
     assert response.get_json()["error"] == "generator_unavailable"
     with app.test_request_context():
-        from catalog.limits import generation_budget
+        from catalog.access.limits import generation_budget
 
         assert [remaining for _, remaining in generation_budget()] == [1, 60]
 
@@ -217,7 +218,7 @@ def test_head_renders_nothing_and_costs_nothing(app: Flask, client: FlaskClient)
     assert client.head("/api/v1/generate?age=101").status_code == 400
     assert client.head("/api/v1/generate?seed=7").status_code == 403  # as a GET would
     with app.test_request_context():
-        from catalog.limits import generation_budget
+        from catalog.access.limits import generation_budget
 
         assert [remaining for _, remaining in generation_budget()] == [1, 60]
     assert client.get("/api/v1/generate").status_code == 200  # anon's one generation

@@ -8,8 +8,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from catalog.models import Face
-from catalog.storage import get_storage
+from catalog.services import find_service
+from catalog.sql.models import Face
+from catalog.storage import Storage
 
 
 def test_image_has_etag_and_immutable_caching(
@@ -54,7 +55,7 @@ def test_head_on_image(client: FlaskClient, make_face: Callable[..., Face]) -> N
 
 
 def test_webp_content_type(app: Flask, client: FlaskClient) -> None:
-    get_storage(app).put("faces/x.webp", b"RIFF\x00\x00\x00\x00WEBP", "image/webp")
+    find_service(Storage, app).put("faces/x.webp", b"RIFF\x00\x00\x00\x00WEBP", "image/webp")
     assert client.get("/img/faces/x.webp").headers["Content-Type"] == "image/webp"
 
 
@@ -65,7 +66,7 @@ def test_missing_image_is_json_404(client: FlaskClient) -> None:
 
 
 def test_only_faces_and_thumbs_are_served(app: Flask, client: FlaskClient) -> None:
-    get_storage(app).put("private/secret.jpg", b"TOP SECRET", "image/jpeg")
+    find_service(Storage, app).put("private/secret.jpg", b"TOP SECRET", "image/jpeg")
     response = client.get("/img/private/secret.jpg")
     assert response.status_code == 404 and b"TOP SECRET" not in response.data
 
@@ -86,7 +87,7 @@ def test_only_faces_and_thumbs_are_served(app: Flask, client: FlaskClient) -> No
 )
 def test_path_traversal_is_rejected(app: Flask, client: FlaskClient, path: str) -> None:
     # A file right outside the storage root that a traversal would reach.
-    objects = get_storage(app).root
+    objects = find_service(Storage, app).root
     objects.mkdir(parents=True, exist_ok=True)
     (objects.parent / "objects.db").write_bytes(b"TOP SECRET")
     response = client.get(path)

@@ -13,8 +13,10 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from catalog import db, keys
-from catalog.models import APIKey, Face
+from catalog.access import keys
+from catalog.services import find_service
+from catalog.sql import db
+from catalog.sql.models import APIKey, Face
 
 KEY_LINE = re.compile(r"^fc_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$", re.M)
 
@@ -176,7 +178,7 @@ def test_cached_key_revoked_elsewhere_stops_working_once_the_cache_time_is_up(
     KEY_CACHE_SECONDS of when it read the key. The cache's clock is driven by hand."""
     app = app_factory(KEY_CACHE_SECONDS=5)
     now = [1000.0]
-    cache: keys.KeyCache = app.extensions["facecat.key_cache"]
+    cache: keys.KeyCache = find_service(keys.KeyCache, app)
     cache.clock = lambda: now[0]
     make_face()
     key = create(app.test_cli_runner())

@@ -19,11 +19,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from limits import parse_many
 
-from catalog import keys, limit_storage, limits
-from catalog.db import session_scope
+from catalog.access import keys, limit_storage, limits
 from catalog.errors import ApiError
-from catalog.fallback import register_supplier
-from catalog.models import Face
+from catalog.services import find_service, install_service
+from catalog.sql.db import session_scope
+from catalog.sql.models import Face
+from catalog.web.unmet import Supplier
 
 THROTTLED = re.compile(r"^Request was throttled\. Expected available in (\d+) seconds\.$")
 DEFAULT_BUDGETS = {"anon": 1, "basic": 5, "professional": 30, "enterprise": 120}
@@ -178,7 +179,7 @@ def test_two_app_instances_share_one_budget_through_redis(
 ) -> None:
     settings = {"RATELIMIT_STORAGE_URL": redis_url, "RATELIMIT_LOOKUPS": "4/minute"}
     first, second = app_factory(**settings), app_factory(**settings)
-    assert first.extensions["facecat.limiter"] is not second.extensions["facecat.limiter"]
+    assert find_service(limits.Limiter, first) is not find_service(limits.Limiter, second)
     caller = make_caller(first, "basic")
     address = random_address()
     granted = 0
@@ -209,7 +210,9 @@ def test_threads_of_two_instances_share_one_exact_lookup_budget(
     settings = {"RATELIMIT_STORAGE_URL": redis_url, "RATELIMIT_LOOKUPS": "37/minute"}
     apps = [app_factory(**settings), app_factory(**settings)]
     assert all(
-        isinstance(limits.get_limiter(app).storage, limit_storage.ThreadConnectionRedisStorage)
+        isinstance(
+            find_service(limits.Limiter, app).storage, limit_storage.ThreadConnectionRedisStorage
+        )
         for app in apps
     )
     make_face()
@@ -237,7 +240,7 @@ def test_threads_of_two_instances_share_one_exact_lookup_budget(
 
 
 def _thread_redis(app: Flask) -> limit_storage.ThreadConnectionRedis:
-    storage = limits.get_limiter(app).storage
+    storage = find_service(limits.Limiter, app).storage
     assert isinstance(storage, limit_storage.ThreadConnectionRedisStorage)
     return storage.storage
 
@@ -249,7 +252,7 @@ def test_a_dropped_redis_connection_is_replaced_and_the_hit_counted_once(
     import redis
 
     app = app_factory(RATELIMIT_STORAGE_URL=redis_url)
-    limiter = limits.get_limiter(app)
+    limiter = find_service(limits.Limiter, app)
     item = parse_many("10/minute")[0]
     identifiers = ("facecat-test", f"addr:{random_address()}", "lookups")
     assert limiter.requests.hit(item, *identifiers)
@@ -310,8 +313,8 @@ def test_a_forked_child_never_shares_its_parents_redis_socket(
 
 def lookups_remaining(app: Flask, address: str) -> int:
     """What is left of an anonymous address's lookup budget in the current window."""
-    limiter = limits.get_limiter(app)
-    item = limiter.families["api"][0][0]
+    limiter = find_service(limits.Limiter, app)
+    item = limiter.items(limits.LOOKUPS)[0]
     identifiers = (limits.KEY_PREFIX, f"addr:{address}", "lookups")
     return limiter.requests.get_window_stats(item, *identifiers).remaining
 
@@ -324,7 +327,7 @@ def test_a_refused_lookup_counts_no_serving_and_generates_nothing(
     app = app_factory(RATELIMIT_STORAGE_URL=redis_url, RATELIMIT_LOOKUPS="2/minute")
     face = make_face(gender="male", age=40)
     asked: list[object] = []
-    register_supplier(app, lambda filters: asked.append(filters))
+    install_service(app, Supplier, lambda filters: asked.append(filters))
     client = app.test_client()
     address = {"REMOTE_ADDR": random_address()}
     assert client.get("/face/json", environ_base=address).status_code == 200
@@ -346,7 +349,7 @@ def test_a_breached_window_is_refused_without_asking_redis_again(
 ) -> None:
     app = app_factory(RATELIMIT_STORAGE_URL=redis_url, RATELIMIT_LOOKUPS="2/minute")
     make_face()
-    storage = limits.get_limiter(app).storage
+    storage = find_service(limits.Limiter, app).storage
     sent: list[str] = []
     send_incr = storage.send_incr
     storage.send_incr = lambda key, *args: sent.append(key) or send_incr(key, *args)
@@ -397,7 +400,7 @@ def test_a_deferred_reply_lost_with_its_connection_is_counted_again(
     def pause_writes() -> None:
         admin.client_pause(300, all=False)
 
-    app.before_request(pause_writes)
+    app.before_request_funcs.setdefault(None, []).insert(0, pause_writes)  # before the limiter
 
     def drop_connection_mid_request() -> None:  # runs after the limiter sent its hit
         killed.append(_socket_client_id(admin, client._held.connection))

@@ -8,8 +8,8 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 from sqlalchemy import inspect
 
-from catalog import db
-from catalog.db import Base
+from catalog.sql import db
+from catalog.sql.db import Base
 
 
 def tables(app: Flask) -> set[str]:

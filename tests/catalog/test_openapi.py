@@ -42,7 +42,7 @@ def test_document_is_valid_openapi_3_1(doc: dict) -> None:
 
 
 def test_served_document_is_the_declared_one(doc: dict) -> None:
-    from catalog.openapi import document
+    from catalog.web.openapi import document
 
     assert doc == document()
 

@@ -18,8 +18,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app import create_app
-from catalog import db, openapi, serving
-from catalog.storage import get_storage
+from catalog.services import find_service, install_service
+from catalog.sql import db, serving
+from catalog.storage import Storage
+from catalog.web import openapi
+from catalog.web.generate import Studio
 from tests.catalog.studio_fakes import random_studio, random_weights
 from tests.factories import make_face
 
@@ -52,9 +55,9 @@ def seeded_app(
     )
     with db.session_scope(app) as session:
         for gender, age in [("female", 8), ("female", 31), ("male", 31), ("male", 64)]:
-            make_face(session, get_storage(app), gender=gender, age=age, commit=False)
+            make_face(session, find_service(Storage, app), gender=gender, age=age, commit=False)
     # Generation's contract, not the trained weights': a random network renders in ms.
-    app.extensions["facecat.studio"] = random_studio(random_weights(tmp / "weights"))
+    install_service(app, Studio, random_studio(random_weights(tmp / "weights")))
     yield app
     serving.shutdown(app)
     db.dispose(app)
@@ -62,7 +65,7 @@ def seeded_app(
         cleaner()
 
 
-# The document is plain data (catalog.openapi), so it loads at collection time without an
+# The document is plain data (catalog.web.openapi), so it loads at collection time without an
 # app; test_openapi.py checks the served /openapi.json is this same document. (A lazy
 # schemathesis.pytest.from_fixture would be neater but breaks on pytest 9.)
 schema = schemathesis.openapi.from_dict(openapi.document())

@@ -1,4 +1,4 @@
-"""catalog.selection: dense slots, uniform picks, flat cost, races, serving counters."""
+"""catalog.sql.selection: dense slots, uniform picks, flat cost, races, serving counters."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from flask import Flask
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from catalog import db, selection
-from catalog.models import Face, FaceCell
-from catalog.selection import (
+from catalog.sql import db, selection
+from catalog.sql.models import Face, FaceCell
+from catalog.sql.selection import (
     CellCache,
     CellCount,
     Filters,

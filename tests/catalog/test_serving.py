@@ -14,11 +14,12 @@ from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.orm import Session
 from werkzeug.http import http_date as werkzeug_http_date
 
-from catalog import db, serving
-from catalog.api import RNG_EXTENSION, http_date
-from catalog.models import Face
-from catalog.selection import Filters
-from catalog.serving import DrawAhead, ServedRecorder
+from catalog.services import install_service
+from catalog.sql import db, serving
+from catalog.sql.models import Face
+from catalog.sql.selection import Filters
+from catalog.sql.serving import DrawAhead, ServedRecorder
+from catalog.web.api import http_date
 from tests.catalog.test_selection import CHI2_CRITICAL_0_001, UNEVEN, add_bare, chi_square
 from tests.conftest import _free_port
 
@@ -94,7 +95,7 @@ def test_draw_ahead_serves_uniform_faces_with_few_round_trips(
 ) -> None:
     """Through HTTP: still uniform over the filter, and one seek per DRAW_AHEAD faces."""
     app = app_factory(DRAW_AHEAD=8, CELL_CACHE_SECONDS=60, RATELIMIT_LOOKUPS="100000/minute")
-    app.extensions[RNG_EXTENSION] = random.Random(11)
+    install_service(app, random.Random, random.Random(11))
     add_bare(db_session, UNEVEN)
     ids = db_session.scalars(select(Face.id).where(Face.age.between(21, 40))).all()
     seeks: list[str] = []

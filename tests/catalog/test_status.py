@@ -9,11 +9,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from analysis.vocabulary import BANDS
 from app import create_app
-from catalog.db import upgrade
-from catalog.models import Face
-from catalog.storage import get_storage
-from ingest.bands import BANDS, DEFAULT_COMPOSITION
+from catalog.services import find_service
+from catalog.sql.db import upgrade
+from catalog.sql.models import Face
+from catalog.storage import Storage
+from ingest.bands import DEFAULT_COMPOSITION
 from tests.conftest import _free_port
 
 
@@ -110,7 +112,7 @@ def test_healthz_503_when_the_bucket_is_gone(
     app_factory: Callable[..., Flask], s3_url: str
 ) -> None:
     app = app_factory(STORAGE_URL=s3_url)
-    storage = get_storage(app)
+    storage = find_service(Storage, app)
     storage.put("faces/a.jpg", b"\xff\xd8", "image/jpeg")
     assert app.test_client().get("/healthz").status_code == 200
     storage.client.remove_object(storage.bucket, "faces/a.jpg")

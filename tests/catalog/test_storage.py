@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 
 from catalog.config import ConfigError
+from catalog.services import find_service
 from catalog.storage import (
     BACKENDS,
     BucketMissing,
@@ -256,8 +257,8 @@ def test_a_hung_s3_endpoint_costs_a_request_seconds_not_minutes(
     import sys
     import time
 
-    from catalog import db
-    from catalog.storage import S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT, get_storage
+    from catalog.sql import db
+    from catalog.storage import S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT
     from tests.conftest import _free_port, wait_until_answering
     from tests.factories import make_face
 
@@ -271,7 +272,7 @@ def test_a_hung_s3_endpoint_costs_a_request_seconds_not_minutes(
         wait_until_answering(f"http://127.0.0.1:{port}/")
         app = app_factory(STORAGE_URL=f"s3://k:s@127.0.0.1:{port}/hung?region=us-east-1")
         with db.session_factory(app)() as session:
-            face = make_face(session, get_storage(app))
+            face = make_face(session, find_service(Storage, app))
         client = app.test_client()
         assert client.get(f"/img/{face.image_key}").status_code == 200
         os.kill(server.pid, signal.SIGSTOP)

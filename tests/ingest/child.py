@@ -18,8 +18,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
 
-from catalog.admission import SqlIngestCatalog
-from catalog.db import make_engine
+from catalog.sql.admission import SqlIngestCatalog
+from catalog.sql.db import make_engine
 from catalog.storage import LocalStorage
 from ingest.pipeline import IngestSettings, run_ingest
 from ingest.scheduling import IngestWorker

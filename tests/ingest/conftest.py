@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from catalog.services import find_service
+from catalog.storage import Storage
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,7 +26,7 @@ def models_dir() -> Path:
 @pytest.fixture
 def session_maker(app):  # type: ignore[no-untyped-def]
     """The app's sessionmaker, as fsck and ``SqlIngestCatalog`` take it."""
-    from catalog.db import session_factory
+    from catalog.sql.db import session_factory
 
     return session_factory(app)
 
@@ -35,8 +38,7 @@ def ingest(app, session_maker, tmp_path):  # type: ignore[no-untyped-def]
     Keyword arguments override any ``run_ingest`` argument; ``settings=`` may be a dict of
     ``IngestSettings`` fields.
     """
-    from catalog.admission import SqlIngestCatalog
-    from catalog.storage import get_storage
+    from catalog.sql.admission import SqlIngestCatalog
     from ingest.pipeline import IngestSettings, run_ingest
     from tests.ingest.fakes import FakeEstimator, FakeGenerator
 
@@ -47,7 +49,7 @@ def ingest(app, session_maker, tmp_path):  # type: ignore[no-untyped-def]
         arguments = {
             "generator": FakeGenerator(),
             "estimator": FakeEstimator(),
-            "storage": get_storage(app),
+            "storage": find_service(Storage, app),
             "catalog": SqlIngestCatalog(session_maker),
             "settings": settings,
             "trigger": "test",

@@ -9,7 +9,8 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
 import ingest.cli
-from catalog.storage import get_storage
+from catalog.services import find_service, install_service
+from catalog.storage import Storage
 from ingest.pipeline import IngestReport, IngestSettings
 from ingest.scheduling import JOB_ID, IngestWorker, build_scheduler
 from tests.ingest.fakes import FakeEstimator, FakeGenerator, Verdict
@@ -70,7 +71,7 @@ def test_ingest_run_fails_loudly_when_storage_is_down(
         lambda *_a, **_k: (FakeGenerator(always(Verdict(30, 0.95))), FakeEstimator()),
     )
     app.config.update(INGEST_UPLOAD_RETRIES=0)
-    app.extensions["facecat.storage"] = FaultyStorage(get_storage(app), fail_after_puts=0)
+    install_service(app, Storage, FaultyStorage(find_service(Storage, app), fail_after_puts=0))
     result = runner.invoke(args=["ingest", "run", "--count", "8"])
     assert result.exit_code == 1
     assert "storage_error" in result.output and "Error: storage failed" in result.output
@@ -86,7 +87,7 @@ def test_missing_weights_name_the_fetch_command(app, runner, tmp_path) -> None: 
 
 
 def test_fsck_finds_orphans_and_missing_objects(app, runner, make_face) -> None:  # type: ignore[no-untyped-def]
-    storage = get_storage(app)
+    storage = find_service(Storage, app)
     kept = make_face()
     broken = make_face()
     storage.delete(broken.thumb_key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from catalog.admission import band_counts
+from catalog.sql.admission import band_counts
 from ingest.bands import DEFAULT_COMPOSITION
 from ingest.curation import BAND_FULL, LIMIT_REACHED, Curator, target_counts
 

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from catalog.config import SETTINGS_BY_NAME
+from catalog.services import find_service
+from catalog.storage import Storage
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml"]
@@ -140,8 +142,7 @@ def test_gunicorn_trusts_forwarded_headers_only_from_the_proxy_and_logs_the_app(
     import urllib.request
 
     from app import create_app
-    from catalog import db
-    from catalog.storage import get_storage
+    from catalog.sql import db
     from tests.conftest import _free_port, wait_until_answering
     from tests.factories import make_face
 
@@ -157,7 +158,7 @@ def test_gunicorn_trusts_forwarded_headers_only_from_the_proxy_and_logs_the_app(
     )
     db.upgrade(app)
     with db.session_factory(app)() as session:
-        make_face(session, get_storage(app))
+        make_face(session, find_service(Storage, app))
     port = _free_port()
     log = tmp_path / "gunicorn.log"
     with log.open("w") as err:
@@ -197,5 +198,5 @@ def test_gunicorn_trusts_forwarded_headers_only_from_the_proxy_and_logs_the_app(
         server.terminate()
         server.wait(30)
     text = log.read_text()
-    line = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO catalog\.keys \[\d+\] rejected"
+    line = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO catalog\.access\.keys \[\d+\] rejected"
     assert re.search(line, text), text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catalog.admission import SqlCatalogView
+from catalog.sql.admission import SqlCatalogView
 from ingest.gates import (
     AGE_OUT_OF_RANGE,
     BLACK_BORDER,

@@ -21,18 +21,19 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from analysis.types import AgeGenderBatch
-from catalog import flight
-from catalog.admission import SqlIngestCatalog
-from catalog.db import session_factory
 from catalog.errors import ApiError
-from catalog.models import BackfillRequest, CellYield, Face, IngestRun, OndemandJob
-from catalog.ondemand import SqlOndemandCatalog, get_ondemand
-from catalog.selection import verify_cells
-from catalog.storage import get_storage
-from catalog.yields import record_yields
+from catalog.services import find_service, install_service
+from catalog.sql import flight
+from catalog.sql.admission import SqlIngestCatalog
+from catalog.sql.db import session_factory
+from catalog.sql.models import BackfillRequest, CellYield, Face, IngestRun, OndemandJob
+from catalog.sql.ondemand import SqlOndemandCatalog
+from catalog.sql.selection import verify_cells
+from catalog.sql.yields import record_yields
+from catalog.storage import Storage
 from ingest.gates import NOT_ROBUST
 from ingest.ondemand.engine import ModelSet, OnDemand, OndemandSettings
-from ingest.ondemand.ports import FULFILLED, NOT_FOUND, PENDING, Target
+from ingest.ondemand.ports import FULFILLED, NOT_FOUND, PENDING, FaceSupplier, Target
 from ingest.ondemand.yields import (
     MIN_COST_SAMPLES,
     OPTIMISE,
@@ -72,11 +73,11 @@ def make_engine(
     engine = OnDemand(
         settings=OndemandSettings(**values),
         catalog=SqlOndemandCatalog(session_factory(app)),
-        storage=get_storage(app),
+        storage=find_service(Storage, app),
         models=lambda: models,
         available=lambda: [SAMPLE],
     )
-    app.extensions["facecat.ondemand"] = engine
+    install_service(app, FaceSupplier, engine)
     # The fakes cost milliseconds a candidate, not the photoreal prior's 0.3 s: say so in
     # the yield table (on a cell no test asks for), or a run would plan a handful of
     # candidates where the tests expect it to keep trying for its whole budget.
@@ -352,7 +353,7 @@ def test_ingest_uses_the_robust_gate(app: Flask, session_maker) -> None:  # type
         24,
         generator=generator,
         estimator=RobustFakeEstimator(brittle_age=70.0),
-        storage=get_storage(app),
+        storage=find_service(Storage, app),
         catalog=SqlIngestCatalog(session_maker),
         settings=IngestSettings(batch_size=8, upload_backoff=0.0, robust=True),
         trigger="test",
@@ -432,7 +433,7 @@ def test_real_models_fill_an_unmet_reachable_filter(  # type: ignore[no-untyped-
     # batch), not in wall time: on a busy machine a wall-clock budget ran out before the
     # 1-in-10 face came, and the test failed for the machine's sake.
     ticks = itertools.count()
-    get_ondemand(app).clock = lambda: float(next(ticks))
+    find_service(FaceSupplier, app).clock = lambda: float(next(ticks))
     client = app.test_client()
     response = client.get("/face/json?gender=male&minimum_age=30&maximum_age=39")
     assert response.status_code == 200, response.get_json()

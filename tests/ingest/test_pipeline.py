@@ -12,8 +12,8 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from catalog.fsck import fsck
-from catalog.models import Face, FaceCell, IngestRun
-from catalog.selection import verify_cells
+from catalog.sql.models import Face, FaceCell, IngestRun
+from catalog.sql.selection import verify_cells
 from ingest.pipeline import (
     ALREADY_INGESTED,
     DATABASE_ERROR,

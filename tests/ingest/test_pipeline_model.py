@@ -12,10 +12,11 @@ from PIL import Image
 from sqlalchemy import select
 
 from analysis.estimators import load_estimator
-from catalog.admission import SqlIngestCatalog
 from catalog.fsck import fsck
-from catalog.models import Face, IngestRun
-from catalog.storage import get_storage
+from catalog.services import find_service
+from catalog.sql.admission import SqlIngestCatalog
+from catalog.sql.models import Face, IngestRun
+from catalog.storage import Storage
 from ingest.generators import load_generator
 from ingest.imaging import hamming, phash
 from ingest.pipeline import IngestSettings, run_ingest
@@ -35,7 +36,7 @@ def models(models_dir: Path):  # type: ignore[no-untyped-def]
 
 def test_real_models_end_to_end(app, session_maker, models) -> None:  # type: ignore[no-untyped-def]
     generator, estimator = models
-    storage = get_storage(app)
+    storage = find_service(Storage, app)
     seeds = list(range(5000, 5048))
     report = run_ingest(
         48,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from catalog.admission import SqlIngestCatalog
 from catalog.fsck import fsck
-from catalog.models import Face, FaceCell, IngestRun
-from catalog.selection import verify_cells
+from catalog.sql.admission import SqlIngestCatalog
+from catalog.sql.models import Face, FaceCell, IngestRun
+from catalog.sql.selection import verify_cells
 from catalog.storage import LocalStorage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

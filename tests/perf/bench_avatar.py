@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from catalog.avatar import choose_position, identity_hash
-from catalog.selection import CellCount, Filters
+from catalog.sql.selection import CellCount, Filters
+from catalog.web.avatar import choose_position, identity_hash
 
 logger = logging.getLogger("bench_avatar")
 

@@ -50,10 +50,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
-from catalog import db  # noqa: E402
-from catalog.api import serve  # noqa: E402
-from catalog.models import Face  # noqa: E402
-from catalog.params import parse_filters  # noqa: E402
+from catalog.sql import db  # noqa: E402
+from catalog.sql.models import Face  # noqa: E402
+from catalog.web.api import serve  # noqa: E402
+from catalog.web.params import parse_filters  # noqa: E402
 from tests.perf.loopback_server import start_gunicorn  # noqa: E402
 
 logger = logging.getLogger("bench_catalog")
@@ -95,9 +95,10 @@ def bench_app() -> Flask:
     app = create_app()
     app.register_blueprint(bench_bp)
     if os.environ.get("BENCH_LIMITER", "off") == "off":
-        from catalog.limits import get_limiter
+        from catalog.access.limits import Limiter
+        from catalog.services import find_service
 
-        get_limiter(app).enabled = False  # the check is skipped on every request
+        find_service(Limiter, app).enabled = False  # the check is skipped on every request
     return app
 
 

@@ -36,6 +36,8 @@ import click
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
+from catalog.services import find_service  # noqa: E402
+from catalog.storage import Storage  # noqa: E402
 from tests.conftest import _free_port, wait_until_answering  # noqa: E402
 
 CLIENT_TIMEOUT = 120.0
@@ -149,14 +151,13 @@ def main(n: int, out: Path | None) -> None:
             "FACECAT_ONDEMAND_ENABLED": "false",
         }
         from app import create_app
-        from catalog import db
-        from catalog.storage import get_storage
+        from catalog.sql import db
         from tests.factories import make_face
 
         app = create_app({"DATABASE_URL": database_url, "STORAGE_URL": env["FACECAT_STORAGE_URL"]})
         db.upgrade(app)
         with db.session_factory(app)() as session:
-            face = make_face(session, get_storage(app))
+            face = make_face(session, find_service(Storage, app))
         db.get_engine(app).dispose()
         web = subprocess.Popen(
             [

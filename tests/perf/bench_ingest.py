@@ -88,7 +88,7 @@ def _database(server_url: str) -> tuple[str, Callable[[], None]]:
     """A fresh, migrated PostgreSQL database and a function that drops it."""
     from sqlalchemy import create_engine, text
 
-    from catalog.db import engine_url
+    from catalog.sql.db import engine_url
 
     name = f"facecat_bench_ingest_{os.getpid()}"
     admin = create_engine(engine_url(server_url), isolation_level="AUTOCOMMIT")
@@ -185,9 +185,9 @@ def main(
     from sqlalchemy.orm import sessionmaker
 
     from app import create_app
-    from catalog import db
-    from catalog.admission import SqlIngestCatalog
     from catalog.fsck import fsck
+    from catalog.sql import db
+    from catalog.sql.admission import SqlIngestCatalog
     from catalog.storage import storage_from_url
 
     port = _free_port()

@@ -54,7 +54,9 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from catalog import db  # noqa: E402
+from catalog.services import find_service  # noqa: E402
+from catalog.sql import db  # noqa: E402
+from catalog.storage import Storage  # noqa: E402
 from tests.perf.loopback_server import start_gunicorn, stop_gunicorn  # noqa: E402
 
 logger = logging.getLogger("bench_limits")
@@ -65,18 +67,19 @@ BENCH_DB = "facecat_bench_limits"
 def bench_app():  # type: ignore[no-untyped-def]
     """gunicorn's entry point: create_app(), limiter off in ``BENCH_MODE=bare``."""
     from app import create_app
-    from catalog.generate import STUDIO_EXTENSION
-    from catalog.limits import get_limiter
+    from catalog.access.limits import Limiter
+    from catalog.services import find_service, install_service
+    from catalog.web.generate import Studio
     from tests.catalog.studio_fakes import random_studio, random_weights
 
     app = create_app()
     if os.environ.get("BENCH_MODE") in ("bare", "key_only"):
-        get_limiter(app).enabled = False  # lookup checks are skipped
+        find_service(Limiter, app).enabled = False  # lookup checks are skipped
     if os.environ.get("BENCH_MODE") == "sync":
-        get_limiter(app)._deferrable = False  # wait for each hit's reply before the view
+        find_service(Limiter, app)._deferrable = False  # wait for each hit's reply before the view
     # One file per worker: two workers writing one path would corrupt each other's copy.
     weights = Path(os.environ["BENCH_WEIGHTS_DIR"]) / str(os.getpid())
-    app.extensions[STUDIO_EXTENSION] = random_studio(random_weights(weights))
+    install_service(app, Studio, random_studio(random_weights(weights)))
     return app
 
 
@@ -203,7 +206,6 @@ def backend_pids(url: str) -> list[int]:
 def prepare_database(server_url: str, storage: Path, faces: int) -> str:
     """Create, migrate and seed the bench database; return its URL."""
     from app import create_app
-    from catalog.storage import get_storage
     from tests.factories import make_face
 
     admin = create_engine(db.engine_url(server_url), isolation_level="AUTOCOMMIT")
@@ -218,7 +220,7 @@ def prepare_database(server_url: str, storage: Path, faces: int) -> str:
         for n in range(faces):
             make_face(
                 session,
-                get_storage(app),
+                find_service(Storage, app),
                 gender=("female", "male")[n % 2],
                 age=18 + n % 50,
                 commit=False,
@@ -230,7 +232,7 @@ def prepare_database(server_url: str, storage: Path, faces: int) -> str:
 def create_key(url: str, storage: Path, user_class: str) -> str:
     """A fresh key of ``user_class`` in the bench database (plaintext)."""
     from app import create_app
-    from catalog import keys
+    from catalog.access import keys
 
     app = create_app({"DATABASE_URL": url, "STORAGE_URL": storage.as_uri()})
     with app.app_context(), db.session_scope(app) as session:

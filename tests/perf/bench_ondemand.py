@@ -40,13 +40,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
 from analysis.robust import cell_match, robust_predict  # noqa: E402
+from analysis.vocabulary import GENDERS  # noqa: E402
 from app import create_app  # noqa: E402
-from catalog import flight  # noqa: E402
-from catalog.db import get_engine, session_factory, upgrade  # noqa: E402
-from catalog.models import CellYield, Face  # noqa: E402
-from catalog.ondemand import SqlOndemandCatalog  # noqa: E402
-from catalog.storage import get_storage  # noqa: E402
-from catalog.yields import load_yields  # noqa: E402
+from catalog.services import (  # noqa: E402
+    find_service,
+    install_service,
+)
+from catalog.sql import flight  # noqa: E402
+from catalog.sql.db import get_engine, session_factory, upgrade  # noqa: E402
+from catalog.sql.models import CellYield, Face  # noqa: E402
+from catalog.sql.ondemand import SqlOndemandCatalog  # noqa: E402
+from catalog.sql.yields import load_yields  # noqa: E402
+from catalog.storage import Storage  # noqa: E402
 from ingest.ondemand.cli import format_table  # noqa: E402
 from ingest.ondemand.engine import (  # noqa: E402
     ModelSet,
@@ -54,8 +59,11 @@ from ingest.ondemand.engine import (  # noqa: E402
     OndemandSettings,
     load_model_set,
 )
-from ingest.ondemand.ports import Target  # noqa: E402
-from ingest.ondemand.yields import BANDS, GENDERS, choose  # noqa: E402
+from ingest.ondemand.ports import (  # noqa: E402
+    FaceSupplier,
+    Target,
+)
+from ingest.ondemand.yields import DECADES, choose  # noqa: E402
 from ingest.pipeline import draw_seeds  # noqa: E402
 
 logger = logging.getLogger("bench_ondemand")
@@ -117,11 +125,11 @@ def engine_for(app: Any, models: ModelSet, budget: float) -> OnDemand:
     engine = OnDemand(
         settings=settings,
         catalog=SqlOndemandCatalog(session_factory(app)),
-        storage=get_storage(app),
+        storage=find_service(Storage, app),
         models=lambda: models,
     )
     engine.models()  # loaded up front: plans then see which strategies really exist
-    app.extensions["facecat.ondemand"] = engine
+    install_service(app, FaceSupplier, engine)
     return engine
 
 
@@ -245,7 +253,7 @@ def yield_report(catalogs: Catalogs, models: ModelSet, budget: float) -> tuple[s
         table = load_yields(session)
     reachable, refused = [], []
     for gender in GENDERS:
-        for band in BANDS:
+        for band in DECADES:
             filters = Target(gender, band[0], band[1])
             plan = choose(engine.plans(filters, budget), engine.settings.min_success)
             (reachable if plan else refused).append((filters, plan))
@@ -265,7 +273,7 @@ def contact_sheet(
         face = engine.supply(filters)
         seconds = time.perf_counter() - start
         if face is not None:
-            storage = get_storage(app)
+            storage = find_service(Storage, app)
             with session_factory(app)() as session:
                 stored = session.query(Face).order_by(Face.id).limit(per_cell).all()
             for f in [face, *[s for s in stored if s.id != face.id]][:per_cell]:
@@ -302,7 +310,7 @@ def ingest_cost(catalogs: Catalogs, models: ModelSet, count: int) -> dict:
             count,
             generator=models.generator,
             estimator=models.estimator,
-            storage=get_storage(app),
+            storage=find_service(Storage, app),
             catalog=SqlOndemandCatalog(session_factory(app)),
             settings=settings,
             trigger="bench",
@@ -335,7 +343,7 @@ def optimise_sheet(
         images: list[np.ndarray] = []
         with session_factory(app)() as session:
             for f in session.query(Face).order_by(Face.id).all():
-                data = get_storage(app).get(f.image_key)
+                data = find_service(Storage, app).get(f.image_key)
                 images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
         label = f"{filters.gender} {filters.minimum_age}-{filters.maximum_age}"
         served.append(

@@ -52,6 +52,9 @@ from typing import Any
 
 import click
 
+from catalog.services import find_service
+from catalog.storage import Storage
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Run as a script from a checkout, so the packages need not be installed.
 sys.path.insert(0, str(REPO_ROOT))
@@ -210,9 +213,8 @@ def _ingest_row(spec: dict[str, Any]) -> dict[str, Any]:
     from analysis.device import configure_threads
     from analysis.estimators import load_estimator
     from app import create_app
-    from catalog import db
-    from catalog.admission import SqlIngestCatalog
-    from catalog.storage import get_storage
+    from catalog.sql import db
+    from catalog.sql.admission import SqlIngestCatalog
     from ingest.generators.photoreal import PhotorealGenerator
     from ingest.pipeline import IngestSettings, draw_seeds, run_ingest
 
@@ -252,7 +254,7 @@ def _ingest_row(spec: dict[str, Any]) -> dict[str, Any]:
             count,
             generator=generator,
             estimator=estimator,
-            storage=get_storage(app),
+            storage=find_service(Storage, app),
             catalog=SqlIngestCatalog(db.session_factory(app)),
             settings=settings,
             trigger="bench",

@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 from analysis.estimators import load_estimator  # noqa: E402
 from analysis.recognition import FaceDescriptorNet, face_descriptors  # noqa: E402
 from analysis.robust import cell_match, robust_predict  # noqa: E402
-from ingest.bands import BANDS, GENDERS  # noqa: E402
+from analysis.vocabulary import BANDS, GENDERS  # noqa: E402
 from ingest.generators.photoreal import PhotorealGenerator  # noqa: E402
 from ingest.ondemand.strategies import OLDEST_AIM, SteeredPhotoreal  # noqa: E402
 from ingest.steering import Steering, aimed_styles  # noqa: E402

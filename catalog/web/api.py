@@ -1,14 +1,13 @@
 """The face endpoints: fakeface.rest's ``/face/json``, ``/face/view``, ``/thumb/view`` and
 the v1 JSON API (``/api/v1/faces/random``, ``/api/v1/faces/<id>``).
 
-Views only parse parameters, pick through ``catalog.selection``, fall back to
-``catalog.fallback.supply_unmet`` when nothing matches, and render. HEAD works on every
+Views only parse parameters, pick through ``catalog.sql.selection``, fall back to
+``catalog.web.unmet.supply_unmet`` when nothing matches, and render. HEAD works on every
 route (Flask runs the GET view) but does not count as serving a face.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -16,14 +15,15 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.routing import PathConverter
 
-from catalog import fallback
-from catalog.db import serving_read
+from catalog.access.limits import LOOKUPS, limited, settle_request
 from catalog.errors import ApiError
-from catalog.images import image_url, url_base
-from catalog.limits import settle_request
-from catalog.params import parse_filters, parse_int
-from catalog.selection import Filters, get_face, pick_random
-from catalog.serving import get_cell_cache, get_draw_ahead, get_recorder
+from catalog.services import find_service
+from catalog.sql.db import serving_read
+from catalog.sql.selection import CellCache, Filters, get_face, pick_random
+from catalog.sql.serving import DrawAhead, ServedRecorder
+from catalog.web import unmet
+from catalog.web.images import image_url, url_base
+from catalog.web.params import parse_filters, parse_int
 
 bp = Blueprint("api", __name__)
 
@@ -37,26 +37,6 @@ class SuffixConverter(PathConverter):
 
 # Before the routes below are added to the app's map, which is when they need it.
 bp.record_once(lambda state: state.app.url_map.converters.setdefault("suffix", SuffixConverter))
-
-RNG_EXTENSION = "facecat.rng"
-_process_rng: tuple[int, random.Random] | None = None
-
-
-def get_rng() -> random.Random:
-    """The source of randomness for picks; tests install a seeded one in app.extensions.
-
-    One generator per process, seeded from the OS after the fork: a module-level
-    Random() would be copied into every pre-forked gunicorn worker with the same state,
-    and SystemRandom costs a system call per draw.
-    """
-    global _process_rng
-    installed = current_app.extensions.get(RNG_EXTENSION)
-    if installed is not None:
-        return installed
-    if _process_rng is None or _process_rng[0] != os.getpid():
-        _process_rng = (os.getpid(), random.Random(os.urandom(32)))
-    return _process_rng[1]
-
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -115,19 +95,19 @@ def pick_faces(filters: Filters, count: int = 1) -> list[Any]:
     def draw(n: int) -> list[Any]:
         return serving_read(
             lambda connection: pick_random(
-                connection, filters, get_rng(), n, cache=get_cell_cache()
+                connection, filters, find_service(random.Random), n, cache=find_service(CellCache)
             )
         )
 
     if count == 1:
-        face = get_draw_ahead().take(filters, draw)
+        face = find_service(DrawAhead).take(filters, draw)
         faces = [face] if face is not None else []
     else:
         faces = draw(count)
     if not faces:
-        supplied = fallback.supply_unmet(filters)
+        supplied = unmet.supply_unmet(filters)
         if supplied is None:
-            raise fallback.no_match(filters)
+            raise unmet.no_match(filters)
         faces = [supplied]
     return faces
 
@@ -136,12 +116,12 @@ def count_served(faces: list[Any]) -> None:
     """Count one serving of each face, except for HEAD requests, which only look."""
     settle_request()  # a request refused by its lookup limit serves nothing
     if request.method != "HEAD":
-        get_recorder().record(face.id for face in faces)
+        find_service(ServedRecorder).record(face.id for face in faces)
 
 
 def serve(faces: list[Any]) -> list[dict[str, Any]]:
     """The faces' JSON (with their previous serving time), then count the serving."""
-    recorder = get_recorder()
+    recorder = find_service(ServedRecorder)
     bodies = [face_json(face, recorder.pending_since(face.id)) for face in faces]
     count_served(faces)
     return bodies
@@ -158,6 +138,7 @@ def no_store_redirect(location: str) -> Response:
 
 
 @bp.get("/face/json")
+@limited(LOOKUPS)
 def face_json_view() -> Response:
     """One random face matching the filters, as JSON."""
     (body,) = serve(pick_faces(parse_filters(request.args)))
@@ -166,6 +147,7 @@ def face_json_view() -> Response:
 
 @bp.get("/face/view", defaults={"anything": ""})
 @bp.get("/face/view/<suffix:anything>")
+@limited(LOOKUPS)
 def face_view(anything: str) -> Response:
     """302 to a random face's image; the path suffix only defeats browser caches."""
     (face,) = pick_faces(parse_filters(request.args))
@@ -175,6 +157,7 @@ def face_view(anything: str) -> Response:
 
 @bp.get("/thumb/view", defaults={"anything": ""})
 @bp.get("/thumb/view/<suffix:anything>")
+@limited(LOOKUPS)
 def thumb_view(anything: str) -> Response:
     """302 to a random face's thumbnail."""
     (face,) = pick_faces(parse_filters(request.args))
@@ -183,6 +166,7 @@ def thumb_view(anything: str) -> Response:
 
 
 @bp.get("/api/v1/faces/random")
+@limited(LOOKUPS)
 def random_faces() -> Response:
     """``count`` distinct random faces; fewer when fewer match, 404 when none do."""
     limit = current_app.config["MAX_RANDOM_COUNT"]
@@ -197,9 +181,10 @@ def _no_store(response: Response) -> Response:
 
 
 @bp.get("/api/v1/faces/<int(max=2147483647):face_id>")
+@limited(LOOKUPS)
 def face_by_id(face_id: int) -> Response:
     """One face's metadata (looking it up does not count as serving it)."""
     face = serving_read(lambda connection: get_face(connection, face_id))
     if face is None:
         raise ApiError(404, "not_found", f"No face has id {face_id}.", id=face_id)
-    return jsonify(face_json(face, get_recorder().pending_since(face_id)))
+    return jsonify(face_json(face, find_service(ServedRecorder).pending_since(face_id)))

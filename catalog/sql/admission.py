@@ -4,7 +4,7 @@ The ingest pipeline decides which faces get in (gates, curation, the re-check un
 lock); this module is where those decisions meet the tables: band counts from the
 ``face_cell`` counters, seeds and perceptual hashes from ``face``, run records in
 ``ingest_run``, rows inserted through ``selection.add_face`` (the only writer of slots),
-and the cross-process locks of ``catalog.locking``. It wraps a sessionmaker, so the web
+and the cross-process locks of ``catalog.sql.locking``. It wraps a sessionmaker, so the web
 app, the CLI, a worker process and the tests can each give it theirs.
 
 Database errors become ``ingest.ports.CatalogError`` only where the port says ingest
@@ -24,9 +24,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog.locking import lock_inserts, object_writes
-from catalog.models import Face, FaceCell, IngestRun, utcnow
-from catalog.selection import add_face
+from catalog.sql.locking import lock_inserts, object_writes
+from catalog.sql.models import Face, FaceCell, IngestRun, utcnow
+from catalog.sql.selection import add_face
 from ingest.bands import cell_key
 from ingest.ports import CatalogError, FaceRecord, RunCounts
 
@@ -142,7 +142,7 @@ class SqlIngestCatalog:
             raise CatalogError(str(exc)) from exc
 
     def object_writes(self) -> AbstractContextManager[None]:
-        """The shared object-writes lock (``catalog.locking.object_writes``)."""
+        """The shared object-writes lock (``catalog.sql.locking.object_writes``)."""
         return object_writes(self.session_factory.kw["bind"])
 
     def start_run(self, *, trigger: str, device: str, generator: str, requested: int) -> int:

@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlsplit
 from urllib.request import url2pathname
 
-from flask import Flask, current_app
+from flask import Flask
 
 # The errors derive from ingest's port errors, so the pipeline retries a backend failure
 # without importing catalog; both backends satisfy ``ingest.ports.ObjectStore`` as they are.
@@ -413,16 +413,6 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def get_storage(app: Flask | None = None) -> Storage:
-    """The app's storage backend (built once by ``init_app``)."""
-    app = app or current_app
-    storage = app.extensions.get("facecat.storage")
-    if storage is None:
-        storage = storage_from_url(app.config["STORAGE_URL"])
-        app.extensions["facecat.storage"] = storage
-    return storage
-
-
 def init_app(app: Flask) -> None:
     """Build the backend now, so a malformed FACECAT_STORAGE_URL fails at start-up.
 
@@ -430,9 +420,10 @@ def init_app(app: Flask) -> None:
     is where reachability is reported.
     """
     from catalog.config import ConfigError
+    from catalog.services import install_service
 
     url = app.config["STORAGE_URL"]
     try:
-        app.extensions["facecat.storage"] = storage_from_url(url)
+        install_service(app, Storage, storage_from_url(url))
     except (ValueError, StorageError) as exc:
         raise ConfigError(f"FACECAT_STORAGE_URL={redact_url(url)!r} is invalid: {exc}") from None

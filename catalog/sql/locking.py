@@ -3,7 +3,7 @@
 Two locks, both taken through the database so that every process that shares a catalog
 shares them, with no extra service. They are database code, so they live in ``catalog``;
 the ingest pipeline takes them through ``ingest.ports.IngestCatalog``
-(``catalog.admission``), and ``catalog.fsck`` directly:
+(``catalog.sql.admission``), and ``catalog.fsck`` directly:
 
 * ``lock_inserts(session)``: held for the rest of the transaction that inserts a
   batch's rows. Inside it, band counts and seen seeds are re-read and are exact, so two

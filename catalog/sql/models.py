@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from catalog.db import Base
+from catalog.sql.db import Base
 
 
 def utcnow() -> datetime:
@@ -136,7 +136,7 @@ class IngestRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Written with the run's counts after every batch: a 'running' run whose heartbeat
-    # stopped belongs to a process that died (catalog.admission marks it 'died').
+    # stopped belongs to a process that died (catalog.sql.admission marks it 'died').
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     device: Mapped[str] = mapped_column(String(32))
     generator: Mapped[str] = mapped_column(String(64))

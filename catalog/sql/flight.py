@@ -13,7 +13,7 @@ Backfill: ``backfill_request`` rows, one per normalised filter, counted up by ev
 or slow hit, read by the worker (``ingest.ondemand.engine.run_backfill``).
 
 This is the SQL behind ``ingest.ondemand.ports.JobBoard`` and ``BackfillQueue``
-(``catalog.ondemand.SqlOndemandCatalog`` delegates here); the engine decides when to
+(``catalog.sql.ondemand.SqlOndemandCatalog`` delegates here); the engine decides when to
 claim, wait and queue, and the vocabulary it uses (``filter_key``, the backfill states)
 is defined beside those ports.
 """
@@ -29,7 +29,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog.models import BackfillRequest, OndemandJob, utcnow
+from catalog.sql.models import BackfillRequest, OndemandJob, utcnow
 from ingest.ondemand.ports import FULFILLED, PENDING, filter_key
 
 logger = logging.getLogger(__name__)

@@ -8,12 +8,14 @@ budget (``tests/perf/bench_limits.py`` checks it under load).
 
 Why not Flask-Limiter's request hook: it resolved, filtered and exempted its limit
 declarations on every request, which cost 0.33 ms on a /face/json that takes 1.5 ms in
-process (measured with its Redis storage, 2026-11-21). The check here is a
-``before_request`` on the limited blueprints only and one ``hit`` per limit.
+process (measured with its Redis storage, 2026-11-21). The check here is one
+``before_request`` that reads the limit the route declared (``@limited``) and one ``hit``
+per limit.
 
-- Catalog lookups (the ``api`` blueprint) and image fetches (``images``, ``avatar``) share
-  one limit per family and caller, on fixed windows: one INCR per request, and for
-  generous limits the fixed window's edge effect (up to 2x across a boundary) is moot.
+- Catalog lookups (``LOOKUPS``: /face, /thumb, /api/v1/faces) and image fetches
+  (``IMAGES``: /img, /avatar) share one limit per scope and caller, on fixed windows: one
+  INCR per request, and for generous limits the fixed window's edge effect (up to 2x
+  across a boundary) is moot.
 - Generation is charged by ``charge_generation()``, not by a route hook, because two code
   paths generate: ``/api/v1/generate`` and the on-demand fill of an unmet filter. Both
   call it right before generating, after validating parameters (a 400 never costs
@@ -33,7 +35,7 @@ If the storage fails, lookups and image fetches fall back to per-process counter
 at most once a minute) rather than failing; generation fails closed with a 503.
 
 Cost: the one Redis round trip per request is what the limiter costs, so its transport is
-tuned (``catalog.limit_storage``): each thread counts over its own connection, and a
+tuned (``catalog.access.limit_storage``): each thread counts over its own connection, and a
 lookup's or image fetch's hit is sent before the view runs and its reply read only before
 the view does anything that matters (``settle_request``: before counting a serving,
 before on-demand generation, and at the latest before the response leaves). A request
@@ -53,7 +55,8 @@ import logging
 import math
 import threading
 import time
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 from limits import RateLimitItem, parse_many
@@ -62,22 +65,15 @@ from limits.strategies import STRATEGIES, FixedWindowRateLimiter, RateLimiter
 from redis.exceptions import NoScriptError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from catalog.access.keys import ANONYMOUS, Caller, current_caller
+from catalog.access.limit_storage import PendingReply, ThreadConnectionRedisStorage, open_storage
 from catalog.errors import ApiError, error_response
-from catalog.keys import ANONYMOUS, Caller, current_caller
-from catalog.limit_storage import PendingReply, ThreadConnectionRedisStorage, open_storage
+from catalog.services import find_service, install_service
 
 logger = logging.getLogger(__name__)
 
-_EXTENSION = "facecat.limiter"
 KEY_PREFIX = "facecat"
 GENERATION_SCOPE = "generation"
-# Blueprint families and the setting that limits each; all routes of a family share one
-# counter per caller, so /face/json and /thumb/view draw from the same lookup budget.
-BLUEPRINT_LIMITS = {
-    "api": ("RATELIMIT_LOOKUPS", "lookups"),
-    "images": ("RATELIMIT_IMAGES", "images"),
-    "avatar": ("RATELIMIT_IMAGES", "images"),
-}
 _WARN_EVERY = 60.0
 _PENDING = "facecat_pending_hits"  # on flask.g: this request's sent, unread hits
 _REMEMBERED_REFUSALS = 10_000  # past this, expired refusals are forgotten
@@ -93,6 +89,41 @@ def throttled(retry_after: float) -> ApiError:
         headers={"Retry-After": str(seconds)},
         retry_after=seconds,
     )
+
+
+class RouteLimit(NamedTuple):
+    """A request limit a route declares with ``@limited``: the setting that holds the limit
+    string, and the scope whose one counter per caller every route declaring it shares (so
+    /face/json and /thumb/view draw from the same lookup budget)."""
+
+    setting: str
+    scope: str
+
+
+LOOKUPS = RouteLimit("RATELIMIT_LOOKUPS", "lookups")
+IMAGES = RouteLimit("RATELIMIT_IMAGES", "images")
+
+V = TypeVar("V", bound=Callable[..., Any])
+
+
+def limited(limit: RouteLimit) -> Callable[[V], V]:
+    """Declare, where the route is declared, that its requests count against ``limit``.
+
+    Put it under the route decorator; the limiter checks the limit before the view runs
+    (routes without one pay a dictionary lookup).
+    """
+
+    def declare(view: V) -> V:
+        view.rate_limit = limit  # type: ignore[attr-defined]
+        return view
+
+    return declare
+
+
+def _route_limit() -> RouteLimit | None:
+    """The limit the current request's route declared, if any."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    return getattr(view, "rate_limit", None)
 
 
 def _shortest_first(limit_string: str) -> list[RateLimitItem]:
@@ -118,10 +149,8 @@ class Limiter:
         self.generation: RateLimiter = STRATEGIES[config["RATELIMIT_GENERATION_STRATEGY"]](
             self.storage
         )
-        self.families = {
-            blueprint: (_shortest_first(config[setting]), scope)
-            for blueprint, (setting, scope) in BLUEPRINT_LIMITS.items()
-        }
+        self._config = config
+        self._route_items: dict[RouteLimit, list[RateLimitItem]] = {}
         self.generation_limits = {
             user_class: _shortest_first(config[f"RATELIMIT_GENERATION_{user_class.upper()}"])
             for user_class in ("anon", "basic", "professional", "enterprise")
@@ -144,12 +173,21 @@ class Limiter:
             "rate-limit storage failed; counting lookups per process for now", exc_info=True
         )
 
-    def check_request(self, items: list[RateLimitItem], scope: str) -> None:
-        """``before_request`` of a limited blueprint: count the request against its
-        family's ``items`` (or send the count, see ``settle_request``), or 429."""
-        if not self.enabled or request.environ.get("REQUEST_METHOD") == "OPTIONS":
+    def items(self, limit: RouteLimit) -> list[RateLimitItem]:
+        """The parsed limits of a route limit's setting, shortest window first."""
+        items = self._route_items.get(limit)
+        if items is None:
+            items = self._route_items[limit] = _shortest_first(self._config[limit.setting])
+        return items
+
+    def check_request(self) -> None:
+        """App-wide ``before_request``, after authentication: count a request to a limited
+        route against its limit (or send the count, see ``settle_request``), or 429."""
+        limit = _route_limit() if self.enabled else None
+        if limit is None or request.environ.get("REQUEST_METHOD") == "OPTIONS":
             return
-        identifiers = (KEY_PREFIX, current_caller().rate_key, scope)
+        items = self.items(limit)
+        identifiers = (KEY_PREFIX, current_caller().rate_key, limit.scope)
         self._refuse_if_remembered(items, identifiers)
         if self._deferrable and len(items) == 1 and self._send(items[0], identifiers):
             return
@@ -157,13 +195,12 @@ class Limiter:
 
     def _bad_key_limit(self) -> tuple[list[RateLimitItem], tuple[str, ...]] | None:
         """The limit and identifiers that keyed requests rejected with 401 count against:
-        the family's limit, per client address, in a scope of their own (so an address's
+        the route's limit, per client address, in a scope of their own (so an address's
         anonymous lookups and its bad keys do not share one budget)."""
-        family = self.families.get(request.blueprint or "")
-        if family is None or "HTTP_AUTHORIZATION" not in request.environ:
+        limit = _route_limit()
+        if limit is None or "HTTP_AUTHORIZATION" not in request.environ:
             return None
-        items, scope = family
-        return items, (KEY_PREFIX, ANONYMOUS.rate_key, f"{scope}-bad-keys")
+        return self.items(limit), (KEY_PREFIX, ANONYMOUS.rate_key, f"{limit.scope}-bad-keys")
 
     def refuse_key_guessers(self) -> None:
         """App-wide ``before_request``, ahead of authentication: 429 for a keyed request
@@ -292,8 +329,7 @@ def settle_request() -> None:
 
 
 def _settle_before_response(response: Response) -> Response:
-    """``after_request`` of a limited blueprint: the 429 replaces a refused request's
-    response."""
+    """App-wide ``after_request``: the 429 replaces a refused request's response."""
     try:
         settle_request()
     except ApiError as error:
@@ -301,19 +337,14 @@ def _settle_before_response(response: Response) -> Response:
     return response
 
 
-def get_limiter(app: Flask | None = None) -> Limiter:
-    """The app's ``Limiter``."""
-    return (app or current_app).extensions[_EXTENSION]
-
-
 def generation_limits(user_class: str, app: Flask | None = None) -> list[RateLimitItem]:
     """The burst and sustained generation limits of a user class, shortest window first."""
-    return get_limiter(app).generation_limits[user_class]
+    return find_service(Limiter, app).generation_limits[user_class]
 
 
 def generation_limiter(app: Flask | None = None) -> RateLimiter:
     """The strategy generation is charged through."""
-    return get_limiter(app).generation
+    return find_service(Limiter, app).generation
 
 
 def charge_generation(caller: Caller | None = None, cost: int = 1) -> None:
@@ -371,20 +402,17 @@ def generation_budget(caller: Caller | None = None) -> list[tuple[str, int]]:
 
 
 def init_app(app: Flask) -> None:
-    """Build this app's limiter and hook it to the limited blueprints only, so other
-    routes pay nothing. Flask runs app-wide ``before_request`` functions (the caller's
-    authentication, ``catalog.keys.init_app``) before a blueprint's, so limits key on an
-    authenticated caller."""
+    """Build this app's limiter and hook it to every request; routes declare their limits
+    with ``@limited``. ``keys.init_app`` registered the caller's authentication before, so
+    limits key on an authenticated caller."""
     proxies = int(app.config["TRUSTED_PROXY_COUNT"])
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies)  # type: ignore[method-assign]
     limiter = Limiter(app.config)
-    app.extensions[_EXTENSION] = limiter
-    for blueprint, (items, scope) in limiter.families.items():
-        hooks = app.before_request_funcs.setdefault(blueprint, [])
-        hooks.append(functools.partial(limiter.check_request, items, scope))
-        app.after_request_funcs.setdefault(blueprint, []).append(_settle_before_response)
-    # Before authentication (registered earlier, by catalog.keys): an address that keeps
+    install_service(app, Limiter, limiter)
+    app.before_request(limiter.check_request)
+    app.after_request(_settle_before_response)
+    # Before authentication (registered earlier, by catalog.access.keys): an address that keeps
     # sending keys that turn out bad is refused before its next key costs a query.
     app.before_request_funcs.setdefault(None, []).insert(0, limiter.refuse_key_guessers)
     app.after_request(limiter.count_rejected_key)

@@ -43,13 +43,15 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from catalog import fallback
-from catalog.db import get_session
+from catalog.access.limits import IMAGES, limited
 from catalog.errors import ApiError
-from catalog.models import Face
-from catalog.params import invalid, parse_choice, parse_filters, parse_int
-from catalog.selection import CellCount, Filters, Position, matching_cells
-from catalog.storage import ObjectNotFound, get_storage
+from catalog.services import find_service, install_service
+from catalog.sql.db import get_session
+from catalog.sql.models import Face
+from catalog.sql.selection import CellCount, Filters, Position, matching_cells
+from catalog.storage import ObjectNotFound, Storage
+from catalog.web import unmet
+from catalog.web.params import invalid, parse_choice, parse_filters, parse_int
 from ingest.imaging import encode
 
 logger = logging.getLogger(__name__)
@@ -61,7 +63,6 @@ MAX_IDENTIFIER = 256
 AVATARS_PREFIX = "avatars/"
 FORMATS = ("jpeg", "webp")
 _EXTENSIONS = {"jpeg": "jpg", "webp": "webp"}
-_CACHE_EXTENSION = "facecat.avatar_cache"
 _TWO_64 = float(2**64)
 
 
@@ -201,11 +202,11 @@ def render_avatar(original: bytes, size: int, image_format: str, quality: int) -
 def avatar_bytes(face: Face, size: int, image_format: str) -> bytes:
     """The resized image: memory LRU, else storage, else made once and stored."""
     key = avatar_key(face, size, image_format)
-    cache: AvatarCache = current_app.extensions[_CACHE_EXTENSION]
+    cache = find_service(AvatarCache)
     data = cache.get(key)
     if data is not None:
         return data
-    storage = get_storage()
+    storage = find_service(Storage)
     try:
         data = storage.get(key)
     except ObjectNotFound:
@@ -246,13 +247,14 @@ def pick_avatar_face(identifier: str, filters: Filters) -> Face:
         face = find_face(session, position)
         if face is not None:
             return face
-    supplied = fallback.supply_unmet(filters)
+    supplied = unmet.supply_unmet(filters)
     if supplied is None:
-        raise fallback.no_match(filters)
+        raise unmet.no_match(filters)
     return supplied
 
 
 @bp.get("/avatar/<identifier>")
+@limited(IMAGES)
 def avatar(identifier: str) -> Response:
     """A square image of the identifier's face, the same on every call and every worker."""
     if not 1 <= len(identifier) <= MAX_IDENTIFIER:
@@ -276,4 +278,4 @@ def avatar(identifier: str) -> Response:
 
 def init_app(app: Flask) -> None:
     """The per-worker avatar LRU, sized by ``FACECAT_AVATAR_CACHE_SIZE``."""
-    app.extensions[_CACHE_EXTENSION] = AvatarCache(int(app.config["AVATAR_CACHE_SIZE"]))
+    install_service(app, AvatarCache, AvatarCache(int(app.config["AVATAR_CACHE_SIZE"])))

@@ -14,6 +14,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from catalog.web.params import GENDER_CHOICES
+
 bp = Blueprint("openapi", __name__)
 
 HTTP_DATE_PATTERN = (
@@ -48,7 +50,7 @@ COMPONENTS: dict[str, Any] = {
             "in": "query",
             "required": False,
             "description": "Only faces of this gender. Default: either.",
-            "schema": {"type": "string", "enum": ["male", "female"]},
+            "schema": {"type": "string", "enum": list(GENDER_CHOICES)},
         },
         "minimum_age": _age_parameter(
             "minimum_age", 0, "Youngest age (years) to match. Must not exceed maximum_age."
@@ -94,7 +96,7 @@ COMPONENTS: dict[str, Any] = {
             "properties": {
                 "id": {"type": "integer", "minimum": 1},
                 "age": {"type": "integer", "minimum": 0, "maximum": 100},
-                "gender": {"type": "string", "enum": ["male", "female"]},
+                "gender": {"type": "string", "enum": list(GENDER_CHOICES)},
                 "gender_confidence": {
                     "type": "number",
                     "minimum": 0,
@@ -224,7 +226,7 @@ COMPONENTS: dict[str, Any] = {
                             "target",
                         ],
                         "properties": {
-                            "gender": {"type": "string", "enum": ["male", "female"]},
+                            "gender": {"type": "string", "enum": list(GENDER_CHOICES)},
                             "band": {"type": "string"},
                             "minimum_age": {"type": "integer"},
                             "maximum_age": {"type": "integer"},
@@ -518,7 +520,7 @@ PATHS: dict[str, Any] = {
                         },
                         "X-Face-Gender": {
                             "description": "Gender the robust estimator sees.",
-                            "schema": {"type": "string", "enum": ["male", "female"]},
+                            "schema": {"type": "string", "enum": list(GENDER_CHOICES)},
                         },
                     },
                     "content": {
@@ -618,7 +620,7 @@ def document(max_random_count: int = 100) -> dict[str, Any]:
         # Optional authentication: anonymous ({}) or a token key.
         "security": [{}, {"Token": []}],
     }
-    # Keys and limits apply to every operation (catalog.keys, catalog.limits).
+    # Keys and limits apply to every operation (catalog.access.keys, catalog.access.limits).
     for item in doc["paths"].values():
         for operation in item.values():
             operation["responses"].setdefault("401", _ref("responses", "Unauthorized"))

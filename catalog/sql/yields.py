@@ -2,7 +2,7 @@
 
 The arithmetic (priors, rates, plans, what a run teaches) is ``ingest.ondemand.yields``;
 this is only its storage, so ingest needs no database code (``SqlOndemandCatalog`` in
-``catalog.ondemand`` calls these for the engine and the ``facecat ingest`` commands).
+``catalog.ingest_services`` calls these for the engine and the ``facecat ingest`` commands).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from catalog.models import CellYield, utcnow
+from catalog.sql.models import CellYield, utcnow
 from ingest.ondemand.yields import STRATEGIES, Counts, YieldTable
 
 

@@ -12,13 +12,15 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog.db import current_revision, head_revision, schema_lag, serving_read
+from analysis.vocabulary import BANDS, GENDERS, band_of
+from catalog.access.limits import Limiter
 from catalog.errors import ApiError
-from catalog.limits import get_limiter
-from catalog.params import parse_choice
-from catalog.selection import CellCount, all_cells
-from catalog.storage import BucketMissing, StorageError, get_storage
-from ingest.bands import BANDS, DEFAULT_COMPOSITION, GENDERS, band_of
+from catalog.services import find_service
+from catalog.sql.db import current_revision, head_revision, schema_lag, serving_read
+from catalog.sql.selection import CellCount, all_cells
+from catalog.storage import BucketMissing, Storage, StorageError
+from catalog.web.params import parse_choice
+from ingest.bands import DEFAULT_COMPOSITION
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ def check_database() -> str | None:
 def check_storage() -> str | None:
     """None if the storage backend answers, else why not."""
     try:
-        get_storage().ping()
+        find_service(Storage).ping()
     except BucketMissing as exc:
         logger.warning("healthz: %s", exc)
         return "bucket_missing"
@@ -117,7 +119,7 @@ def check_rate_limits() -> str | None:
     shared: the service works, but not as configured, and the check says so. Bounded by
     ``RATELIMIT_STORAGE_TIMEOUT``.
     """
-    if not get_limiter().storage.check():
+    if not find_service(Limiter).storage.check():
         logger.warning("healthz: rate-limit storage unreachable")
         return "unreachable"
     return None

@@ -37,11 +37,11 @@ from sqlalchemy import bindparam, case, func, or_, select, text, tuple_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from catalog.models import Face, FaceCell, UTCDateTime
+from analysis.vocabulary import MAX_AGE, MIN_AGE
+from catalog.sql.models import Face, FaceCell, UTCDateTime
 
 logger = logging.getLogger(__name__)
 
-MIN_AGE, MAX_AGE = 0, 100
 # Rounds of "read counts, draw, seek" before giving up on a racing writer. A round only
 # repeats when a drawn slot vanished between steps 1 and 3 (remove_face moved it, or the
 # cached counts were old) or hit an excluded face, so 8 rounds are never reached in
@@ -235,7 +235,7 @@ def record_served(engine: Engine, served: Mapping[int, tuple[int, datetime]]) ->
     trip), so two processes flushing overlapping sets lock in the same order and cannot
     deadlock. On PostgreSQL the commit skips the WAL fsync (``synchronous_commit = off``):
     a crash may lose the last milliseconds of counters, never consistency.
-    ``catalog.serving.ServedRecorder`` calls this once a second with everything a web
+    ``catalog.sql.serving.ServedRecorder`` calls this once a second with everything a web
     process served, rather than once per request.
     """
     if not served:

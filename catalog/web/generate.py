@@ -2,7 +2,7 @@
 
 Order of checks, so each answer is the cheapest true one: parameters (400 naming the
 parameter), plan (``seed`` needs professional or above: 403), models available (503, and
-no budget spent), generation budget (``catalog.limits.charge_generation``: 429), then the
+no budget spent), generation budget (``catalog.access.limits.charge_generation``: 429), then the
 render in ``ingest.seeded``. torch is imported only when the first request arrives.
 
 The response is the image itself; ``X-Face-Age`` and ``X-Face-Gender`` say what the
@@ -16,15 +16,16 @@ import logging
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Response, current_app, request
+from flask.blueprints import BlueprintSetupState
 
+from catalog.access.keys import require_class
+from catalog.access.limits import charge_generation
 from catalog.errors import ApiError
-from catalog.extensions import lazy_extension
-from catalog.keys import require_class
-from catalog.limits import charge_generation
-from catalog.params import invalid, parse_choice, parse_int
+from catalog.services import find_service, provide_service
+from catalog.web.params import GENDER_CHOICES, invalid, parse_choice, parse_int
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ MIN_SEED, MAX_SEED = 1, 2**32
 MIN_RESOLUTION, MAX_RESOLUTION, DEFAULT_RESOLUTION = 64, 1024, 256
 FORMATS = ("jpeg", "webp")
 SEED_CLASS = "professional"
-STUDIO_EXTENSION = "facecat.studio"
 _DIGITS = re.compile(r"[0-9]{1,10}")
 
 
@@ -55,16 +55,31 @@ def parse_age(args: Mapping[str, str]) -> int | None:
     return parse_int(args, "age", 0, 0, 100)
 
 
-def get_studio(app: Flask | None = None) -> Any:
-    """The app's ``SeededStudio``, created on first use (importing torch only then)."""
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+class Studio(Protocol):
+    """What this endpoint needs of ``ingest.seeded.SeededStudio``, and the type the app
+    finds it by (the class itself would import torch with this module)."""
 
-    def make() -> Any:
+    @property
+    def models(self) -> Any:
+        """The loaded models (loading them the first time)."""
+
+    def render(self, seed: int, **options: Any) -> Any:
+        """One seeded face: bytes, content type, estimated age and gender."""
+
+
+def _provide_studio(state: BlueprintSetupState) -> None:
+    """Make the app's studio on first use, importing torch only then."""
+    config = state.app.config
+
+    def make() -> Studio:
         from ingest.seeded import studio_for
 
-        return studio_for(app.config)
+        return studio_for(config)  # type: ignore[no-any-return]
 
-    return lazy_extension(app, STUDIO_EXTENSION, make)
+    provide_service(state.app, Studio, make)
+
+
+bp.record_once(_provide_studio)
 
 
 def _models_ready(studio: Any) -> None:
@@ -84,7 +99,7 @@ def _models_ready(studio: Any) -> None:
 @bp.get("/api/v1/generate")
 def generate() -> Response:
     """A generated face as image bytes; same parameters and seed, same bytes."""
-    gender = parse_choice(request.args, "gender", ("male", "female"))
+    gender = parse_choice(request.args, "gender", GENDER_CHOICES)
     age = parse_age(request.args)
     seed = parse_seed(request.args)
     resolution = parse_int(
@@ -99,7 +114,7 @@ def generate() -> Response:
         response = Response(mimetype=f"image/{image_format}")
         response.cache_control.no_store = True
         return response
-    studio = get_studio()
+    studio = find_service(Studio)
     _models_ready(studio)
     charge_generation()
     face = studio.render(

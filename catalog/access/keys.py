@@ -33,14 +33,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 from flask.cli import AppGroup
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from catalog.db import get_connection, session_scope
 from catalog.errors import ApiError
-from catalog.models import APIKey, utcnow
+from catalog.services import find_service, install_service
+from catalog.sql.db import get_connection, session_scope
+from catalog.sql.models import APIKey, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ MAX_ACTIVE_KEYS_PER_OWNER = 5
 KEY_PREFIX = "fc_"
 _KEY_RE = re.compile(r"fc_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_CACHE_EXTENSION = "facecat.key_cache"
 _CACHE_ENTRIES = 4096
 
 
@@ -286,7 +286,7 @@ def authenticate(authorization: str | None, cache: KeyCache | None = None) -> Ca
     if key_id is None:
         raise _unauthorized("This is not a facecat API key.")
     if cache is None:
-        cache = current_app.extensions[_CACHE_EXTENSION]
+        cache = find_service(KeyCache)
     entry = cache.get(key_id)
     if entry is None and not cache.known_unknown(key_id):
         # Core on the autocommit connection: one indexed SELECT, no ORM, no transaction.
@@ -360,7 +360,7 @@ def _add_user_class(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     """Authenticate every request before anything else (rate limits key on the caller)."""
     cache = KeyCache(float(app.config["KEY_CACHE_SECONDS"]))
-    app.extensions[_CACHE_EXTENSION] = cache
+    install_service(app, KeyCache, cache)
     app.before_request(functools.partial(_authenticate_request, cache))
     app.after_request(_add_user_class)
 
@@ -436,5 +436,5 @@ def revoke_command(key_id: str) -> None:
             owner = row.owner
     except LookupError as exc:
         raise KeyCommandError(str(exc)) from None
-    current_app.extensions[_CACHE_EXTENSION].forget(key_id)
+    find_service(KeyCache).forget(key_id)
     click.echo(f"Revoked key {key_id} of {owner}.")

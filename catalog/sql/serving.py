@@ -11,26 +11,23 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import random
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog.db import get_engine
-from catalog.extensions import lazy_extension, pop_own_extension
-from catalog.models import utcnow
-from catalog.selection import CellCache, Filters, record_served
+from catalog.services import provide_service, services
+from catalog.sql.db import get_engine
+from catalog.sql.models import utcnow
+from catalog.sql.selection import CellCache, Filters, record_served
 
 logger = logging.getLogger(__name__)
-
-_CACHE = "facecat.cells"
-_RECORDER = "facecat.served"
-_AHEAD = "facecat.ahead"
 
 
 class ServedRecorder:
@@ -175,38 +172,35 @@ class DrawAhead:
             self._drawn.clear()
 
 
-def get_cell_cache(app: Flask | None = None) -> CellCache:
-    """This process's cell-count cache (FACECAT_CELL_CACHE_SECONDS)."""
-    app = app or current_app
-    return lazy_extension(
-        app, _CACHE, lambda: CellCache(app.config["CELL_CACHE_SECONDS"]), per_process=True
+def init_app(app: Flask) -> None:
+    """Provide this process's random picks, cell counts, faces drawn ahead, serving counter.
+
+    Per process: each holds what one worker saw or counted, and the recorder's flush
+    thread does not survive a fork.
+    """
+    config = app.config
+    # Seeded from the OS in each process: a Random() made before the fork would give every
+    # pre-forked gunicorn worker the same picks, and SystemRandom costs a syscall per draw.
+    provide_service(app, random.Random, lambda: random.Random(os.urandom(32)), per_process=True)
+    provide_service(
+        app, CellCache, lambda: CellCache(config["CELL_CACHE_SECONDS"]), per_process=True
     )
-
-
-def get_draw_ahead(app: Flask | None = None) -> DrawAhead:
-    """This process's faces drawn ahead (FACECAT_DRAW_AHEAD, FACECAT_CELL_CACHE_SECONDS)."""
-    app = app or current_app
-    return lazy_extension(
+    provide_service(
         app,
-        _AHEAD,
-        lambda: DrawAhead(app.config["DRAW_AHEAD"], app.config["CELL_CACHE_SECONDS"]),
+        DrawAhead,
+        lambda: DrawAhead(config["DRAW_AHEAD"], config["CELL_CACHE_SECONDS"]),
         per_process=True,
     )
-
-
-def get_recorder(app: Flask | None = None) -> ServedRecorder:
-    """This process's serving counter (FACECAT_SERVED_FLUSH_SECONDS)."""
-    app = app or current_app
-    return lazy_extension(
+    provide_service(
         app,
-        _RECORDER,
-        lambda: ServedRecorder(get_engine(app), app.config["SERVED_FLUSH_SECONDS"]),
+        ServedRecorder,
+        lambda: ServedRecorder(get_engine(app), config["SERVED_FLUSH_SECONDS"]),
         per_process=True,
     )
 
 
 def shutdown(app: Flask) -> None:
     """Flush and stop this process's recorder (tests and graceful shutdowns)."""
-    recorder = pop_own_extension(app, _RECORDER)
+    recorder = services(app).discard(ServedRecorder)
     if recorder is not None:
         recorder.close()

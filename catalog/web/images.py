@@ -14,8 +14,10 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, has_request_context, request, url_for
 
+from catalog.access.limits import IMAGES, limited
 from catalog.errors import ApiError
-from catalog.storage import InvalidKey, ObjectNotFound, get_storage, validate_key
+from catalog.services import find_service
+from catalog.storage import InvalidKey, ObjectNotFound, Storage, validate_key
 from ingest.ports import FACES_PREFIX, THUMBS_PREFIX
 
 bp = Blueprint("images", __name__)
@@ -76,6 +78,7 @@ def image_url(key: str, base: str | None = None) -> str:
 
 
 @bp.get("/img/<path:key>")
+@limited(IMAGES)
 def image(key: str) -> Response:
     """The stored bytes, with ETag and one-year immutable caching; 304 on If-None-Match."""
     try:
@@ -85,7 +88,7 @@ def image(key: str) -> Response:
     if not key.startswith((FACES_PREFIX, THUMBS_PREFIX)):
         raise ApiError(404, "not_found", "Only faces/ and thumbs/ images are served.", key=key)
     try:
-        data = get_storage().get(key)
+        data = find_service(Storage).get(key)
     except ObjectNotFound:
         raise ApiError(404, "not_found", "No image is stored under this key.", key=key) from None
     response = Response(data, mimetype=content_type_for(key))

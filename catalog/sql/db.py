@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,9 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from catalog.services import find_service, provide_service, services
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 # Named constraints, so Alembic can drop and alter them on every backend.
 NAMING_CONVENTION = {
@@ -118,38 +121,72 @@ def make_engine(url: str, *, serving: bool = False) -> Engine:
     )
 
 
+class Database:
+    """One app's engines and sessionmaker, each created on first use: web workers fork
+    after ``create_app``, and a pool made before the fork would be shared by every worker."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._serving_engine: Engine | None = None
+        self._sessionmaker: sessionmaker[Session] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of sessions, jobs and the CLI (``make_engine``)."""
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    engine = make_engine(self.url)
+                    self._sessionmaker = sessionmaker(engine, expire_on_commit=False)
+                    self._engine = engine
+        return self._engine
+
+    @property
+    def serving_engine(self) -> Engine:
+        """The engine behind ``get_connection`` (see ``make_engine(serving=True)``)."""
+        if self._serving_engine is None:
+            with self._lock:
+                if self._serving_engine is None:
+                    self._serving_engine = make_engine(self.url, serving=True)
+        return self._serving_engine
+
+    @property
+    def sessionmaker(self) -> sessionmaker[Session]:
+        """Sessions bound to ``engine``."""
+        if self._sessionmaker is None:
+            _ = self.engine  # the property makes both
+        assert self._sessionmaker is not None
+        return self._sessionmaker
+
+    def dispose(self) -> None:
+        """Close every pooled connection of both engines (tests, forks, shutdown)."""
+        for engine in (self._engine, self._serving_engine):
+            if engine is not None:
+                engine.dispose()
+
+
 def get_engine(app: Flask | None = None) -> Engine:
-    """The app's engine, created on first use (web workers fork before connecting)."""
-    app = app or current_app
-    state = app.extensions.setdefault("facecat.db", {})
-    if "engine" not in state:
-        state["engine"] = make_engine(app.config["DATABASE_URL"])
-        state["sessionmaker"] = sessionmaker(state["engine"], expire_on_commit=False)
-    return state["engine"]
+    """The app's engine, created on first use."""
+    return find_service(Database, app).engine
 
 
 def get_serving_engine(app: Flask | None = None) -> Engine:
-    """The engine behind ``get_connection`` (see ``make_engine(serving=True)``)."""
-    app = app or current_app
-    state = app.extensions.setdefault("facecat.db", {})
-    if "serving_engine" not in state:
-        state["serving_engine"] = make_engine(app.config["DATABASE_URL"], serving=True)
-    return state["serving_engine"]
+    """The engine behind ``get_connection``."""
+    return find_service(Database, app).serving_engine
 
 
 def dispose(app: Flask) -> None:
     """Close every pooled connection of the app's engines (tests, forks, shutdown)."""
-    for key in ("engine", "serving_engine"):
-        engine = app.extensions.get("facecat.db", {}).get(key)
-        if engine is not None:
-            engine.dispose()
+    database = services(app).made(Database)
+    if database is not None:
+        database.dispose()
 
 
 def session_factory(app: Flask | None = None) -> sessionmaker[Session]:
     """A sessionmaker bound to the app's engine, for work outside a request (CLI, jobs)."""
-    app = app or current_app
-    get_engine(app)
-    return app.extensions["facecat.db"]["sessionmaker"]
+    return find_service(Database, app).sessionmaker
 
 
 def get_session() -> Session:
@@ -317,5 +354,7 @@ def revision_command(message: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Register the session teardown (``catalog.cli`` registers the ``db`` group)."""
+    """Provide the app's ``Database`` and register the session teardown (``catalog.cli``
+    registers the ``db`` group)."""
+    provide_service(app, Database, lambda: Database(app.config["DATABASE_URL"]))
     app.teardown_appcontext(close_session)

@@ -16,7 +16,7 @@ is what the limiter costs (``tests/perf/bench_limits.py``).
   ``max_connections``.
 - **Send now, read later** (``send_evalsha``). A lookup's hit is sent before the view
   runs and its reply read just before the view does anything that matters
-  (``catalog.limits.settle_request``), so Redis runs the script while the request does
+  (``catalog.access.limits.settle_request``), so Redis runs the script while the request does
   its own work and the reply is usually already in the socket: the thread neither waits
   nor sleeps for it. One reply at most is outstanding per connection, and any later
   command on the connection reads it first, so a reply can never be paired with the

@@ -10,11 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from analysis.vocabulary import GENDERS, MAX_AGE, MIN_AGE
 from catalog.errors import ApiError
-from catalog.selection import MAX_AGE, MIN_AGE, Filters
-from ingest.bands import GENDERS
+from catalog.sql.selection import Filters
 
 _DIGITS = re.compile(r"[0-9]{1,9}")
+
+# The order fakeface.rest listed them in; error details and the OpenAPI enum use it.
+GENDER_CHOICES: tuple[str, ...] = tuple(sorted(GENDERS, reverse=True))
 
 
 def invalid(parameter: str, detail: str) -> ApiError:
@@ -44,7 +47,7 @@ def parse_choice(args: Mapping[str, str], name: str, choices: tuple[str, ...]) -
 
 def parse_filters(args: Mapping[str, str]) -> Filters:
     """``gender``, ``minimum_age`` and ``maximum_age`` from the query string."""
-    gender = parse_choice(args, "gender", tuple(sorted(GENDERS, reverse=True)))
+    gender = parse_choice(args, "gender", GENDER_CHOICES)
     minimum = parse_int(args, "minimum_age", MIN_AGE, MIN_AGE, MAX_AGE)
     maximum = parse_int(args, "maximum_age", MAX_AGE, MIN_AGE, MAX_AGE)
     if minimum > maximum:

@@ -1,0 +1,3 @@
+"""Who is calling and how much they may do: API keys (``keys``) and rate limits (``limits``,
+with their shared counters in ``limit_storage``). Imports ``catalog.sql``, never ``catalog.web``.
+"""
