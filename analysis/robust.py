@@ -3,7 +3,7 @@ the coverage benchmark.
 
 Why: a face whose estimate flips under a 4-pixel shift or a JPEG round trip was never
 really "a 70-year-old woman" to the estimator; latent optimisation finds exactly such
-faces (DESIGN.md, "On-demand generation"; issue 5). Taking the median of the estimates over
+faces (DESIGN.md, "On-demand generation"). Taking the median of the estimates over
 a fixed set of small, label-preserving perturbations removes those brittle hits while
 costing one batched estimator call. Every caller uses the same augmentations and the same
 matching rule, so a face admitted by ingest, served on demand and counted in

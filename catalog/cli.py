@@ -76,7 +76,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(catalog_cli)
     app.cli.add_command(models_cli)
-    app.cli.add_command(importlib.import_module("catalog.access.keys").keys_cli)
+    app.cli.add_command(importlib.import_module("catalog.access.key_commands").keys_cli)
     app.cli.add_command(
         LazyCommand("ingest", "ingest.cli:ingest_cli", "Generate, gate and store faces.")
     )

@@ -16,8 +16,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from analysis.vocabulary import BANDS, GENDERS
 from catalog.fsck import fsck_command
 from catalog.services import find_service
+from catalog.sql.cells import all_cells, verify_cells
 from catalog.sql.db import database_revision, session_scope
-from catalog.sql.selection import all_cells, verify_cells
 from catalog.storage import Storage, StorageError, redact_url
 from catalog.web.status import catalog_stats, target_composition
 

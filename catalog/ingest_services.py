@@ -28,12 +28,9 @@ if TYPE_CHECKING:
 
 
 def _make_ondemand(app: Flask) -> OnDemand:
-    from ingest.ondemand.engine import (
-        OnDemand,
-        OndemandSettings,
-        available_without_loading,
-        load_model_set,
-    )
+    from ingest.ondemand.engine import OnDemand
+    from ingest.ondemand.models import available_without_loading, load_model_set
+    from ingest.ondemand.settings import OndemandSettings
 
     config = app.config
     return OnDemand(

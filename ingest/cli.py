@@ -19,9 +19,11 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from ingest.command_models import load_models
-from ingest.pipeline import BatchOutcome, IngestReport, IngestSettings, run_ingest
+from ingest.pipeline import run_ingest
+from ingest.pipeline.reports import BatchOutcome, IngestReport
 from ingest.scheduling import IngestWorker
 from ingest.services import get_services, require_current_schema
+from ingest.settings import IngestSettings
 
 if TYPE_CHECKING:  # torch is imported only when a command loads the models
     from analysis.types import AgeGenderEstimator
@@ -262,8 +264,8 @@ def _add_ondemand_commands() -> None:
 
 
 def _add_steering_commands() -> None:
-    """``facecat ingest fit-directions`` (ingest.steering_cli)."""
-    from ingest.steering_cli import calibrate_steering_command, fit_directions_command
+    """``facecat ingest fit-directions`` (ingest.steering.commands)."""
+    from ingest.steering.commands import calibrate_steering_command, fit_directions_command
 
     ingest_cli.add_command(fit_directions_command)
     ingest_cli.add_command(calibrate_steering_command)

@@ -1,6 +1,6 @@
 """The configured generator and estimator for a ``facecat ingest`` command.
 
-Its own module so every command module (``ingest.cli``, ``ingest.steering_cli``) can use
+Its own module so every command module (``ingest.cli``, ``ingest.steering.commands``) can use
 it without importing another command module.
 """
 

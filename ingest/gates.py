@@ -4,10 +4,10 @@ A gate looks at a whole batch of candidates at once (numpy arrays, so a batch of
 microseconds) and returns a mask of the faces it rejects. ``apply_gates`` runs the gates in
 order, each seeing only the faces every earlier gate let through, and gives every rejected
 face the reason of the first gate that stopped it, so counts by reason add up to the
-number rejected. Another gate (the augmentation-robust verdict of on-demand generation)
+number rejected. Another gate (the augmentation-robust verdict, ``ingest.robust_gates``)
 slots in by being appended to the list.
 
-The thresholds of the image gates come from looking at 2,048 DCGAN faces (README,
+The thresholds of the image gates come from looking at 2,048 DCGAN faces (docs/operations.md,
 "Ingest"): below a mean luma of ~22 faces are not recognisable; the DCGAN's bright
 faces are fine up to ~200 and only washed-out frames are brighter; nothing it makes is
 flat, but another generator's failure mode may be; and about 5% carry a solid black
@@ -17,7 +17,6 @@ strip along one side, a crop that ran past the edge of DigiFace's render.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -137,7 +136,7 @@ class GenderConfidenceGate:
     """Rejects faces whose gender confidence max(p, 1-p) is below the threshold.
 
     A face served as "female" must look female to the person asking; the estimator's
-    uncertain verdicts are the ones most often wrong (README, "Accuracy").
+    uncertain verdicts are the ones most often wrong (docs/models.md, "Accuracy").
     """
 
     threshold: float = 0.8
@@ -285,132 +284,3 @@ def framing_gates() -> list[Gate]:
     from analysis.framing import REASONS
 
     return [FramingGate(reason) for reason in REASONS]
-
-
-def default_gates(
-    *,
-    gender_threshold: float,
-    duplicate_distance: int,
-    index: HashIndex,
-    estimator: object | None = None,
-) -> list[Gate]:
-    """The ingest gates in order: cheap checks first, the catalog comparison last.
-
-    The duplicate gate runs last so that a broken or uncertain face never shadows a good
-    face of the same batch. With an ``estimator`` the robust-verdict gate runs after the
-    cheap gates, so only faces that could be admitted pay for its nine estimates.
-    """
-    gates: list[Gate] = [
-        *framing_gates(),
-        AgeRangeGate(),
-        BrokenImageGate(),
-        BlackBorderGate(),
-        GenderConfidenceGate(gender_threshold),
-    ]
-    if estimator is not None:
-        gates.append(RobustVerdictGate(estimator, gender_threshold))
-    gates.append(NearDuplicateGate(index, duplicate_distance))
-    return gates
-
-
-# --- the augmentation-robust verdict (issue 5) -------------------------------------------
-
-NOT_ROBUST = "not_robust"
-OFF_TARGET = "off_target"
-
-# Decade bands for the "brittle verdict" check: a face whose median verdict falls in a
-# different decade than its plain verdict is one the estimator cannot make up its mind on.
-_BRITTLE_BAND_YEARS = 10
-
-
-class RobustTarget(Protocol):
-    """What a targeted robust gate checks against (``ingest.ondemand.ports.Target`` fits)."""
-
-    gender: str | None
-    minimum_age: int
-    maximum_age: int
-
-
-@dataclass
-class TargetPrefilterGate:
-    """Cheap pre-check for on-demand runs: the plain verdict is near the target.
-
-    Why: the robust verdict costs nine estimator calls per face, and for a rare cell 95%+
-    of candidates are nowhere near it. A face whose plain estimate is more than ``slack``
-    years outside the range, or leans to the other gender, essentially never has a median
-    inside it, so only the few near misses pay for the robust check.
-    """
-
-    target: RobustTarget
-    slack: float = 8.0
-    reason: str = OFF_TARGET
-
-    def reject(self, batch: Candidates, pending: np.ndarray) -> np.ndarray:
-        age = np.asarray(batch.age, dtype=np.float64)
-        with np.errstate(invalid="ignore"):
-            out = (age < self.target.minimum_age - self.slack) | (
-                age > self.target.maximum_age + self.slack
-            )
-        if self.target.gender is not None:
-            out |= batch.gender != self.target.gender
-        return out | ~np.isfinite(age)
-
-
-@dataclass
-class RobustVerdictGate:
-    """Re-estimates pending faces on augmented copies and keeps only robust verdicts.
-
-    The median age and median p_female over ``analysis.robust.DEFAULT`` (flip, ±4 px
-    shifts, 0.9/1.1 scale, JPEG q75) **replace** the plain estimates in ``batch`` for the
-    faces it checks, so the label stored with an admitted face is the robust one, and
-    later gates and curation see it. Faces it rejects keep their plain estimates.
-
-    With a ``target`` (on-demand) a face passes when its robust verdict matches the
-    target's gender and age range with confidence ≥ ``gender_threshold``
-    (``analysis.robust.cell_match``). Without one (ingest) it passes when the robust
-    gender confidence clears the threshold and the robust age is in the same decade as the
-    plain one; a face whose verdict moves by a decade under a 4-pixel shift would be
-    filed under an age a person may not agree with.
-
-    ``passed_cells`` counts passes per (gender, rounded robust age) for the yield table.
-    """
-
-    estimator: object  # analysis.types.AgeGenderEstimator; untyped to keep torch lazy
-    gender_threshold: float = 0.8
-    target: RobustTarget | None = None
-    reason: str = NOT_ROBUST
-    checked: int = 0
-    passed_cells: Counter[tuple[str, int]] = field(default_factory=Counter)
-
-    def reject(self, batch: Candidates, pending: np.ndarray) -> np.ndarray:
-        from analysis.robust import cell_match, robust_predict
-
-        rejected = np.zeros(len(batch), dtype=bool)
-        index = np.flatnonzero(pending)
-        if len(index) == 0:
-            return rejected
-        robust = robust_predict(self.estimator, batch.images[index])  # type: ignore[arg-type]
-        self.checked += len(index)
-        plain_age = np.asarray(batch.age, dtype=np.float64)[index]
-        if self.target is not None:
-            ok = cell_match(
-                robust,
-                self.target.gender,
-                (self.target.minimum_age, self.target.maximum_age),
-                self.gender_threshold,
-            )
-        else:
-            ok = cell_match(robust, None, (MIN_AGE, MAX_AGE), self.gender_threshold)
-            same_decade = np.rint(plain_age) // _BRITTLE_BAND_YEARS == (
-                np.rint(robust.age) // _BRITTLE_BAND_YEARS
-            )
-            ok &= same_decade
-        rejected[index] = ~ok
-        kept = index[ok]
-        batch.age = np.asarray(batch.age, dtype=np.float64).copy()
-        batch.p_female = np.asarray(batch.p_female, dtype=np.float64).copy()
-        batch.age[kept] = np.asarray(robust.age, dtype=np.float64)[ok]
-        batch.p_female[kept] = np.asarray(robust.p_female, dtype=np.float64)[ok]
-        for i in kept:
-            self.passed_cells[(str(batch.gender[i]), int(np.rint(batch.age[i])))] += 1
-        return rejected

@@ -29,7 +29,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from ingest.pipeline import IngestReport
+from ingest.pipeline.reports import IngestReport
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,9 @@ from app import create_app
 from catalog.services import find_service
 from catalog.sql import db, serving
 from catalog.sql.models import Face
-from catalog.storage import LocalStorage, S3Storage, Storage
+from catalog.storage import Storage
+from catalog.storage.local import LocalStorage
+from catalog.storage.s3 import S3Storage
 from tests.factories import make_face as _make_face
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

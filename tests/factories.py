@@ -11,7 +11,7 @@ import hashlib
 import io
 import itertools
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from sqlalchemy.orm import Session
@@ -20,6 +20,10 @@ from catalog.sql.models import Face, utcnow
 from catalog.sql.selection import add_face
 from catalog.storage import Storage
 from ingest.ports import FACES_PREFIX, THUMBS_PREFIX
+
+if TYPE_CHECKING:
+    from ingest.ondemand.settings import OndemandSettings
+    from ingest.settings import IngestSettings
 
 _counter = itertools.count(1)
 
@@ -94,3 +98,31 @@ def make_face(
     if commit:
         session.commit()
     return face
+
+
+# What a bare IngestSettings() held before its fields took their defaults from the declared
+# settings: tests with fake, pixel-reading models keep small images and no robust gate.
+UNIT_INGEST: dict[str, Any] = {
+    "batch_size": 64,
+    "image_size": 256,
+    "thumb_size": 128,
+    "robust": False,
+}
+UNIT_ONDEMAND: dict[str, Any] = {"batch_size": 16}
+
+
+def ingest_settings(**values: Any) -> IngestSettings:
+    """``IngestSettings`` from the declared defaults, the unit-test values and ``values``."""
+    from catalog.config import defaults
+    from ingest.settings import IngestSettings
+
+    return IngestSettings.from_config(defaults(), **{**UNIT_INGEST, **values})
+
+
+def ondemand_settings(**values: Any) -> OndemandSettings:
+    """``OndemandSettings`` from the declared defaults, the unit-test values and ``values``."""
+    from catalog.config import defaults
+    from ingest.ondemand.settings import OndemandSettings
+
+    values.setdefault("ingest", ingest_settings())
+    return OndemandSettings.from_config(defaults(), **{**UNIT_ONDEMAND, **values})

@@ -1,4 +1,4 @@
-"""API keys: ``Authorization: Token <key>``, user classes, and the ``facecat keys`` commands.
+"""API keys: ``Authorization: Token <key>``, user classes, and the functions that manage keys.
 
 A key looks like ``fc_<key_id>_<secret>``: ``key_id`` is 12 public hex digits (what
 ``keys list`` shows and ``keys revoke`` takes, and how a request finds its row through a
@@ -15,6 +15,8 @@ Every response carries ``X-User-Class`` (anon, basic, professional, enterprise).
 with an ``Authorization`` header that is not a valid, active key is answered 401 rather
 than silently served as anon, so a client with a typo or a revoked key finds out at once.
 Keys never reach the logs: only ``key_id`` is ever logged.
+
+The ``facecat keys`` commands over the managing functions are in ``key_commands``.
 """
 
 from __future__ import annotations
@@ -32,15 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import click
 from flask import Flask, Response, g, request
-from flask.cli import AppGroup
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from catalog.errors import ApiError
 from catalog.services import find_service, install_service
-from catalog.sql.db import get_connection, session_scope
+from catalog.sql.db import get_connection
 from catalog.sql.models import APIKey, utcnow
 
 logger = logging.getLogger(__name__)
@@ -53,10 +53,6 @@ KEY_PREFIX = "fc_"
 _KEY_RE = re.compile(r"fc_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _CACHE_ENTRIES = 4096
-
-
-class KeyCommandError(click.ClickException):
-    """A key command cannot do what was asked; click prints the message and exits 1."""
 
 
 @dataclass(frozen=True)
@@ -363,78 +359,3 @@ def init_app(app: Flask) -> None:
     install_service(app, KeyCache, cache)
     app.before_request(functools.partial(_authenticate_request, cache))
     app.after_request(_add_user_class)
-
-
-# --- facecat keys ------------------------------------------------------------------------
-
-keys_cli = AppGroup("keys", help="Create, list and revoke API keys.")
-
-
-@keys_cli.command("create")
-@click.option("--owner", required=True, help="The owner's e-mail address.")
-@click.option("--name", required=True, help="What the key is for (1-100 characters).")
-@click.option(
-    "--class",
-    "user_class",
-    required=True,
-    type=click.Choice(KEY_CLASSES),
-    help="The plan class; it sets the key's generation limits.",
-)
-def create_command(owner: str, name: str, user_class: str) -> None:
-    """Create a key and print it once; only its hash is kept.
-
-    Example: ``facecat keys create --owner ana@example.com --name ci --class basic``.
-    """
-    try:
-        with session_scope() as session:
-            row, key = create_key(session, owner, name, user_class)
-            key_id, row_owner = row.key_id, row.owner
-    except ValueError as exc:
-        raise KeyCommandError(str(exc)) from None
-    click.echo(f"Created {user_class} key {key_id} for {row_owner}.")
-    click.echo("Store it now; it is not shown again:")
-    click.echo(key)
-
-
-@keys_cli.command("list")
-@click.option("--owner", default=None, help="Only this owner's keys.")
-def list_command(owner: str | None) -> None:
-    """List keys (id, class, owner, name, created, revoked); never the keys themselves.
-
-    Example: ``facecat keys list --owner ana@example.com``.
-    """
-    try:
-        with session_scope() as session:
-            rows = list_keys(session, owner)
-    except ValueError as exc:
-        raise KeyCommandError(str(exc)) from None
-    if not rows:
-        click.echo("no keys")
-        return
-    click.echo(f"{'KEY_ID':12}  {'CLASS':12}  {'CREATED':16}  {'STATUS':18}  OWNER / NAME")
-    for row in rows:
-        status = (
-            "active" if row.active else f"revoked {row.revoked_at:%Y-%m-%d %H:%M}"  # type: ignore[union-attr]
-        )
-        click.echo(
-            f"{row.key_id:12}  {row.user_class:12}  {row.created_at:%Y-%m-%d %H:%M}  "
-            f"{status:18}  {row.owner} / {row.name}"
-        )
-
-
-@keys_cli.command("revoke")
-@click.argument("key_id")
-def revoke_command(key_id: str) -> None:
-    """Revoke a key by its id (as ``keys list`` shows it); it stops working at once here
-    and within FACECAT_KEY_CACHE_SECONDS in running servers.
-
-    Example: ``facecat keys revoke 3f9a0c1b2d4e``.
-    """
-    try:
-        with session_scope() as session:
-            row = revoke_key(session, key_id)
-            owner = row.owner
-    except LookupError as exc:
-        raise KeyCommandError(str(exc)) from None
-    find_service(KeyCache).forget(key_id)
-    click.echo(f"Revoked key {key_id} of {owner}.")

@@ -16,11 +16,8 @@ per limit.
   (``IMAGES``: /img, /avatar) share one limit per scope and caller, on fixed windows: one
   INCR per request, and for generous limits the fixed window's edge effect (up to 2x
   across a boundary) is moot.
-- Generation is charged by ``charge_generation()``, not by a route hook, because two code
-  paths generate: ``/api/v1/generate`` and the on-demand fill of an unmet filter. Both
-  call it right before generating, after validating parameters (a 400 never costs
-  budget), and both draw from the same per-class burst;sustained budget (settings
-  ``RATELIMIT_GENERATION_<CLASS>``), on a moving window so bursts are exact.
+- Generation is charged by ``catalog.access.budgets.charge_generation()``, not by a
+  route hook (two code paths generate), against per-class budgets this limiter holds.
 
 Keyed callers are counted per key, anonymous ones per client address. The address is the
 socket's unless ``FACECAT_TRUSTED_PROXY_COUNT`` says how many proxies append to
@@ -65,15 +62,14 @@ from limits.strategies import STRATEGIES, FixedWindowRateLimiter, RateLimiter
 from redis.exceptions import NoScriptError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from catalog.access.keys import ANONYMOUS, Caller, current_caller
+from catalog.access.keys import ANONYMOUS, current_caller
 from catalog.access.limit_storage import PendingReply, ThreadConnectionRedisStorage, open_storage
 from catalog.errors import ApiError, error_response
-from catalog.services import find_service, install_service
+from catalog.services import install_service
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "facecat"
-GENERATION_SCOPE = "generation"
 _WARN_EVERY = 60.0
 _PENDING = "facecat_pending_hits"  # on flask.g: this request's sent, unread hits
 _REMEMBERED_REFUSALS = 10_000  # past this, expired refusals are forgotten
@@ -335,70 +331,6 @@ def _settle_before_response(response: Response) -> Response:
     except ApiError as error:
         return error_response(error)
     return response
-
-
-def generation_limits(user_class: str, app: Flask | None = None) -> list[RateLimitItem]:
-    """The burst and sustained generation limits of a user class, shortest window first."""
-    return find_service(Limiter, app).generation_limits[user_class]
-
-
-def generation_limiter(app: Flask | None = None) -> RateLimiter:
-    """The strategy generation is charged through."""
-    return find_service(Limiter, app).generation
-
-
-def charge_generation(caller: Caller | None = None, cost: int = 1) -> None:
-    """Take ``cost`` generations from the caller's budget; 429 if it is spent.
-
-    Call it right before generating (``/api/v1/generate`` and the on-demand fill both do),
-    after validating the request. Limits are hit shortest window first, each atomically in
-    the storage, and the request is admitted only if every hit succeeds, so concurrent
-    requests can never exceed a budget; a request refused by the burst limit never touches
-    the daily one.
-
-    Generation fails closed: if the limit storage (Redis) is unreachable this raises 503
-    instead of generating without a budget.
-
-    :raise ApiError: 429 ``throttled`` with a true ``Retry-After``, or 503.
-    """
-    caller = caller or current_caller()
-    strategy = generation_limiter()
-    identifiers = (KEY_PREFIX, caller.rate_key, GENERATION_SCOPE)
-    try:
-        for item in generation_limits(caller.user_class):
-            if not strategy.hit(item, *identifiers, cost=cost):
-                reset_at, _remaining = strategy.get_window_stats(item, *identifiers)
-                wait = reset_at - time.time()
-                logger.info(
-                    "generation limit %s reached for %s (%s); retry in %.0f s",
-                    item,
-                    caller.key_id or "an anonymous address",
-                    caller.user_class,
-                    wait,
-                )
-                raise throttled(wait)
-    except ApiError:
-        raise
-    except Exception:
-        logger.exception("rate-limit storage failed while charging a generation")
-        raise ApiError(
-            503,
-            "limits_unavailable",
-            "The rate-limit store is not reachable, so no face can be generated; "
-            "try again shortly.",
-            headers={"Retry-After": "10"},
-        ) from None
-
-
-def generation_budget(caller: Caller | None = None) -> list[tuple[str, int]]:
-    """``(limit, remaining)`` for each generation limit of the caller (for diagnostics)."""
-    caller = caller or current_caller()
-    strategy = generation_limiter()
-    identifiers = (KEY_PREFIX, caller.rate_key, GENERATION_SCOPE)
-    return [
-        (str(item), strategy.get_window_stats(item, *identifiers)[1])
-        for item in generation_limits(caller.user_class)
-    ]
 
 
 def init_app(app: Flask) -> None:

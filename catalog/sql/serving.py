@@ -23,9 +23,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.services import provide_service, services
+from catalog.sql.cells import CellCache, Filters
 from catalog.sql.db import get_engine
 from catalog.sql.models import utcnow
-from catalog.sql.selection import CellCache, Filters, record_served
+from catalog.sql.selection import record_served
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from werkzeug.routing import PathConverter
 from catalog.access.limits import LOOKUPS, limited, settle_request
 from catalog.errors import ApiError
 from catalog.services import find_service
+from catalog.sql.cells import CellCache, Filters
 from catalog.sql.db import serving_read
-from catalog.sql.selection import CellCache, Filters, get_face, pick_random
+from catalog.sql.selection import get_face, pick_random
 from catalog.sql.serving import DrawAhead, ServedRecorder
 from catalog.web import unmet
 from catalog.web.images import image_url, url_base

@@ -14,7 +14,7 @@ indexed queries (the cell counts and one seek on the unique (gender, age, slot) 
 plus about 200 cells x log n hash draws, whatever the catalog size.
 
 Stability, measured by ``tests/catalog/test_avatar.py`` and ``tests/perf/bench_avatar.py``
-(README): growing the catalog by 10% changes about 1 avatar in 11 (1 - 1/1.1 = 9.1%),
+(docs/benchmarks.md): growing the catalog by 10% changes about 1 avatar in 11 (1 - 1/1.1 = 9.1%),
 the minimum for any scheme that serves new faces at all. Removing a face moves the
 cell's last face into its slot (``remove_face``), which changes the avatars of that
 face's identifiers and, rarely, of the moved face's.
@@ -46,9 +46,9 @@ from sqlalchemy.orm import Session
 from catalog.access.limits import IMAGES, limited
 from catalog.errors import ApiError
 from catalog.services import find_service, install_service
+from catalog.sql.cells import CellCount, Filters, Position, matching_cells
 from catalog.sql.db import get_session
 from catalog.sql.models import Face
-from catalog.sql.selection import CellCount, Filters, Position, matching_cells
 from catalog.storage import ObjectNotFound, Storage
 from catalog.web import unmet
 from catalog.web.params import invalid, parse_choice, parse_filters, parse_int

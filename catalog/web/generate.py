@@ -2,7 +2,7 @@
 
 Order of checks, so each answer is the cheapest true one: parameters (400 naming the
 parameter), plan (``seed`` needs professional or above: 403), models available (503, and
-no budget spent), generation budget (``catalog.access.limits.charge_generation``: 429), then the
+no budget spent), generation budget (``catalog.access.budgets.charge_generation``: 429), then the
 render in ``ingest.seeded``. torch is imported only when the first request arrives.
 
 The response is the image itself; ``X-Face-Age`` and ``X-Face-Gender`` say what the
@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from flask import Blueprint, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 
+from catalog.access.budgets import charge_generation
 from catalog.access.keys import require_class
-from catalog.access.limits import charge_generation
 from catalog.errors import ApiError
 from catalog.services import find_service, provide_service
 from catalog.web.params import GENDER_CHOICES, invalid, parse_choice, parse_int

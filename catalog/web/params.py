@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from analysis.vocabulary import GENDERS, MAX_AGE, MIN_AGE
 from catalog.errors import ApiError
-from catalog.sql.selection import Filters
+from catalog.sql.cells import Filters
 
 _DIGITS = re.compile(r"[0-9]{1,9}")
 

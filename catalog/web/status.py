@@ -16,8 +16,8 @@ from analysis.vocabulary import BANDS, GENDERS, band_of
 from catalog.access.limits import Limiter
 from catalog.errors import ApiError
 from catalog.services import find_service
+from catalog.sql.cells import CellCount, all_cells
 from catalog.sql.db import current_revision, head_revision, schema_lag, serving_read
-from catalog.sql.selection import CellCount, all_cells
 from catalog.storage import BucketMissing, Storage, StorageError
 from catalog.web.params import parse_choice
 from ingest.bands import DEFAULT_COMPOSITION

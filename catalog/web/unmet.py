@@ -15,11 +15,12 @@ from typing import Protocol
 
 from flask import current_app
 
-from catalog.access.limits import charge_generation, settle_request
+from catalog.access.budgets import charge_generation
+from catalog.access.limits import settle_request
 from catalog.errors import ApiError
 from catalog.services import find_service
+from catalog.sql.cells import Filters
 from catalog.sql.models import Face
-from catalog.sql.selection import Filters
 from ingest.ondemand.ports import FaceSupplier, Target
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def generate_on_demand(filters: Filters) -> Face | None:
         filters when no strategy is likely to reach ``filters`` within the budget; the
         429 of a spent generation budget.
     """
-    from ingest.ondemand.engine import Unreachable
+    from ingest.ondemand.nearby import Unreachable
 
     target = Target(filters.gender, filters.minimum_age, filters.maximum_age)
     engine = find_service(FaceSupplier)  # type: ignore[type-abstract]

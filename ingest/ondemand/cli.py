@@ -37,7 +37,7 @@ from ingest.services import get_services, require_current_schema
 
 logger = logging.getLogger(__name__)
 
-PREFILTER_SLACK = 8.0  # as ingest.gates.TargetPrefilterGate
+PREFILTER_SLACK = 8.0  # as ingest.robust_gates.TargetPrefilterGate
 
 Cell = tuple[str, tuple[int, int]]
 
@@ -273,7 +273,7 @@ def measure_yields_command(
     """
     from tqdm import tqdm
 
-    from ingest.ondemand.engine import load_model_set
+    from ingest.ondemand.models import load_model_set
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     names = [s.strip() for s in strategies.split(",") if s.strip()]
@@ -310,7 +310,7 @@ def measure_yields_command(
 
 
 def format_table(table: YieldTable) -> str:
-    """The yield table as Markdown (README "On-demand generation")."""
+    """The yield table as Markdown (docs/operations.md, "On-demand generation")."""
     lines = [
         "| strategy | gender | ages | tried | passed | yield | s/candidate |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",

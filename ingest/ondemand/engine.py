@@ -34,22 +34,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from analysis.vocabulary import GENDERS
-from ingest.gates import (
-    AgeRangeGate,
-    BlackBorderGate,
-    BrokenImageGate,
-    Gate,
-    HashIndex,
-    NearDuplicateGate,
-    RobustVerdictGate,
-    TargetPrefilterGate,
-    framing_gates,
-)
+from ingest.gates import HashIndex
+from ingest.ondemand.models import ModelSet
+from ingest.ondemand.nearby import Unreachable, nearby_filters
 from ingest.ondemand.ports import (
     FULFILLED,
     NOT_FOUND,
@@ -60,8 +51,8 @@ from ingest.ondemand.ports import (
     StoredFace,
     Target,
 )
+from ingest.ondemand.settings import OndemandSettings
 from ingest.ondemand.yields import (
-    DECADES,
     OPTIMISE,
     SAMPLE,
     STEER,
@@ -75,13 +66,9 @@ from ingest.ondemand.yields import (
     targeted_updates,
     untargeted_updates,
 )
-from ingest.pipeline import IngestReport, IngestSettings, run_ingest
+from ingest.pipeline import run_ingest
+from ingest.pipeline.reports import IngestReport
 from ingest.ports import ObjectStore
-from ingest.steering import DIRECTIONS_FILE
-
-if TYPE_CHECKING:
-    from analysis.types import AgeGenderEstimator
-    from ingest.generators import Generator
 
 logger = logging.getLogger(__name__)
 
@@ -91,81 +78,6 @@ JOIN_GRACE_SECONDS = 1.0
 # A claim outlives the budget by this much before another process may take it over.
 CLAIM_TTL_EXTRA_SECONDS = 30.0
 MAX_RUN_CANDIDATES = 100_000
-
-
-@dataclass(frozen=True)
-class OndemandSettings:
-    """What on-demand generation reads from configuration (``ONDEMAND_*``)."""
-
-    budget: float = 4.0
-    min_success: float = 0.1
-    batch_size: int = 16
-    gender_threshold: float = 0.8
-    duplicate_distance: int = 6
-    slow_seconds: float = 1.0
-    strategies: tuple[str, ...] = (SAMPLE, STEER)  # optimise is opt-in (README)
-    optimise_steps: int = 40
-    optimise_batch: int = 8
-    backfill_seconds: float = 60.0
-    backfill_faces: int = 8
-    ingest: IngestSettings = field(default_factory=IngestSettings)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> OndemandSettings:
-        """Read the declared settings (``catalog.config``)."""
-        strategies = tuple(
-            s.strip() for s in str(config["ONDEMAND_STRATEGIES"]).split(",") if s.strip()
-        )
-        return cls(
-            budget=float(config["ONDEMAND_BUDGET_SECONDS"]),
-            min_success=float(config["ONDEMAND_MIN_SUCCESS"]),
-            batch_size=int(config["ONDEMAND_BATCH_SIZE"]),
-            gender_threshold=float(config["GENDER_THRESHOLD"]),
-            duplicate_distance=int(config["DUPLICATE_DISTANCE"]),
-            slow_seconds=float(config["ONDEMAND_SLOW_SECONDS"]),
-            strategies=strategies,
-            optimise_steps=int(config["ONDEMAND_OPTIMISE_STEPS"]),
-            backfill_seconds=float(config["ONDEMAND_BACKFILL_SECONDS"]),
-            backfill_faces=int(config["ONDEMAND_BACKFILL_FACES"]),
-            ingest=IngestSettings.from_config(config),
-        )
-
-    def batch_sizes(self) -> dict[str, int]:
-        """Candidates per batch for each strategy."""
-        sizes = dict.fromkeys(STRATEGIES, self.batch_size)
-        sizes[OPTIMISE] = self.optimise_batch
-        return sizes
-
-
-@dataclass
-class ModelSet:
-    """The loaded models; ``steering`` is None when the generator has no fitted directions."""
-
-    generator: Generator
-    estimator: AgeGenderEstimator
-    steering: Any | None = None  # ingest.steering.Steering for the photoreal generator
-
-
-class Unreachable(Exception):
-    """No strategy is expected to produce a face for the filter within the budget."""
-
-    def __init__(self, target: Target, plans: list[Plan], nearby: list[dict[str, Any]]):
-        best = max(plans, key=lambda p: p.success) if plans else None
-        detail = (
-            "The catalog cannot currently supply faces for these filters: none is stored, "
-            "and the generators are not expected to produce one that passes the robust "
-            "age/gender check"
-        )
-        if best is not None:
-            detail += (
-                f" (best strategy {best.strategy}: {best.rate:.2%} of candidates pass, "
-                f"{best.success:.0%} chance within the {best.budget:g} s budget)"
-            )
-        super().__init__(detail + ".")
-        self.target = target
-        self.plans = plans
-        self.nearby = nearby
-        self.detail = detail + "."
 
 
 class OnDemand:
@@ -237,71 +149,8 @@ class OnDemand:
         )
 
     def nearby(self, target: Target, limit: int = 5) -> list[dict[str, Any]]:
-        """Filters near ``target`` the catalog can supply: stored faces or a likely run.
-
-        Candidates are the decade bands of the same gender and of the other one (a
-        gender change counts as 10 years of distance), nearest first.
-        """
-        table = self.catalog.load_yields()
-        stored: dict[tuple[str, tuple[int, int]], int] = {}
-        for gender, age, n in self.catalog.cell_counts():
-            for band in DECADES:
-                if band[0] <= age <= band[1]:
-                    stored[(gender, band)] = stored.get((gender, band), 0) + int(n)
-        genders: list[str | None] = (
-            [target.gender, *(g for g in GENDERS if g != target.gender)]
-            if target.gender
-            else [None]
-        )
-        options: list[tuple[float, int, dict[str, Any]]] = []
-        for gender in genders:
-            for band in DECADES:
-                covered = (
-                    target.minimum_age <= band[0]
-                    and band[1] <= target.maximum_age
-                    and gender == target.gender
-                )
-                if covered:
-                    continue
-                n = (
-                    sum(stored.get((g, band), 0) for g in GENDERS)
-                    if gender is None
-                    else stored.get((gender, band), 0)
-                )
-                reachable = (
-                    choose(
-                        plans(
-                            table,
-                            gender,
-                            band[0],
-                            band[1],
-                            budget=self.settings.budget,
-                            available=self.available(),
-                            batch_sizes=self.settings.batch_sizes(),
-                        ),
-                        self.settings.min_success,
-                    )
-                    is not None
-                )
-                if not n and not reachable:
-                    continue
-                gap = max(0, band[0] - target.maximum_age, target.minimum_age - band[1])
-                distance = gap + (10 if gender != target.gender else 0)
-                options.append(
-                    (
-                        distance,
-                        -n,
-                        {
-                            "gender": gender,
-                            "minimum_age": band[0],
-                            "maximum_age": band[1],
-                            "stored": n,
-                            "on_demand": reachable,
-                        },
-                    )
-                )
-        options.sort(key=lambda o: (o[0], o[1]))
-        return [o[2] for o in options[:limit]]
+        """Filters near ``target`` the catalog can supply (``nearby_filters``)."""
+        return nearby_filters(target, self.catalog, self.settings, self.available, limit)
 
     # --- serving ----------------------------------------------------------------------
 
@@ -389,44 +238,6 @@ class OnDemand:
 
     # --- generation -------------------------------------------------------------------
 
-    def _adapter(self, plan: Plan, target: Target, models: ModelSet, deadline: float) -> Generator:
-        from ingest.ondemand.strategies import (
-            GuidedOptimiser,
-            SteeredPhotoreal,
-        )
-
-        gender = target.gender if target.gender is not None else plan.gender
-        if plan.strategy == STEER:
-            if models.steering is None:
-                raise RuntimeError("no style directions are loaded for the generator")
-            return SteeredPhotoreal.for_filter(  # type: ignore[return-value]
-                models.generator, models.steering, gender, target.minimum_age, target.maximum_age
-            )
-        if plan.strategy == OPTIMISE:
-            return GuidedOptimiser(  # type: ignore[return-value]
-                models.generator,
-                models.estimator,
-                gender,
-                target.minimum_age,
-                target.maximum_age,
-                steps=self.settings.optimise_steps,
-                deadline=deadline,
-                clock=self.clock,
-            )
-        return models.generator
-
-    def gates(self, target: Target, estimator: AgeGenderEstimator) -> list[Gate]:
-        """The on-demand gate list; the robust verdict is judged against ``target``."""
-        return [
-            *framing_gates(),
-            AgeRangeGate(),
-            BrokenImageGate(),
-            BlackBorderGate(),
-            TargetPrefilterGate(target),
-            RobustVerdictGate(estimator, self.settings.gender_threshold, target=target),
-            NearDuplicateGate(self.index, self.settings.duplicate_distance),
-        ]
-
     def run(
         self, plan: Plan, target: Target, deadline: float, *, want: int
     ) -> tuple[StoredFace | None, IngestReport | None]:
@@ -454,7 +265,16 @@ class OnDemand:
                     return None, None
                 logger.info("on-demand: %s unavailable, using %s", plan.strategy, fallback.strategy)
                 plan = fallback
-            adapter = self._adapter(plan, target, models, deadline)
+            from ingest.ondemand.strategies import adapter_for, gates_for  # imports torch
+
+            adapter = adapter_for(
+                plan,
+                target,
+                models,
+                deadline,
+                optimise_steps=self.settings.optimise_steps,
+                clock=self.clock,
+            )
             batch = self._batch_size(plan, deadline)
             stop = threading.Event()
             admitted = 0
@@ -492,7 +312,13 @@ class OnDemand:
                 trigger="ondemand",
                 stop=stop,
                 progress=progress,
-                gates=self.gates(target, models.estimator),
+                gates=gates_for(
+                    target,
+                    models.estimator,
+                    gender_threshold=self.settings.gender_threshold,
+                    index=self.index,
+                    duplicate_distance=self.settings.duplicate_distance,
+                ),
                 enough=lambda: admitted >= want,  # it got its face: the run completed
             )
             self._record(plan, target, adapter, report)
@@ -566,29 +392,3 @@ class OnDemand:
                 "backfill %s: %d faces admitted with %s", target.key, admitted, chosen.strategy
             )
         return total
-
-
-def load_model_set(config: Mapping[str, Any]) -> ModelSet:
-    """The configured generator and estimator, and the generator's style directions."""
-    from analysis.device import configure_threads
-    from analysis.estimators import load_estimator
-    from ingest.generators import load_generator
-    from ingest.steering import load_steering
-
-    configure_threads(config["TORCH_THREADS"])
-    models_dir = config["MODELS_DIR"]
-    generator = load_generator(
-        config["GENERATOR"], models_dir, device=config["DEVICE"], truncation=config["TRUNCATION"]
-    )
-    estimator = load_estimator(
-        config["ESTIMATOR"], models_dir, device=generator.device, batch_size=64
-    )
-    return ModelSet(generator, estimator, load_steering(generator))
-
-
-def available_without_loading() -> list[str]:
-    """Strategies usable here, judged from the files on disk (nothing is loaded)."""
-    usable = [SAMPLE, OPTIMISE]
-    if DIRECTIONS_FILE.is_file():
-        usable.append(STEER)
-    return usable

@@ -14,9 +14,14 @@ first, row last, under the insert lock) is the pipeline's, not a second copy of 
   fresh random augmentation (flip, shift, scale, noise) of the rendered face in every
   step, so the search cannot settle on pixel patterns that fool the estimator only in
   one exact framing; the robust gate then re-checks every result. Unguarded optimisation
-  fools the estimator (issue 5) and is never offered.
+  fools the estimator and is never offered.
 
 Targeted adapters count their aims per (gender, age) in ``aims`` for the yield table.
+
+``adapter_for`` picks the generator a plan runs with and ``gates_for`` the gate list of a
+run for a target: together they are what makes a run on-demand, and like the adapters
+they are needed only once the models are loaded (this module imports torch), so the
+engine imports them when a run starts.
 """
 
 from __future__ import annotations
@@ -31,9 +36,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ingest.gates import (
+    AgeRangeGate,
+    BlackBorderGate,
+    BrokenImageGate,
+    Gate,
+    HashIndex,
+    NearDuplicateGate,
+    framing_gates,
+)
+from ingest.ondemand.yields import OPTIMISE, STEER
+from ingest.robust_gates import RobustVerdictGate, TargetPrefilterGate
+
 if TYPE_CHECKING:
     from analysis.types import AgeGenderEstimator
     from ingest.generators import Generator
+    from ingest.ondemand.models import ModelSet
+    from ingest.ondemand.ports import Target
+    from ingest.ondemand.yields import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -245,3 +265,55 @@ class GuidedOptimiser(_Delegate):
                 loss.backward()
                 optimiser.step()
         return z.detach().cpu().to(torch.float32)
+
+
+def adapter_for(
+    plan: Plan,
+    target: Target,
+    models: ModelSet,
+    deadline: float,
+    *,
+    optimise_steps: int,
+    clock: Callable[[], float],
+) -> Generator:
+    """The generator a run with ``plan`` for ``target`` uses: the strategy's adapter around
+    ``models.generator``, or the generator itself for plain sampling."""
+    gender = target.gender if target.gender is not None else plan.gender
+    if plan.strategy == STEER:
+        if models.steering is None:
+            raise RuntimeError("no style directions are loaded for the generator")
+        return SteeredPhotoreal.for_filter(  # type: ignore[return-value]
+            models.generator, models.steering, gender, target.minimum_age, target.maximum_age
+        )
+    if plan.strategy == OPTIMISE:
+        return GuidedOptimiser(  # type: ignore[return-value]
+            models.generator,
+            models.estimator,
+            gender,
+            target.minimum_age,
+            target.maximum_age,
+            steps=optimise_steps,
+            deadline=deadline,
+            clock=clock,
+        )
+    return models.generator
+
+
+def gates_for(
+    target: Target,
+    estimator: AgeGenderEstimator,
+    *,
+    gender_threshold: float,
+    index: HashIndex,
+    duplicate_distance: int,
+) -> list[Gate]:
+    """The on-demand gate list; the robust verdict is judged against ``target``."""
+    return [
+        *framing_gates(),
+        AgeRangeGate(),
+        BrokenImageGate(),
+        BlackBorderGate(),
+        TargetPrefilterGate(target),
+        RobustVerdictGate(estimator, gender_threshold, target=target),
+        NearDuplicateGate(index, duplicate_distance),
+    ]

@@ -125,7 +125,7 @@ class Plan:
         return self.cost / self.rate
 
     def as_dict(self) -> dict[str, object]:
-        """For logs, the CLI and the README table."""
+        """For logs, the CLI and the table in docs/operations.md."""
         return {
             "strategy": self.strategy,
             "gender": self.gender,

@@ -235,7 +235,7 @@ def test_matches_the_tfjs_reference(estimator: FaceApiEstimator, reference) -> N
     female_error = np.abs(np.concatenate(p_female) - reference["p_female"])
     assert age_error.max() <= 0.01, age_error
     assert female_error.max() <= 1e-4, female_error
-    # What a faithful port achieves (README: about 1e-5); catches subtle regressions.
+    # What a faithful port achieves (docs/models.md: about 1e-5); catches subtle regressions.
     assert age_error.max() <= 1e-4 and female_error.max() <= 1e-5
 
 

@@ -19,6 +19,7 @@ from ingest.generators import mobilestylegan as msg
 from ingest.generators.photoreal import PhotorealGenerator
 from ingest.seeded import SeededStudio, StudioModels
 from ingest.steering import AgeResponse, Steering
+from ingest.steering.fit import fit_steering
 from tests.ingest.fakes import FakeEstimator
 
 CHANNELS = (32, 32, 16)
@@ -55,7 +56,7 @@ def made_up_steering(generator: PhotorealGenerator) -> Steering:
     centred = styles - styles.mean(0)
     ages = 40 + 15 * (centred @ age_dir) / (centred @ age_dir).std()
     p_female = 1 / (1 + np.exp(-3 * (centred @ gender_dir) / (centred @ gender_dir).std()))
-    steering = Steering.fit(
+    steering = fit_steering(
         styles,
         ages,
         p_female,

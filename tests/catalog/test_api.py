@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from catalog.services import find_service, install_service
 from catalog.sql import db
+from catalog.sql.cells import Filters
 from catalog.sql.models import Face
-from catalog.sql.selection import Filters
 from catalog.storage import Storage
 from catalog.web.unmet import Supplier
 from tests.factories import make_face as factory_make_face

@@ -15,8 +15,8 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from catalog.services import find_service, install_service
+from catalog.sql.cells import CellCount, Filters
 from catalog.sql.models import Face
-from catalog.sql.selection import CellCount, Filters
 from catalog.storage import Storage
 from catalog.web import avatar
 from catalog.web.unmet import Supplier
@@ -214,7 +214,7 @@ def test_growing_the_catalog_by_ten_percent_changes_about_one_avatar_in_eleven()
 
 
 def test_naive_modulo_would_change_almost_every_avatar() -> None:
-    """The baseline the README compares with, so the figure above means something."""
+    """The baseline docs/benchmarks.md compares with, so the figure above means something."""
     rng = random.Random(2)
     before = sum(c.n for c in _catalog(rng, 2000))
     after = before + 200
@@ -260,7 +260,7 @@ def test_the_choice_is_the_same_in_another_process() -> None:
         avatar.choose_position(avatar.identity_hash(f"w{i}", Filters()), cells) for i in range(50)
     ]
     code = (
-        "from catalog.web import avatar; from catalog.sql.selection import CellCount, Filters;"
+        "from catalog.web import avatar; from catalog.sql.cells import CellCount, Filters;"
         "cells=[CellCount('female',30,7),CellCount('male',41,13)];"
         "print([avatar.choose_position(avatar.identity_hash(f'w{i}', Filters()), cells)"
         " for i in range(50)])"

@@ -145,7 +145,7 @@ def test_missing_models_are_503_and_cost_nothing(app_factory: Callable[..., Flas
     assert response.status_code == 503
     assert response.get_json()["error"] == "generator_unavailable"
     with app.test_request_context():
-        from catalog.access.limits import generation_budget
+        from catalog.access.budgets import generation_budget
 
         assert [remaining for _, remaining in generation_budget()] == [1, 60]
 
@@ -218,7 +218,7 @@ def test_head_renders_nothing_and_costs_nothing(app: Flask, client: FlaskClient)
     assert client.head("/api/v1/generate?age=101").status_code == 400
     assert client.head("/api/v1/generate?seed=7").status_code == 403  # as a GET would
     with app.test_request_context():
-        from catalog.access.limits import generation_budget
+        from catalog.access.budgets import generation_budget
 
         assert [remaining for _, remaining in generation_budget()] == [1, 60]
     assert client.get("/api/v1/generate").status_code == 200  # anon's one generation

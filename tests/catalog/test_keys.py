@@ -174,7 +174,7 @@ def test_revocation_from_another_process_lands_within_the_cache_time(
 def test_cached_key_revoked_elsewhere_stops_working_once_the_cache_time_is_up(
     app_factory: Callable[..., Flask], make_face: Callable[..., Face], db_session: Session
 ) -> None:
-    """The bound README states: a revocation reaches a running server within
+    """The bound docs/api.md states: a revocation reaches a running server within
     KEY_CACHE_SECONDS of when it read the key. The cache's clock is driven by hand."""
     app = app_factory(KEY_CACHE_SECONDS=5)
     now = [1000.0]

@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from limits import parse_many
 
-from catalog.access import keys, limit_storage, limits
+from catalog.access import budgets, keys, limit_storage, limits
 from catalog.errors import ApiError
 from catalog.services import find_service, install_service
 from catalog.sql.db import session_scope
@@ -49,7 +49,7 @@ def charges_until_refused(app: Flask, caller: keys.Caller, address: str, most: i
     for n in range(most):
         with app.test_request_context(environ_base={"REMOTE_ADDR": address}):
             try:
-                limits.charge_generation(caller)
+                budgets.charge_generation(caller)
             except ApiError as exc:
                 assert exc.status == 429
                 return n
@@ -80,9 +80,9 @@ def test_generation_burst_budget_per_class_has_the_documented_default(
 def test_the_refusal_carries_a_true_retry_after(app: Flask) -> None:
     address = random_address()
     with app.test_request_context(environ_base={"REMOTE_ADDR": address}):
-        limits.charge_generation(keys.ANONYMOUS)
+        budgets.charge_generation(keys.ANONYMOUS)
         with pytest.raises(ApiError) as refused:
-            limits.charge_generation(keys.ANONYMOUS)
+            budgets.charge_generation(keys.ANONYMOUS)
     error = refused.value
     assert_throttled(error.status, error.to_dict(), error.headers, 60)
     assert error.extra["retry_after"] >= 59  # the burst window is a minute and just began
@@ -95,7 +95,7 @@ def test_daily_budget_is_enforced_after_the_burst_budget(
     assert charges_until_refused(app, keys.ANONYMOUS, "10.0.0.1", 10) == 3
     context = app.test_request_context(environ_base={"REMOTE_ADDR": "10.0.0.1"})
     with context, pytest.raises(ApiError) as refused:
-        limits.charge_generation(keys.ANONYMOUS)
+        budgets.charge_generation(keys.ANONYMOUS)
     assert refused.value.extra["retry_after"] > 86000  # the day, not the minute
 
 
@@ -187,7 +187,7 @@ def test_two_app_instances_share_one_budget_through_redis(
         app = (first, second)[n % 2]
         with app.test_request_context(environ_base={"REMOTE_ADDR": address}):
             try:
-                limits.charge_generation(caller)
+                budgets.charge_generation(caller)
                 granted += 1
             except ApiError as exc:
                 assert exc.status == 429
@@ -458,7 +458,7 @@ def test_generation_fails_closed_when_the_limit_store_is_down(
     app = app_factory(RATELIMIT_STORAGE_URL="redis://127.0.0.1:1/0")
     make_face()
     with app.test_request_context(), pytest.raises(ApiError) as refused:
-        limits.charge_generation(keys.ANONYMOUS)
+        budgets.charge_generation(keys.ANONYMOUS)
     assert refused.value.status == 503
     # Lookups keep working on per-process counters (logged) rather than failing.
     assert app.test_client().get("/face/json").status_code == 200

@@ -13,19 +13,15 @@ from flask import Flask
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from catalog.sql import db, selection
+from catalog.sql import cells, db
+from catalog.sql.cells import CellCache, CellCount, Filters, count_matching, verify_cells
 from catalog.sql.models import Face, FaceCell
 from catalog.sql.selection import (
-    CellCache,
-    CellCount,
-    Filters,
     add_face,
-    count_matching,
     draw_positions,
     pick_random,
     record_served,
     remove_face,
-    verify_cells,
 )
 
 # Upper 0.1% points of the chi-square distribution (scipy is not a dependency), from
@@ -186,7 +182,7 @@ def test_pick_retries_when_a_slot_vanished(
 ) -> None:
     """Counts read before a concurrent remove_face point at slots that no longer exist."""
     (only,) = add_bare(db_session, {("male", 45): 1})
-    real = selection.all_cells
+    real = cells.all_cells
     calls = []
 
     def stale_then_real(executor: Session) -> list[CellCount]:
@@ -195,7 +191,7 @@ def test_pick_retries_when_a_slot_vanished(
             return [CellCount("male", 45, 1), CellCount("male", 46, 10_000)]
         return real(executor)
 
-    monkeypatch.setattr(selection, "all_cells", stale_then_real)
+    monkeypatch.setattr(cells, "all_cells", stale_then_real)
     assert pick_random(db_session, Filters(), random.Random(0)) == [only]
     assert len(calls) == 2
 

@@ -16,8 +16,8 @@ from werkzeug.http import http_date as werkzeug_http_date
 
 from catalog.services import install_service
 from catalog.sql import db, serving
+from catalog.sql.cells import Filters
 from catalog.sql.models import Face
-from catalog.sql.selection import Filters
 from catalog.sql.serving import DrawAhead, ServedRecorder
 from catalog.web.api import http_date
 from tests.catalog.test_selection import CHI2_CRITICAL_0_001, UNEVEN, add_bare, chi_square

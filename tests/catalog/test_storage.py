@@ -15,14 +15,14 @@ from catalog.storage import (
     BACKENDS,
     BucketMissing,
     InvalidKey,
-    LocalStorage,
     ObjectNotFound,
-    S3Storage,
     Storage,
     StorageError,
     storage_from_url,
     validate_key,
 )
+from catalog.storage.local import LocalStorage
+from catalog.storage.s3 import S3Storage
 
 BAD_KEYS = [
     "",
@@ -258,7 +258,7 @@ def test_a_hung_s3_endpoint_costs_a_request_seconds_not_minutes(
     import time
 
     from catalog.sql import db
-    from catalog.storage import S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT
+    from catalog.storage.s3 import S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT
     from tests.conftest import _free_port, wait_until_answering
     from tests.factories import make_face
 

@@ -20,9 +20,10 @@ from sqlalchemy.orm import sessionmaker
 
 from catalog.sql.admission import SqlIngestCatalog
 from catalog.sql.db import make_engine
-from catalog.storage import LocalStorage
-from ingest.pipeline import IngestSettings, run_ingest
+from catalog.storage.local import LocalStorage
+from ingest.pipeline import run_ingest
 from ingest.scheduling import IngestWorker
+from tests.factories import ingest_settings
 from tests.ingest.fakes import FakeEstimator, FakeGenerator, FaultyStorage
 
 
@@ -55,7 +56,7 @@ def main(argv: list[str]) -> int:
                 time.sleep(600)  # until the test kills us
 
         storage.on_put = pause
-    settings = IngestSettings(
+    settings = ingest_settings(
         batch_size=args.batch,
         composition=args.composition,
         target_size=args.target_size,

@@ -39,13 +39,14 @@ def ingest(app, session_maker, tmp_path):  # type: ignore[no-untyped-def]
     ``IngestSettings`` fields.
     """
     from catalog.sql.admission import SqlIngestCatalog
-    from ingest.pipeline import IngestSettings, run_ingest
+    from ingest.pipeline import run_ingest
+    from tests.factories import ingest_settings
     from tests.ingest.fakes import FakeEstimator, FakeGenerator
 
     def call(count: int, **kwargs):  # type: ignore[no-untyped-def]
         settings = kwargs.pop("settings", {})
         if isinstance(settings, dict):
-            settings = IngestSettings(**{"batch_size": 8, "upload_backoff": 0.0, **settings})
+            settings = ingest_settings(**{"batch_size": 8, "upload_backoff": 0.0, **settings})
         arguments = {
             "generator": FakeGenerator(),
             "estimator": FakeEstimator(),

@@ -11,8 +11,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 import ingest.cli
 from catalog.services import find_service, install_service
 from catalog.storage import Storage
-from ingest.pipeline import IngestReport, IngestSettings
+from ingest.pipeline.reports import IngestReport
 from ingest.scheduling import JOB_ID, IngestWorker, build_scheduler
+from ingest.settings import IngestSettings
 from tests.ingest.fakes import FakeEstimator, FakeGenerator, Verdict
 
 
@@ -228,7 +229,7 @@ def test_ingest_commands_stop_at_once_on_an_unmigrated_database(
         raise AssertionError("models loaded on an unmigrated database")
 
     monkeypatch.setattr(ingest.cli, "load_models", no_models)
-    monkeypatch.setattr("ingest.ondemand.engine.load_model_set", no_models)
+    monkeypatch.setattr("ingest.ondemand.models.load_model_set", no_models)
     result = app.test_cli_runner().invoke(args=args)
     assert result.exit_code == 1, result.output
     assert "is at an empty schema" in result.output

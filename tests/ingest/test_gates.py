@@ -20,9 +20,9 @@ from ingest.gates import (
     HashIndex,
     NearDuplicateGate,
     apply_gates,
-    default_gates,
 )
 from ingest.imaging import phash
+from ingest.pipeline.selection import default_gates
 
 
 def _textures(n: int, seed: int = 0) -> np.ndarray:

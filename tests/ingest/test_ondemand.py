@@ -25,14 +25,14 @@ from catalog.errors import ApiError
 from catalog.services import find_service, install_service
 from catalog.sql import flight
 from catalog.sql.admission import SqlIngestCatalog
+from catalog.sql.cells import verify_cells
 from catalog.sql.db import session_factory
 from catalog.sql.models import BackfillRequest, CellYield, Face, IngestRun, OndemandJob
 from catalog.sql.ondemand import SqlOndemandCatalog
-from catalog.sql.selection import verify_cells
 from catalog.sql.yields import record_yields
 from catalog.storage import Storage
-from ingest.gates import NOT_ROBUST
-from ingest.ondemand.engine import ModelSet, OnDemand, OndemandSettings
+from ingest.ondemand.engine import OnDemand
+from ingest.ondemand.models import ModelSet
 from ingest.ondemand.ports import FULFILLED, NOT_FOUND, PENDING, FaceSupplier, Target
 from ingest.ondemand.yields import (
     MIN_COST_SAMPLES,
@@ -46,7 +46,8 @@ from ingest.ondemand.yields import (
     choose,
     plans,
 )
-from ingest.pipeline import IngestSettings
+from ingest.robust_gates import NOT_ROBUST
+from tests.factories import ingest_settings, ondemand_settings
 from tests.ingest.robust_fakes import Face as FakeFace
 from tests.ingest.robust_fakes import RobustFakeEstimator, RobustFakeGenerator, mix
 
@@ -66,12 +67,12 @@ def make_engine(
         "strategies": (SAMPLE,),
         "batch_size": 16,
         "slow_seconds": 60.0,
-        "ingest": IngestSettings(upload_backoff=0.0),
+        "ingest": ingest_settings(upload_backoff=0.0),
         **overrides,
     }
     models = ModelSet(generator, estimator or RobustFakeEstimator())  # type: ignore[arg-type]
     engine = OnDemand(
-        settings=OndemandSettings(**values),
+        settings=ondemand_settings(**values),
         catalog=SqlOndemandCatalog(session_factory(app)),
         storage=find_service(Storage, app),
         models=lambda: models,
@@ -355,7 +356,7 @@ def test_ingest_uses_the_robust_gate(app: Flask, session_maker) -> None:  # type
         estimator=RobustFakeEstimator(brittle_age=70.0),
         storage=find_service(Storage, app),
         catalog=SqlIngestCatalog(session_maker),
-        settings=IngestSettings(batch_size=8, upload_backoff=0.0, robust=True),
+        settings=ingest_settings(batch_size=8, upload_backoff=0.0, robust=True),
         trigger="test",
     )
     assert report.rejected[NOT_ROBUST] > 0  # plain verdict 70, median 30: a decade apart
@@ -465,11 +466,11 @@ def test_worker_backfills_before_ingest_even_when_full() -> None:
 
 
 def test_measure_yields_command_records_measured_rows(app: Flask, runner, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from ingest.ondemand import engine as engine_module
+    from ingest.ondemand import models as models_module
 
     generator = RobustFakeGenerator(mix((0.25, FakeFace(44.0, 0.95)), (0.75, COMMON)))
     models = ModelSet(generator, RobustFakeEstimator())  # type: ignore[arg-type]
-    monkeypatch.setattr(engine_module, "load_model_set", lambda config: models)
+    monkeypatch.setattr(models_module, "load_model_set", lambda config: models)
     result = runner.invoke(
         args=["ingest", "measure-yields", "--strategies", "sample", "--samples", "64"]
     )
@@ -630,7 +631,7 @@ def test_ingest_runs_feed_the_sample_yields(app: Flask) -> None:
         32,
         generator=generator,  # type: ignore[arg-type]
         estimator=RobustFakeEstimator(),  # type: ignore[arg-type]
-        settings=IngestSettings(batch_size=16, upload_backoff=0.0, robust=True),
+        settings=ingest_settings(batch_size=16, upload_backoff=0.0, robust=True),
         trigger="test",
     )
     with session_factory(app)() as session:
@@ -644,7 +645,7 @@ def test_ingest_runs_feed_the_sample_yields(app: Flask) -> None:
         8,
         generator=generator,  # type: ignore[arg-type]
         estimator=RobustFakeEstimator(),  # type: ignore[arg-type]
-        settings=IngestSettings(batch_size=8, upload_backoff=0.0),
+        settings=ingest_settings(batch_size=8, upload_backoff=0.0),
         trigger="test",
     )
     assert plain.robust_checked == 0

@@ -12,16 +12,12 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from catalog.fsck import fsck
+from catalog.sql.cells import verify_cells
 from catalog.sql.models import Face, FaceCell, IngestRun
-from catalog.sql.selection import verify_cells
-from ingest.pipeline import (
-    ALREADY_INGESTED,
-    DATABASE_ERROR,
-    STORAGE_ERROR,
-    IngestSettings,
-    draw_seeds,
-    retrying,
-)
+from ingest.pipeline import draw_seeds
+from ingest.pipeline.reports import ALREADY_INGESTED, DATABASE_ERROR, STORAGE_ERROR
+from ingest.pipeline.stages import retrying
+from ingest.settings import IngestSettings
 from tests.ingest.fakes import FakeGenerator, FaultyStorage, Verdict
 
 FILENAME = re.compile(r"(female|male)_(\d{1,3})_[0-9a-f]{40}\.(jpg|webp)")

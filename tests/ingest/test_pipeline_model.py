@@ -19,7 +19,8 @@ from catalog.sql.models import Face, IngestRun
 from catalog.storage import Storage
 from ingest.generators import load_generator
 from ingest.imaging import hamming, phash
-from ingest.pipeline import IngestSettings, run_ingest
+from ingest.pipeline import run_ingest
+from tests.factories import ingest_settings
 
 pytestmark = pytest.mark.model
 
@@ -44,12 +45,12 @@ def test_real_models_end_to_end(app, session_maker, models) -> None:  # type: ig
         estimator=estimator,
         storage=storage,
         catalog=SqlIngestCatalog(session_maker),
-        settings=IngestSettings(batch_size=16),
+        settings=ingest_settings(batch_size=16),
         seeds=seeds,
     )
     assert report.status == "completed" and report.generated == 48
     assert report.generated == report.admitted + sum(report.rejected.values())
-    # The DCGAN's faces are often ambiguous to the estimator (README, "Ingest"): some
+    # The DCGAN's faces are often ambiguous to the estimator (docs/operations.md, "Ingest"): some
     # are rejected for that, and most of the rest get in.
     assert 10 <= report.admitted <= 40 and report.rejected["gender_uncertain"] >= 5
 

@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 
 from catalog.fsck import fsck
 from catalog.sql.admission import SqlIngestCatalog
+from catalog.sql.cells import verify_cells
 from catalog.sql.models import Face, FaceCell, IngestRun
-from catalog.sql.selection import verify_cells
-from catalog.storage import LocalStorage
+from catalog.storage.local import LocalStorage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -20,10 +20,8 @@ from ingest.steering import (
     Direction,
     Steering,
     aimed_styles,
-    fit_direction,
-    gender_logit,
-    orthogonal_to,
 )
+from ingest.steering.fit import fit_direction, fit_steering, gender_logit, orthogonal_to
 
 DIM = 512
 ROWS = 3000
@@ -80,7 +78,7 @@ def age_direction(planted: Planted) -> Direction:
 
 @pytest.fixture(scope="module")
 def steering(planted: Planted) -> Steering:
-    return Steering.fit(
+    return fit_steering(
         planted.styles,
         planted.ages,
         planted.p_female,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from catalog.sql.selection import CellCount, Filters
+from catalog.sql.cells import CellCount, Filters
 from catalog.web.avatar import choose_position, identity_hash
 
 logger = logging.getLogger("bench_avatar")

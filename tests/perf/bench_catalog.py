@@ -350,7 +350,7 @@ def main() -> None:
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
-    """The README table: per filter and size, facecat vs ORDER BY random() vs bare."""
+    """The table in docs/benchmarks.md: per filter and size, facecat, ORDER BY random(), bare."""
     sizes = sorted({row["size"] for row in rows if row["mode"] != "bare"})
     find = {(r["size"], r["filter"], r["mode"]): r for r in rows}
     lines = [

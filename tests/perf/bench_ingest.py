@@ -7,7 +7,7 @@ Run by hand (pytest does not collect ``bench_*`` files), from the repository roo
 
 What it measures, all at the same batch size and on the same device:
 
-1. estimator only: ``estimator.predict`` on pre-generated faces (the issue's yardstick);
+1. estimator only: ``estimator.predict`` on pre-generated faces (the ingest target's yardstick);
 2. generator only, and generator + estimator (the models, no bookkeeping);
 3. ``run_ingest`` end to end, into a fresh PostgreSQL database (created on the server at
    ``--postgres``, dropped afterwards) and a bucket on moto's S3 server over HTTP, run
@@ -45,7 +45,9 @@ from analysis.device import configure_threads  # noqa: E402
 from analysis.estimators import load_estimator  # noqa: E402
 from ingest.gates import analysis_images  # noqa: E402
 from ingest.generators import load_generator  # noqa: E402
-from ingest.pipeline import IngestReport, IngestSettings, draw_seeds, run_ingest  # noqa: E402
+from ingest.pipeline import draw_seeds, run_ingest  # noqa: E402
+from ingest.pipeline.reports import IngestReport  # noqa: E402
+from ingest.settings import IngestSettings  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

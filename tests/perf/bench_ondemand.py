@@ -53,16 +53,13 @@ from catalog.sql.ondemand import SqlOndemandCatalog  # noqa: E402
 from catalog.sql.yields import load_yields  # noqa: E402
 from catalog.storage import Storage  # noqa: E402
 from ingest.ondemand.cli import format_table  # noqa: E402
-from ingest.ondemand.engine import (  # noqa: E402
-    ModelSet,
-    OnDemand,
-    OndemandSettings,
-    load_model_set,
-)
+from ingest.ondemand.engine import OnDemand  # noqa: E402
+from ingest.ondemand.models import ModelSet, load_model_set  # noqa: E402
 from ingest.ondemand.ports import (  # noqa: E402
     FaceSupplier,
     Target,
 )
+from ingest.ondemand.settings import OndemandSettings  # noqa: E402
 from ingest.ondemand.yields import DECADES, choose  # noqa: E402
 from ingest.pipeline import draw_seeds  # noqa: E402
 
@@ -298,7 +295,8 @@ def contact_sheet(
 
 def ingest_cost(catalogs: Catalogs, models: ModelSet, count: int) -> dict:
     """``run_ingest`` throughput without and with the robust gate, on the same seeds."""
-    from ingest.pipeline import IngestSettings, run_ingest
+    from ingest.pipeline import run_ingest
+    from ingest.settings import IngestSettings
 
     seeds = draw_seeds(count)
     out: dict[str, Any] = {}

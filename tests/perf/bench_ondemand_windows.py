@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from app import create_app  # noqa: E402
-from ingest.ondemand.engine import load_model_set  # noqa: E402
+from ingest.ondemand.models import load_model_set  # noqa: E402
 from ingest.ondemand.ports import Target  # noqa: E402
 from ingest.ondemand.yields import choose  # noqa: E402
 from tests.perf_tools import perf_tool  # noqa: E402

@@ -216,7 +216,8 @@ def _ingest_row(spec: dict[str, Any]) -> dict[str, Any]:
     from catalog.sql import db
     from catalog.sql.admission import SqlIngestCatalog
     from ingest.generators.photoreal import PhotorealGenerator
-    from ingest.pipeline import IngestSettings, draw_seeds, run_ingest
+    from ingest.pipeline import draw_seeds, run_ingest
+    from ingest.settings import IngestSettings
 
     configure_threads(spec["threads"])
     batch, count = spec["batch"], spec["count"]

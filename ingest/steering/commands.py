@@ -2,7 +2,7 @@
 
 Each sample is rendered, framed (exactly one plausible face, or it is skipped) and
 labelled with the estimator's augmentation-robust verdict, the same verdict the gates
-use; ``ingest.steering`` then fits the directions and the file records how.
+use; ``ingest.steering.fit`` then fits the directions and the file records how.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def fit_directions_command(
     """
     from analysis.robust import robust_predict
     from ingest.command_models import load_models
+    from ingest.steering.fit import fit_steering
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     generator, estimator = load_models(app, None, batch)
@@ -106,7 +107,7 @@ def fit_directions_command(
         "code_commit": _code_commit(),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    steering = Steering.fit(
+    steering = fit_steering(
         np.stack(styles),
         np.asarray(ages),
         np.asarray(p_female),
