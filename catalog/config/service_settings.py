@@ -23,6 +23,16 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
         "storage",
     ),
     Setting(
+        "DATABASE_TIMEOUT_SECONDS",
+        5.0,
+        "PostgreSQL: a web request's statement that runs, or waits for a silent server, "
+        "this long fails and the request answers 503 (statement_timeout on the server and "
+        "a client-side bound for a server that hangs). Ingest and the CLI are freed after "
+        "60 s of silence.",
+        float_range(0.5, 300.0),
+        "storage",
+    ),
+    Setting(
         "STORAGE_URL",
         None,
         "Where images go. Default: the folder objects/ in the instance folder. "

@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from catalog.services import find_service, provide_service, services
+from catalog.sql.deadline import DatabaseSilent, connection_class, watch_silence
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -60,14 +61,19 @@ def engine_url(url: str) -> URL:
 
 
 # PostgreSQL: how long a new connection may take (libpq's connect_timeout; without it a
-# server that accepts but never answers hangs the connect), and how long one statement
-# of a web request may run. Ingest and the CLI keep no statement limit: their batches,
-# locks and migrations may take longer.
+# server that accepts but never answers hangs the connect). A web request's statements
+# are bounded by DATABASE_TIMEOUT_SECONDS, on the server (statement_timeout) and on the
+# client (catalog.sql.deadline, for a server that hangs). Ingest and the CLI keep no
+# statement limit (batches, locks and migrations may take longer), but a server silent
+# for SESSION_SILENCE_SECONDS still frees them.
 CONNECT_TIMEOUT_SECONDS = 5
-STATEMENT_TIMEOUT_MS = 5000
+REQUEST_TIMEOUT_SECONDS = 5.0
+SESSION_SILENCE_SECONDS = 60.0
 
 
-def make_engine(url: str, *, serving: bool = False) -> Engine:
+def make_engine(
+    url: str, *, serving: bool = False, timeout: float = REQUEST_TIMEOUT_SECONDS
+) -> Engine:
     """An engine with the settings each backend needs to serve concurrent requests.
 
     ``serving=True`` makes the engine of the request fast path (``get_connection``):
@@ -97,36 +103,44 @@ def make_engine(url: str, *, serving: bool = False) -> Engine:
         return engine
     if serving:
         # A request's single SELECTs take milliseconds: a statement still running after
-        # STATEMENT_TIMEOUT_MS is stuck (a lock, an overloaded server) and the request
+        # ``timeout`` is stuck (a lock, an overloaded server, a hung one) and the request
         # answers 503 instead of holding its worker thread.
-        return create_engine(
+        engine = create_engine(
             engine_url(url),
             isolation_level="AUTOCOMMIT",
             pool_size=5,
             max_overflow=10,
             connect_args={
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                "options": f"-c statement_timeout={round(timeout * 1000)}",
+                "connection_factory": connection_class(timeout),
             },
         )
-    # values_plus_batch: psycopg2 sends executemany UPDATEs (the batched serving counters)
-    # 100 per round trip instead of one by one.
-    return create_engine(
-        engine_url(url),
-        pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=20,
-        executemany_mode="values_plus_batch",
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
-    )
+    else:
+        # values_plus_batch: psycopg2 sends executemany UPDATEs (the batched serving
+        # counters) 100 per round trip instead of one by one.
+        engine = create_engine(
+            engine_url(url),
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            executemany_mode="values_plus_batch",
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "connection_factory": connection_class(SESSION_SILENCE_SECONDS),
+            },
+        )
+    watch_silence(engine)
+    return engine
 
 
 class Database:
     """One app's engines and sessionmaker, each created on first use: web workers fork
     after ``create_app``, and a pool made before the fork would be shared by every worker."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
         self.url = url
+        self.timeout = timeout
         self._engine: Engine | None = None
         self._serving_engine: Engine | None = None
         self._sessionmaker: sessionmaker[Session] | None = None
@@ -149,7 +163,7 @@ class Database:
         if self._serving_engine is None:
             with self._lock:
                 if self._serving_engine is None:
-                    self._serving_engine = make_engine(self.url, serving=True)
+                    self._serving_engine = make_engine(self.url, serving=True, timeout=self.timeout)
         return self._serving_engine
 
     @property
@@ -222,7 +236,9 @@ def serving_read(read: Callable[[Connection], T]) -> T:
     try:
         return read(get_connection())
     except DBAPIError as exc:
-        if not exc.connection_invalidated:
+        # A server that went silent is not a stale pooled connection: asking again would
+        # only double the wait before the 503.
+        if not exc.connection_invalidated or isinstance(exc.orig, DatabaseSilent):
             raise
         dead = g.pop("db_connection", None)
         if dead is not None:
@@ -356,5 +372,9 @@ def revision_command(message: str) -> None:
 def init_app(app: Flask) -> None:
     """Provide the app's ``Database`` and register the session teardown (``catalog.cli``
     registers the ``db`` group)."""
-    provide_service(app, Database, lambda: Database(app.config["DATABASE_URL"]))
+    provide_service(
+        app,
+        Database,
+        lambda: Database(app.config["DATABASE_URL"], app.config["DATABASE_TIMEOUT_SECONDS"]),
+    )
     app.teardown_appcontext(close_session)
