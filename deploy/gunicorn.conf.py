@@ -9,8 +9,12 @@ and deploy/README.md scale a container.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+from typing import Any
+
+from gunicorn import util as gunicorn_util
 
 bind = "0.0.0.0:8000"
 # 2 per core + 1 is gunicorn's rule of thumb; capped because each worker holds its own
@@ -65,3 +69,35 @@ logconfig_dict = {
 # proxy in front: any client could otherwise rewrite image URLs or break requests. The
 # default is loopback (nginx on the same host); the compose file sets its network.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+# gunicorn answers what it cannot parse itself, before the app sees it (a request line
+# that is not HTTP: 400; a URL over limit_request_line: 414; headers over their limits:
+# 431), and writes those answers as HTML pages. Every facecat answer is JSON with
+# `error` and `detail`, so its writer is replaced here, in the master, before the workers
+# fork; the access log still records each refusal.
+_PROTOCOL_ERRORS = {
+    400: "bad_request",
+    403: "forbidden",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "headers_too_large",
+    500: "internal_error",
+}
+
+
+def _json_protocol_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's ``util.write_error`` with facecat's JSON error body."""
+    detail = f"{reason}: {mesg}" if mesg else f"{reason}."
+    code = _PROTOCOL_ERRORS.get(status_int, "http_error")
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        "Access-Control-Allow-Origin: *\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn_util.write_error = _json_protocol_error

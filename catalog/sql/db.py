@@ -105,6 +105,7 @@ def make_engine(
         # A request's single SELECTs take milliseconds: a statement still running after
         # ``timeout`` is stuck (a lock, an overloaded server, a hung one) and the request
         # answers 503 instead of holding its worker thread.
+        connections = connection_class(timeout)
         engine = create_engine(
             engine_url(url),
             isolation_level="AUTOCOMMIT",
@@ -113,12 +114,13 @@ def make_engine(
             connect_args={
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
                 "options": f"-c statement_timeout={round(timeout * 1000)}",
-                "connection_factory": connection_class(timeout),
+                "connection_factory": connections,
             },
         )
     else:
         # values_plus_batch: psycopg2 sends executemany UPDATEs (the batched serving
         # counters) 100 per round trip instead of one by one.
+        connections = connection_class(SESSION_SILENCE_SECONDS)
         engine = create_engine(
             engine_url(url),
             pool_pre_ping=True,
@@ -127,10 +129,10 @@ def make_engine(
             executemany_mode="values_plus_batch",
             connect_args={
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "connection_factory": connection_class(SESSION_SILENCE_SECONDS),
+                "connection_factory": connections,
             },
         )
-    watch_silence(engine)
+    watch_silence(engine, connections)
     return engine
 
 

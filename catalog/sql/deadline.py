@@ -15,12 +15,18 @@ Connections get their silence from their class (``connection_class``), so the re
 fast path and the slower session engine can differ. SQLAlchemy is told such a
 connection is gone (``watch_silence``), so the pool drops it and the request answers
 503 like any other outage. A silence of None waits as libpq would, forever.
+
+Once a connection of a class went silent, the server is *suspect*: one request at a time
+waits on it as a probe, and the others fail at once instead of each holding a worker
+thread for the whole silence, so requests that need no database still find a free
+thread. The first probe that hears an answer clears the suspicion.
 """
 
 from __future__ import annotations
 
-import functools
 import select
+import threading
+import weakref
 from typing import Any
 
 import psycopg2
@@ -33,12 +39,40 @@ class DatabaseSilent(psycopg2.OperationalError):
     """PostgreSQL said nothing for the connection's silence; the connection is dropped."""
 
 
+class ServerHealth:
+    """Whether the server behind one connection class went silent, and who probes it."""
+
+    def __init__(self) -> None:
+        self.suspect = False
+        self.probe = threading.Lock()
+
+
 def _wait(connection: Any) -> None:
-    """psycopg2's wait callback: poll until done, waiting at most ``silence`` per step."""
+    """psycopg2's wait callback: poll until done, waiting at most ``silence`` per step;
+    while the server is suspect, only the one request probing it waits."""
     silence = getattr(connection, "silence", None)
+    health: ServerHealth | None = getattr(connection, "health", None)
+    probing = False
+    if health is not None and health.suspect:
+        if not health.probe.acquire(blocking=False):
+            raise DatabaseSilent(
+                "the database did not answer a recent request and another request is "
+                "checking it: not waiting"
+            )
+        probing = True
+    try:
+        _poll_until_done(connection, silence, health)
+    finally:
+        if probing:
+            health.probe.release()  # type: ignore[union-attr]
+
+
+def _poll_until_done(connection: Any, silence: float | None, health: ServerHealth | None) -> None:
     while True:
         state = connection.poll()
         if state == pg.POLL_OK:
+            if health is not None:
+                health.suspect = False
             return
         fd = connection.fileno()
         if state == pg.POLL_READ:
@@ -48,20 +82,33 @@ def _wait(connection: Any) -> None:
         else:  # pragma: no cover - psycopg2 documents only the three states
             raise psycopg2.OperationalError(f"unexpected poll state {state}")
         if not any(ready):
+            if health is not None:
+                health.suspect = True
             raise DatabaseSilent(
                 f"the database sent nothing for {silence:g} s; the connection is dropped"
             )
 
 
-@functools.cache
+_HEALTH: weakref.WeakKeyDictionary[Engine, ServerHealth] = weakref.WeakKeyDictionary()
+
+
 def connection_class(silence: float | None) -> type[pg.connection]:
-    """A psycopg2 connection class whose waits end after ``silence`` seconds."""
+    """A psycopg2 connection class whose waits end after ``silence`` seconds; each class
+    (one per engine) keeps its own ``ServerHealth``."""
     pg.set_wait_callback(_wait)  # process-wide; connections without a silence wait forever
-    return type(f"SilenceBound{silence}", (pg.connection,), {"silence": silence})
+    attributes = {"silence": silence, "health": ServerHealth()}
+    return type(f"SilenceBound{silence}", (pg.connection,), attributes)
 
 
-def watch_silence(engine: Engine) -> None:
-    """Make SQLAlchemy treat ``DatabaseSilent`` as a lost connection (invalidate it)."""
+def server_health(engine: Engine) -> ServerHealth | None:
+    """The health of the server behind ``engine`` (None: not bounded, e.g. SQLite)."""
+    return _HEALTH.get(engine)
+
+
+def watch_silence(engine: Engine, connections: type[pg.connection]) -> None:
+    """Make SQLAlchemy treat ``DatabaseSilent`` as a lost connection (invalidate it), and
+    remember the health of ``engine``'s connection class."""
+    _HEALTH[engine] = connections.health  # type: ignore[attr-defined]
 
     @event.listens_for(engine, "handle_error")
     def _silent_is_a_disconnect(context: Any) -> None:

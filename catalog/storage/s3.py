@@ -49,6 +49,8 @@ class S3Storage:
         self.bucket = bucket
         self._bucket_ready = False
         self._lock = threading.Lock()
+        self._suspect = False  # the endpoint failed to answer its last call
+        self._probe = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> S3Storage:
@@ -99,19 +101,39 @@ class S3Storage:
 
     @contextmanager
     def _errors(self, key: str | None = None) -> Iterator[None]:
-        """Map the SDK's and urllib3's exceptions onto the Protocol's two exceptions."""
+        """Map the SDK's and urllib3's exceptions onto the Protocol's two exceptions.
+
+        After the endpoint failed to answer (a timeout, a refused or dropped connection),
+        it is *suspect*: one call at a time tries it as a probe, and the others raise at
+        once instead of each holding a worker thread for the whole timeout, so requests
+        that need no storage still find a free thread. An answer clears the suspicion.
+        """
         from minio.error import MinioException, S3Error
         from urllib3.exceptions import HTTPError
 
+        probing = False
+        if self._suspect:
+            if not self._probe.acquire(blocking=False):
+                raise StorageError(
+                    "the S3 endpoint did not answer a recent request and another request "
+                    "is checking it: not waiting"
+                )
+            probing = True
         try:
             yield
+            self._suspect = False
         except S3Error as exc:
+            self._suspect = False  # the endpoint answered
             if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"):
                 raise ObjectNotFound(key or self.bucket) from None
             raise StorageError(f"S3 error on {key or self.bucket!r}: {exc.code}") from exc
         except (MinioException, HTTPError, OSError) as exc:
             # HTTPError covers urllib3's MaxRetryError when the endpoint is down.
+            self._suspect = True
             raise StorageError(f"S3 endpoint failed on {key or self.bucket!r}: {exc}") from exc
+        finally:
+            if probing:
+                self._probe.release()
 
     def _ensure_bucket(self) -> None:
         if self._bucket_ready:

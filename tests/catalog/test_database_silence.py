@@ -2,7 +2,7 @@
 DATABASE_TIMEOUT_SECONDS, then a 503; requests that do not need the database are not
 held up; and serving resumes by itself when the server answers again.
 
-The hang is simulated by ``tests.hanging_proxy`` in front of the real test database,
+The hang is simulated by ``tests.faults.HangingProxy`` in front of the real test database,
 because stopping the shared PostgreSQL server would stall every other test worker.
 """
 
@@ -22,12 +22,9 @@ from catalog.sql import db, serving
 from catalog.sql.models import Face
 from catalog.storage import Storage
 from tests.factories import make_face
-from tests.hanging_proxy import HangingProxy
+from tests.faults import HUNG, HangingProxy, answer_within
 
 pytestmark = pytest.mark.postgres
-
-# Far beyond the 1 s bound the app gets: a request that has not answered by then hung.
-HUNG = 60.0
 
 
 @pytest.fixture
@@ -40,7 +37,10 @@ def proxy(postgres_database: str, postgres_cleaner: Callable[[], None]) -> Itera
 
 
 @pytest.fixture
-def hung_app(proxy: HangingProxy, postgres_database: str, tmp_path: Any) -> Iterator[Flask]:
+def hung_app(
+    proxy: HangingProxy, postgres_database: str, tmp_path: Any, request: pytest.FixtureRequest
+) -> Iterator[Flask]:
+    """An app whose database is behind ``proxy``; its bound is 1 s unless parametrised."""
     url = make_url(postgres_database).set(host="127.0.0.1", port=proxy.port)
     app = create_app(
         {
@@ -50,7 +50,7 @@ def hung_app(proxy: HangingProxy, postgres_database: str, tmp_path: Any) -> Iter
             "SERVER_NAME": "facecat.test",
             "SERVED_FLUSH_SECONDS": 0,
             "ONDEMAND_ENABLED": False,
-            "DATABASE_TIMEOUT_SECONDS": 1.0,
+            "DATABASE_TIMEOUT_SECONDS": getattr(request, "param", 1.0),
         }
     )
     yield app
@@ -59,40 +59,30 @@ def hung_app(proxy: HangingProxy, postgres_database: str, tmp_path: Any) -> Iter
     db.dispose(app)
 
 
-def answer_of(app: Flask, path: str) -> Any:
-    """The response to ``path``, or a failure if the request is still running after HUNG."""
-    result: list[Any] = []
-    worker = threading.Thread(target=lambda: result.append(app.test_client().get(path)))
-    worker.start()
-    worker.join(HUNG)
-    assert result, f"{path} was still waiting on the hung database after {HUNG:g} s"
-    return result[0]
-
-
 def test_a_hung_database_gives_503s_then_serving_resumes(
     hung_app: Flask, proxy: HangingProxy
 ) -> None:
     with db.session_scope(hung_app) as session:
         face: Face = make_face(session, find_service(Storage, hung_app))
-    assert answer_of(hung_app, "/face/json").status_code == 200  # pooled, warm
+    assert answer_within(hung_app, "/face/json").status_code == 200  # pooled, warm
 
     proxy.hang()
-    response = answer_of(hung_app, "/face/json")
+    response = answer_within(hung_app, "/face/json")
     assert response.status_code == 503
     assert response.get_json()["error"] == "database_unavailable"
-    health = answer_of(hung_app, "/healthz")
+    health = answer_within(hung_app, "/healthz")
     assert health.status_code == 503
     assert health.get_json()["checks"]["database"] == "unreachable"
     # Routes that need no database answer as usual meanwhile.
-    assert answer_of(hung_app, "/openapi.json").status_code == 200
-    image = answer_of(hung_app, f"/img/{face.image_key}")
+    assert answer_within(hung_app, "/openapi.json").status_code == 200
+    image = answer_within(hung_app, f"/img/{face.image_key}")
     assert image.status_code == 200
 
     proxy.resume()
-    again = answer_of(hung_app, "/face/json")
+    again = answer_within(hung_app, "/face/json")
     assert again.status_code == 200, again.get_json()
     assert again.get_json()["id"] == face.id
-    assert answer_of(hung_app, "/healthz").status_code == 200
+    assert answer_within(hung_app, "/healthz").status_code == 200
 
 
 def test_a_silent_connection_raises_instead_of_waiting(
@@ -128,3 +118,35 @@ def test_a_silent_connection_raises_instead_of_waiting(
     worker.join(HUNG)
     assert outcome and isinstance(outcome[0], DatabaseSilent), outcome
     connection.close()
+
+
+# A longer bound: the second request must reach the server while the probe still waits.
+@pytest.mark.parametrize("hung_app", [5.0], indirect=True)
+def test_while_one_request_probes_a_silent_server_the_others_do_not_wait(
+    hung_app: Flask, proxy: HangingProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a silence, one request at a time waits on the server; the others answer 503
+    at once, so they do not each hold a worker thread for the whole bound."""
+    from catalog.sql.deadline import server_health
+
+    with db.session_scope(hung_app) as session:
+        make_face(session, find_service(Storage, hung_app))
+    assert answer_within(hung_app, "/face/json").status_code == 200
+    proxy.hang()
+    assert answer_within(hung_app, "/face/json").status_code == 503  # the server is suspect
+    health = server_health(db.get_serving_engine(hung_app))
+    assert health is not None and health.suspect
+
+    probe = threading.Thread(target=answer_within, args=(hung_app, "/face/json"), daemon=True)
+    probe.start()
+    while probe.is_alive() and not health.probe.locked():
+        threading.Event().wait(0.01)  # until the probe is waiting on the server
+    assert health.probe.locked(), "the probe ended before it waited"
+    response = answer_within(hung_app, "/face/json")
+    assert response.status_code == 503
+    assert "another request is checking it: not waiting" in caplog.text
+    probe.join(HUNG)
+
+    proxy.resume()
+    assert answer_within(hung_app, "/face/json").status_code == 200
+    assert not health.suspect

@@ -475,8 +475,10 @@ def test_bad_limit_settings_fail_at_start_up(app_factory: Callable[..., Flask]) 
 def test_a_hung_redis_does_not_hang_limited_requests(
     app_factory: Callable[..., Flask],
 ) -> None:
-    """A private redis-server, stopped with SIGSTOP (connections hang rather than fail):
-    a limited lookup still answers, counted per process, and /healthz says why."""
+    """A private redis-server, stopped with SIGSTOP (connections hang rather than fail),
+    then killed: a limited lookup still answers, counted per process, /healthz says why,
+    and both are as before once Redis is back."""
+    import contextlib
     import os
     import shutil
     import signal
@@ -522,7 +524,26 @@ def test_a_hung_redis_does_not_hang_limited_requests(
         assert health.get_json()["checks"]["rate_limits"] == "unreachable"
         # Without timeouts both waited for ever; with 0.3 s each takes a few timeouts.
         assert elapsed < 20
-    finally:
+
+        # Killed, the same; started again, healthy again without a restart of facecat.
         os.kill(process.pid, signal.SIGCONT)
+        process.kill()
+        process.wait(10)
+        response = client.get("/api/v1/faces/999")
+        assert response.status_code == 404 and response.get_json()["error"] == "not_found"
+        assert client.get("/healthz").get_json()["checks"]["rate_limits"] == "unreachable"
+        process = subprocess.Popen(
+            [server, "--port", str(port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        ready_by = time.monotonic() + 30
+        while client.get("/healthz").status_code != 200:
+            assert time.monotonic() < ready_by, "facecat did not see Redis come back"
+            time.sleep(0.1)
+        assert client.get("/api/v1/faces/999").status_code == 404
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)
         process.terminate()
         process.wait(10)

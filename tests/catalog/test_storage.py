@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -289,3 +290,50 @@ def test_a_hung_s3_endpoint_costs_a_request_seconds_not_minutes(
         os.kill(server.pid, signal.SIGCONT)
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.s3
+def test_while_one_call_probes_a_silent_s3_endpoint_the_others_do_not_wait(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the endpoint failed to answer, one call at a time waits on it; the others
+    raise at once, so they do not each hold a worker thread for the whole timeout. The
+    first answer clears the suspicion. (moto behind a proxy that stops forwarding.)"""
+    import threading
+
+    from catalog.storage import s3
+    from tests.faults import HUNG, HangingProxy
+
+    monkeypatch.setattr(s3, "S3_READ_TIMEOUT", 3.0)  # a shorter wait; the same code path
+    host, port = s3_endpoint.split(":")
+    proxy = HangingProxy((host, int(port)))
+    try:
+        storage = s3.S3Storage.from_url(
+            f"s3://k:s@127.0.0.1:{proxy.port}/probe-{uuid.uuid4().hex[:8]}?region=us-east-1"
+        )
+        storage.put("faces/a.jpg", b"jpeg", "image/jpeg")
+        proxy.hang()
+        with pytest.raises(StorageError):
+            storage.get("faces/a.jpg")  # times out: the endpoint is now suspect
+        outcome: list[BaseException] = []
+
+        def probe() -> None:
+            try:
+                storage.get("faces/a.jpg")
+            except StorageError as exc:
+                outcome.append(exc)
+
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
+        while prober.is_alive() and not storage._probe.locked():
+            threading.Event().wait(0.01)
+        assert storage._probe.locked(), "the probe ended before it waited"
+        with pytest.raises(StorageError, match="not waiting"):
+            storage.get("faces/a.jpg")
+        prober.join(HUNG)
+        assert outcome and "not waiting" not in str(outcome[0])  # the probe did wait
+        proxy.resume()
+        assert storage.get("faces/a.jpg") == b"jpeg"
+        assert storage.exists("faces/a.jpg")
+    finally:
+        proxy.close()

@@ -200,3 +200,69 @@ def test_gunicorn_trusts_forwarded_headers_only_from_the_proxy_and_logs_the_app(
     text = log.read_text()
     line = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO catalog\.access\.keys \[\d+\] rejected"
     assert re.search(line, text), text
+
+
+def _raw_answer(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` bytes as they are; the status, headers and body of the answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_gunicorn_answers_what_it_cannot_parse_in_json(tmp_path: Path) -> None:
+    """Requests gunicorn refuses before the app sees them (not HTTP, a URL or a header
+    over its limits) get facecat's JSON error body, not gunicorn's HTML page."""
+    import os
+    import sys
+
+    from tests.conftest import _free_port, wait_until_answering
+
+    env = {
+        **os.environ,
+        "FACECAT_DATABASE_URL": f"sqlite:///{tmp_path / 'facecat.db'}",
+        "FACECAT_STORAGE_URL": (tmp_path / "objects").as_uri(),
+        "FACECAT_ONDEMAND_ENABLED": "false",
+    }
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "--config",
+            str(DEPLOY / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "app:create_app()",
+        ],
+        cwd=DEPLOY.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_answering(f"http://127.0.0.1:{port}/openapi.json")
+        cases = {
+            400: b"THIS IS NOT HTTP\r\n\r\n",
+            414: b"GET /face/json?" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            431: b"GET /face/json HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n",
+        }
+        for status, request in cases.items():
+            answer, headers, body = _raw_answer(port, request)
+            assert answer == status, body
+            assert headers["content-type"] == "application/json"
+            assert headers["access-control-allow-origin"] == "*"
+            document = json.loads(body)
+            assert set(document) == {"error", "detail"} and document["detail"]
+        assert json.loads(_raw_answer(port, cases[414])[2])["error"] == "uri_too_long"
+    finally:
+        server.terminate()
+        server.wait(30)

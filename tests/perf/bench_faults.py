@@ -1,7 +1,7 @@
-"""The production shape with each dependency hung: what answers, and how fast.
+"""The production shape with each dependency hung, then killed: what answers, how fast.
 
-Run by hand from the repository root (needs ``redis-server``, PostgreSQL's ``initdb``
-and ``pg_ctl`` on PATH, and the dev extra's ``moto_server``)::
+Run by hand from the repository root (needs ``redis-server`` on PATH, PostgreSQL's
+``initdb`` and ``pg_ctl``, and the dev extra's ``moto_server``)::
 
     .venv/bin/python tests/perf/bench_faults.py --out /tmp/faults.json
 
@@ -11,8 +11,11 @@ and moto's S3 server, each in its own process, then gunicorn with
 For each dependency in turn it stops its processes with SIGSTOP (connections hang rather
 than fail), sends ``--requests`` concurrent requests to ``/healthz``, to an endpoint that
 does not need the dependency and to one that does, then resumes it with SIGCONT and
-times how long ``/healthz`` takes to be 200 again. Every request has a 120 s client
-timeout; "lost" counts requests that got no HTTP answer at all.
+times how long ``/healthz`` takes to be 200 again. Then it kills the dependency with
+SIGKILL, sends the same requests, starts it again and times the recovery (moto keeps
+objects in memory, so the face's two objects are put back, as MinIO would still have
+them on disk). Every request has a 120 s client timeout; "lost" counts requests that
+got no HTTP answer at all.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from catalog.services import find_service  # noqa: E402
-from catalog.storage import Storage  # noqa: E402
+from catalog.storage import Storage, storage_from_url  # noqa: E402
 from tests.conftest import _free_port, wait_until_answering  # noqa: E402
+from tests.faults import PrivatePostgres, postgres_tool  # noqa: E402
 
 CLIENT_TIMEOUT = 120.0
 
@@ -68,47 +72,49 @@ def _burst(url: str, n: int) -> dict[str, Any]:
     }
 
 
-def _children(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return [int(p) for p in found.stdout.split()]
+class _Server:
+    """A dependency as a plain process that can be stopped, resumed, killed, restarted."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.process.pid, signum)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(30)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
 
 
-def _as_postgres(command: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: run its tools as the postgres user then."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+def _measure(base: str, free: str, needing: str, n: int) -> dict[str, Any]:
+    with ThreadPoolExecutor(3) as pool:
+        healthz, other, needs = pool.map(
+            lambda url: _burst(url, n), [f"{base}/healthz", free, needing]
+        )
+    return {
+        "healthz": healthz,
+        "not_needing": {"url": free.removeprefix(base), **other},
+        "needing": {"url": needing.removeprefix(base), **needs},
+    }
 
 
-def _start_postgres(root: Path) -> tuple[str, int]:
-    port = _free_port()
-    pg = root / "pg"
-    pg.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(pg, "postgres", "postgres")
-    data = pg / "data"
-    subprocess.run(
-        _as_postgres(["initdb", "-D", str(data), "-U", "postgres", "--auth=trust"]),
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        _as_postgres(
-            [
-                "pg_ctl",
-                "-D",
-                str(data),
-                "-o",
-                f"-p {port} -k {pg} -c listen_addresses=127.0.0.1",
-                "-l",
-                str(pg / "log"),
-                "-w",
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    pid = int((data / "postmaster.pid").read_text().splitlines()[0])
-    return f"postgresql://postgres@127.0.0.1:{port}/postgres", pid
+def _recovery_seconds(base: str) -> float:
+    started = time.monotonic()
+    while _get(f"{base}/healthz")[0] != 200 and time.monotonic() - started < 120:
+        time.sleep(0.2)
+    return round(time.monotonic() - started, 2)
 
 
 @click.command()
@@ -116,32 +122,32 @@ def _start_postgres(root: Path) -> tuple[str, int]:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def main(n: int, out: Path | None) -> None:
     """Hang each dependency in turn and measure the answers (see the module docstring)."""
-    for tool in ("redis-server", "initdb", "pg_ctl"):
-        if shutil.which(tool) is None:
-            raise click.ClickException(f"{tool} is not on PATH")
+    for tool in ("initdb", "pg_ctl"):
+        if postgres_tool(tool) is None:
+            raise click.ClickException(f"{tool} is not installed")
+    if shutil.which("redis-server") is None:
+        raise click.ClickException("redis-server is not on PATH")
     root = Path(tempfile.mkdtemp(prefix="facecat-faults-"))
-    root.chmod(0o755)  # the postgres user reaches its data folder through it
-    processes: list[subprocess.Popen[bytes]] = []
-    pg_pid = None
+    postgres = PrivatePostgres(root)
+    servers: list[_Server] = []
+    web = None
     try:
-        database_url, pg_pid = _start_postgres(root)
+        postgres.start()
+        database_url = postgres.url
         redis_port, s3_port, web_port = _free_port(), _free_port(), _free_port()
-        redis = subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
+        redis = _Server(
+            ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"]
         )
-        moto = subprocess.Popen(
+        moto = _Server(
             [
                 str(Path(sys.executable).with_name("moto_server")),
                 "-H",
                 "127.0.0.1",
                 "-p",
                 str(s3_port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ]
         )
-        processes += [redis, moto]
+        servers += [redis, moto]
         wait_until_answering(f"http://127.0.0.1:{s3_port}/")
         env = {
             **os.environ,
@@ -177,54 +183,52 @@ def main(n: int, out: Path | None) -> None:
             stdout=subprocess.DEVNULL,
             stderr=(root / "gunicorn.log").open("w"),
         )
-        processes.append(web)
         base = f"http://127.0.0.1:{web_port}"
         wait_until_answering(f"{base}/healthz")
         image = f"{base}/img/{face.image_key}"
+        storage = find_service(Storage, app)
+        stored = {key: storage.get(key) for key in (face.image_key, face.thumb_key)}
+
+        def refill_s3() -> None:
+            # MinIO keeps its objects on disk; moto keeps them in memory, so a killed moto
+            # comes back empty: put back what a real server would still have.
+            wait_until_answering(f"http://127.0.0.1:{s3_port}/")
+            fresh = storage_from_url(env["FACECAT_STORAGE_URL"])  # makes the bucket again
+            for key, data in stored.items():
+                fresh.put(key, data, "image/jpeg")
+
         cases = {
-            "redis": (redis.pid, f"{base}/openapi.json", f"{base}/face/json"),
-            "s3": (moto.pid, f"{base}/face/json", image),
-            "postgres": (pg_pid, f"{base}/openapi.json", f"{base}/face/json"),
+            "redis": (redis, f"{base}/openapi.json", f"{base}/face/json", None),
+            "s3": (moto, f"{base}/face/json", image, refill_s3),
+            "postgres": (postgres, f"{base}/openapi.json", f"{base}/face/json", None),
         }
         report: dict[str, Any] = {"requests_each": n}
-        for name, (pid, free, needing) in cases.items():
+        for name, (server, free, needing, refill) in cases.items():
             for url in (f"{base}/healthz", free, needing):
                 _get(url)  # warm: connections open before the fault
-            # PostgreSQL serves each connection from a child of the postmaster: stop them all.
-            group = [pid, *_children(pid)]
-            for member in group:
-                os.kill(member, signal.SIGSTOP)
+            server.signal(signal.SIGSTOP)
             try:
-                with ThreadPoolExecutor(3) as pool:
-                    healthz, other, needs = pool.map(
-                        lambda url: _burst(url, n), [f"{base}/healthz", free, needing]
-                    )
+                hung = _measure(base, free, needing, n)
             finally:
-                for member in group:
-                    os.kill(member, signal.SIGCONT)
-            started = time.monotonic()
-            while _get(f"{base}/healthz")[0] != 200 and time.monotonic() - started < 120:
-                time.sleep(0.2)
-            report[name] = {
-                "healthz": healthz,
-                "not_needing": {"url": free.removeprefix(base), **other},
-                "needing": {"url": needing.removeprefix(base), **needs},
-                "recovered_s": round(time.monotonic() - started, 2),
-            }
+                server.signal(signal.SIGCONT)
+            hung["recovered_s"] = _recovery_seconds(base)
+            server.kill()
+            killed = _measure(base, free, needing, n)
+            server.start()
+            if refill is not None:
+                refill()
+            killed["recovered_s"] = _recovery_seconds(base)
+            report[name] = {"hung": hung, "killed": killed}
             click.echo(f"{name}: {json.dumps(report[name])}")
         if out:
             out.write_text(json.dumps(report, indent=1) + "\n")
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(30)
-        if pg_pid is not None:
-            subprocess.run(
-                _as_postgres(
-                    ["pg_ctl", "-D", str(root / "pg" / "data"), "-m", "immediate", "stop"]
-                ),
-                capture_output=True,
-            )
+        if web is not None:
+            web.terminate()
+            web.wait(30)
+        for server in servers:
+            server.stop()
+        postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
