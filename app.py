@@ -22,7 +22,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from catalog.access import keys, limits
     from catalog.cli import init_app as init_cli
     from catalog.sql import db, serving
-    from catalog.web import avatar, blueprints
+    from catalog.web import avatar, blueprints, metrics
 
     # No static folder: every URL is an API route, and /static would be an undocumented one.
     app = Flask(__name__, instance_relative_config=True, static_folder=None)
@@ -38,6 +38,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     config.validate_config(app.config)
 
     errors.init_app(app)
+    # First: its after_request runs last, so it counts the status that was really sent.
+    metrics.init_app(app)
     db.init_app(app)
     serving.init_app(app)
     storage.init_app(app)

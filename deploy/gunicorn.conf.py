@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from gunicorn import util as gunicorn_util
@@ -101,3 +103,26 @@ def _json_protocol_error(sock: Any, status_int: int, reason: str, mesg: str) -> 
 
 
 gunicorn_util.write_error = _json_protocol_error
+
+# /metrics adds up every worker's request counts (prometheus_client's multiprocess mode):
+# each worker writes them to files in this folder, which must be set before a worker
+# imports the app. One folder per server (this runs in the master), removed on exit, so
+# two servers on one host, or counts from an earlier run, never mix.
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    os.path.join(tempfile.gettempdir(), f"facecat-metrics-{os.getpid()}"),
+)
+os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker that exits takes its live gauges with it (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove this server's metrics folder (only the one it made for itself)."""
+    if _metrics_dir.endswith(f"facecat-metrics-{os.getpid()}"):
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -302,6 +302,22 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "description": "Prometheus text: requests by route, method and status with latency "
+            "histograms (added up over every gunicorn worker), faces per gender and age band, "
+            "ingest and on-demand runs by outcome, faces generated and admitted, the last "
+            "run's speed, and whether the database answered (`facecat_database_up`).",
+            "tags": ["status"],
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format 0.0.4.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
     "/openapi.json": {
         "get": {
             "summary": "This document",

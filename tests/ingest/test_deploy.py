@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import runpy
 import shutil
@@ -103,8 +104,12 @@ def test_dockerfile_copies_what_exists() -> None:
     assert "deploy/gunicorn.conf.py" in text
 
 
-def test_gunicorn_config_loads() -> None:
+def test_gunicorn_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The config sets PROMETHEUS_MULTIPROC_DIR for gunicorn's workers: not for this process.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     config = runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     assert config["bind"] == "0.0.0.0:8000" and config["workers"] >= 2
     assert config["timeout"] > 4  # above the on-demand budget
 
@@ -263,6 +268,69 @@ def test_gunicorn_answers_what_it_cannot_parse_in_json(tmp_path: Path) -> None:
             document = json.loads(body)
             assert set(document) == {"error", "detail"} and document["detail"]
         assert json.loads(_raw_answer(port, cases[414])[2])["error"] == "uri_too_long"
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_metrics_add_up_every_gunicorn_worker(tmp_path: Path) -> None:
+    """Three gunicorn workers answer in turn; whichever answers /metrics reports the
+    requests of all of them (prometheus_client's multiprocess mode, set up by the config)."""
+    import sys
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from app import create_app
+    from catalog.sql import db
+    from tests.conftest import _free_port, wait_until_answering
+
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {
+        **os.environ,
+        "FACECAT_DATABASE_URL": f"sqlite:///{tmp_path / 'facecat.db'}",
+        "FACECAT_STORAGE_URL": (tmp_path / "objects").as_uri(),
+        "FACECAT_ONDEMAND_ENABLED": "false",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    db.upgrade(create_app({"DATABASE_URL": env["FACECAT_DATABASE_URL"]}))
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "--config",
+            str(DEPLOY / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "3",
+            "app:create_app()",
+        ],
+        cwd=DEPLOY.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(f"{base}/healthz")
+        for _ in range(30):  # a new connection each: the workers take turns
+            with urllib.request.urlopen(f"{base}/openapi.json", timeout=10) as response:
+                assert response.status == 200
+        pids = {path.name.split("_")[-1] for path in metrics_dir.glob("*.db")}
+        assert len(pids) > 1, "only one worker answered; the test shows nothing"
+        for _ in range(6):
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            counted = [
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "facecat_http_requests_total"
+                and sample.labels == {"route": "/openapi.json", "method": "GET", "status": "200"}
+            ]
+            assert counted == [30.0]
     finally:
         server.terminate()
         server.wait(30)
