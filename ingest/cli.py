@@ -165,14 +165,27 @@ def run_command(
     count = count or app.config["INGEST_COUNT"]
     settings = IngestSettings.from_config(app.config, batch_size=batch)
     generator, estimator = load_models(app, device, settings.batch_size)
-    admitted = 0
-    with tqdm(total=count, unit="face", desc="ingest", dynamic_ncols=True) as bar:
+    # The bar counts what the run waits for: admissions when it stops at a number of them
+    # (seeding: 300 admitted, not the 3,000 it may generate to get there), else faces made.
+    by_admission = max_admitted is not None
+    totals = {"generated": 0, "admitted": 0}
+    with tqdm(
+        total=max_admitted if by_admission else count,
+        unit="admitted" if by_admission else "face",
+        desc="seeding" if if_empty else "ingest",
+        dynamic_ncols=True,
+    ) as bar:
 
         def progress(outcome: BatchOutcome) -> None:
-            nonlocal admitted
-            admitted += outcome.admitted
-            bar.update(outcome.generated)
-            bar.set_postfix(admitted=admitted)
+            totals["generated"] += outcome.generated
+            totals["admitted"] += outcome.admitted
+            # The postfix first, without a redraw: update() draws the line once, current.
+            if by_admission:
+                bar.set_postfix(generated=totals["generated"], refresh=False)
+                bar.update(min(outcome.admitted, bar.total - bar.n))
+            else:
+                bar.set_postfix(admitted=totals["admitted"], refresh=False)
+                bar.update(outcome.generated)
 
         report = ingest_once(
             app,

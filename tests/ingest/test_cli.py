@@ -59,6 +59,18 @@ def test_ingest_run_if_empty_seeds_once(app, runner, fake_models) -> None:  # ty
     assert len(fake_models) == 1  # the second call did not even load the models
 
 
+def test_seeding_progress_counts_the_admissions_it_waits_for(app, runner, fake_models) -> None:  # type: ignore[no-untyped-def]
+    """The bar of `make run`'s seeding ends at INGEST_SEED_COUNT admitted, not at the
+    larger number of faces it may generate to get there."""
+    from ingest.cli import SEED_GENERATION_FACTOR
+
+    app.config["INGEST_SEED_COUNT"] = 5
+    result = runner.invoke(args=["ingest", "run", "--if-empty", "--batch", "4"])
+    assert result.exit_code == 0, result.output
+    assert "seeding: 100%" in result.output and "5/5 [" in result.output
+    assert f"/{5 * SEED_GENERATION_FACTOR} [" not in result.output
+
+
 def test_ingest_run_fails_loudly_when_storage_is_down(
     app, runner, fake_models, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
