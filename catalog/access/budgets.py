@@ -1,15 +1,25 @@
-"""Generation budgets: Face Studio's per-class burst;sustained limits on making faces.
+"""Budgets for making faces: per caller for ``/api/v1/generate``, per server for fills.
 
-Charged by ``charge_generation()`` rather than by a route hook, because two code paths
-generate: ``/api/v1/generate`` and the on-demand fill of an unmet filter. Both call it
-right before generating, after validating parameters (a 400 never costs budget), and both
-draw from the same budget (settings ``RATELIMIT_GENERATION_<CLASS>``), counted by the
-app's ``Limiter`` (``catalog.access.limits``) on a moving window so bursts are exact.
+``charge_generation()`` takes from the caller's Face Studio budget (settings
+``RATELIMIT_GENERATION_<CLASS>``, burst;sustained): ``/api/v1/generate`` calls it right
+before rendering, after validating parameters, so a 400 never costs budget.
+
+``charge_fill()`` takes from the server's capacity for on-demand fills of unmet lookups
+(``RATELIMIT_ONDEMAND_FILLS``). A face made for a lookup joins the catalog for everyone,
+and the caller of a lookup is often a browser's ``<img>``, which cannot send a key: so
+the fill is governed by what the server can afford, not by who asked, and when that is
+spent the answer is a 503 with ``Retry-After`` (the server is busy), never a 429 telling
+an ``<img>`` to get a key. Lookups keep their own per-caller limits.
+
+Both count in the app's ``Limiter`` (``catalog.access.limits``) on a moving window, so
+bursts are exact, and both fail closed: with the limit store unreachable, nothing is
+generated without a budget (503).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from flask import Flask
@@ -24,6 +34,50 @@ from catalog.services import find_service
 logger = logging.getLogger(__name__)
 
 GENERATION_SCOPE = "generation"
+FILL_SCOPE = "ondemand-fills"
+SERVER = "server"  # the one identity the fill capacity is counted for
+
+
+def generation_hint(user_class: str) -> str:
+    """Whether a key (or a higher class) would raise a spent generation budget."""
+    if user_class == "anon":
+        return (
+            "Generating without an API key is limited per client address; a key (basic or "
+            "above) raises the budget."
+        )
+    if user_class == "enterprise":
+        return "This is the largest generation budget; wait for the time above."
+    return f"This is the {user_class} class's generation budget; a higher class raises it."
+
+
+def charge_fill() -> None:
+    """Take one on-demand fill from the server's capacity; 503 if it is in use.
+
+    :raise ApiError: 503 ``fill_capacity`` with a true ``Retry-After``, or 503
+        ``limits_unavailable`` when the limit store cannot be reached.
+    """
+    limiter = find_service(Limiter)
+    identifiers = (KEY_PREFIX, SERVER, FILL_SCOPE)
+    try:
+        for item in limiter.fill_limits:
+            if not limiter.generation.hit(item, *identifiers):
+                reset_at, _remaining = limiter.generation.get_window_stats(item, *identifiers)
+                seconds = max(1, math.ceil(reset_at - time.time()))
+                logger.info("on-demand fill capacity %s in use; retry in %d s", item, seconds)
+                raise ApiError(
+                    503,
+                    "fill_capacity",
+                    "No stored face matches these filters, and this server's capacity for "
+                    f"making faces on demand ({item}) is in use; try again in {seconds} "
+                    "seconds.",
+                    headers={"Retry-After": str(seconds)},
+                    retry_after=seconds,
+                )
+    except ApiError:
+        raise
+    except Exception:
+        logger.exception("rate-limit storage failed while charging an on-demand fill")
+        raise _limits_unavailable() from None
 
 
 def generation_limits(user_class: str, app: Flask | None = None) -> list[RateLimitItem]:
@@ -65,18 +119,21 @@ def charge_generation(caller: Caller | None = None, cost: int = 1) -> None:
                     caller.user_class,
                     wait,
                 )
-                raise throttled(wait)
+                raise throttled(wait, "generation", generation_hint(caller.user_class))
     except ApiError:
         raise
     except Exception:
         logger.exception("rate-limit storage failed while charging a generation")
-        raise ApiError(
-            503,
-            "limits_unavailable",
-            "The rate-limit store is not reachable, so no face can be generated; "
-            "try again shortly.",
-            headers={"Retry-After": "10"},
-        ) from None
+        raise _limits_unavailable() from None
+
+
+def _limits_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "limits_unavailable",
+        "The rate-limit store is not reachable, so no face can be generated; try again shortly.",
+        headers={"Retry-After": "10"},
+    )
 
 
 def generation_budget(caller: Caller | None = None) -> list[tuple[str, int]]:

@@ -75,8 +75,12 @@ _PENDING = "facecat_pending_hits"  # on flask.g: this request's sent, unread hit
 _REMEMBERED_REFUSALS = 10_000  # past this, expired refusals are forgotten
 
 
-def throttled(retry_after: float) -> ApiError:
-    """The 429 for a limit that admits the next request in ``retry_after`` seconds."""
+def throttled(retry_after: float, budget: str, hint: str) -> ApiError:
+    """The 429 for a limit that admits the next request in ``retry_after`` seconds.
+
+    ``detail`` is Face Studio's sentence, word for word (clients parse it); ``budget``
+    names the limit that was hit and ``hint`` says whether a key would raise it.
+    """
     seconds = max(1, math.ceil(retry_after))
     return ApiError(
         429,
@@ -84,6 +88,18 @@ def throttled(retry_after: float) -> ApiError:
         f"Request was throttled. Expected available in {seconds} seconds.",
         headers={"Retry-After": str(seconds)},
         retry_after=seconds,
+        budget=budget,
+        hint=hint,
+    )
+
+
+def request_hint(scope: str) -> str:
+    """What a caller over a lookup or image limit can do about it."""
+    kind = "image fetches" if scope.startswith("images") else "catalog lookups"
+    return (
+        f"The limit on {kind} is the same for every caller, counted per API key or, "
+        "without one, per client address: a key gives you a count of your own, not a "
+        "larger one. Wait for the time above."
     )
 
 
@@ -147,6 +163,8 @@ class Limiter:
         )
         self._config = config
         self._route_items: dict[RouteLimit, list[RateLimitItem]] = {}
+        # On-demand fills of unmet lookups: one capacity for the whole server.
+        self.fill_limits = _shortest_first(config["RATELIMIT_ONDEMAND_FILLS"])
         self.generation_limits = {
             user_class: _shortest_first(config[f"RATELIMIT_GENERATION_{user_class.upper()}"])
             for user_class in ("anon", "basic", "professional", "enterprise")
@@ -272,7 +290,7 @@ class Limiter:
                 # meet another thread's insert.
                 self._refused = {k: t for k, t in list(self._refused.items()) if t > now}
             self._refused[_key_and_expiry(item, identifiers)[0]] = reset_at
-        raise throttled(reset_at - time.time())
+        raise throttled(reset_at - time.time(), identifiers[-1], request_hint(identifiers[-1]))
 
     def _refuse_if_remembered(
         self, items: list[RateLimitItem], identifiers: tuple[str, ...]
@@ -284,7 +302,8 @@ class Limiter:
         for item in items:
             reset_at = self._refused.get(_key_and_expiry(item, identifiers)[0])
             if reset_at is not None and reset_at > time.time():
-                raise throttled(reset_at - time.time())
+                scope = identifiers[-1]
+                raise throttled(reset_at - time.time(), scope, request_hint(scope))
 
     def _hit_all(
         self, strategy: RateLimiter, items: list[RateLimitItem], identifiers: tuple[str, ...]

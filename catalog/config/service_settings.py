@@ -109,6 +109,15 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
         "limits",
     ),
     Setting(
+        "RATELIMIT_ONDEMAND_FILLS",
+        "30/minute;2000/day",
+        "Faces made on demand for lookups (/face/*, /api/v1/faces/random, /avatar/*) with no "
+        "stored match, for the whole server, whoever asks: a face made for a lookup joins "
+        "the catalog for everyone. Past it an unmet lookup answers 503 with Retry-After.",
+        limit_string,
+        "limits",
+    ),
+    Setting(
         "RATELIMIT_LOOKUPS",
         "600/minute",
         "Catalog lookups (/face/*, /thumb/view, /api/v1/faces/*) per key or client address. "

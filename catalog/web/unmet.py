@@ -2,7 +2,7 @@
 
 Every endpoint that picks faces calls ``supply_unmet`` when no stored face matches. It
 asks the app's ``Supplier`` service, which ``catalog.ingest_services`` provides as
-``generate_on_demand`` (the engine, charged to the caller's generation budget), so no
+``generate_on_demand`` (the engine, charged to the server's fill capacity), so no
 endpoint changes when generation arrives. With no supplier provided, or with
 ``FACECAT_ONDEMAND_ENABLED=false``, there is nothing to supply and the endpoint answers
 404 ``no_match``.
@@ -15,7 +15,7 @@ from typing import Protocol
 
 from flask import current_app
 
-from catalog.access.budgets import charge_generation
+from catalog.access.budgets import charge_fill
 from catalog.access.limits import settle_request
 from catalog.errors import ApiError
 from catalog.services import find_service
@@ -55,19 +55,20 @@ def supply_unmet(filters: Filters) -> Face | None:
 def generate_on_demand(filters: Filters) -> Face | None:
     """The app's supplier: a face from the on-demand engine, None, or a 404 at once.
 
-    The run is charged to the caller's generation budget (``charge_generation``), by the
-    request that starts it only.
+    The run is charged to the server's capacity for on-demand fills (``charge_fill``),
+    not to the caller: the face joins the catalog for everyone, and an ``<img>`` cannot
+    send a key. Only the request that starts a run charges it.
 
     :raise ApiError: 404 ``no_match`` with ``reason: unreachable`` and ``nearby``
         filters when no strategy is likely to reach ``filters`` within the budget; the
-        429 of a spent generation budget.
+        503 ``fill_capacity`` of a server whose fill capacity is in use.
     """
     from ingest.ondemand.nearby import Unreachable
 
     target = Target(filters.gender, filters.minimum_age, filters.maximum_age)
     engine = find_service(FaceSupplier)  # type: ignore[type-abstract]
     try:
-        return engine.supply(target, charge=charge_generation)  # type: ignore[return-value]
+        return engine.supply(target, charge=charge_fill)  # type: ignore[return-value]
     except Unreachable as exc:
         raise ApiError(
             404,

@@ -547,3 +547,28 @@ def test_a_hung_redis_does_not_hang_limited_requests(
             os.kill(process.pid, signal.SIGCONT)
         process.terminate()
         process.wait(10)
+
+
+def test_every_429_names_its_budget_and_whether_a_key_raises_it(
+    app_factory: Callable[..., Flask], make_face: Callable[..., Face]
+) -> None:
+    app = app_factory(RATELIMIT_LOOKUPS="1/minute")
+    make_face()
+    client = app.test_client()
+    address = {"REMOTE_ADDR": random_address()}
+    assert client.get("/face/json", environ_base=address).status_code == 200
+    lookup = client.get("/face/json", environ_base=address).get_json()
+    assert lookup["budget"] == "lookups"
+    assert "a key gives you a count of your own, not a larger one" in lookup["hint"]
+
+    for caller, words in (
+        (keys.ANONYMOUS, "a key (basic or above) raises the budget"),
+        (make_caller(app, "basic"), "a higher class raises it"),
+        (make_caller(app, "enterprise"), "largest generation budget"),
+    ):
+        context = app.test_request_context(environ_base={"REMOTE_ADDR": random_address()})
+        with context, pytest.raises(ApiError) as refused:
+            for _ in range(200):
+                budgets.charge_generation(caller)
+        body = refused.value.to_dict()
+        assert body["budget"] == "generation" and words in body["hint"], body

@@ -12,6 +12,7 @@ import itertools
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -558,20 +559,34 @@ def test_guided_optimiser_moves_latents_into_the_cell_under_augmentation() -> No
     assert float(latents.abs().max()) < 6.0
 
 
-def test_generation_budget_is_charged_once_per_run_through_the_api(app: Flask, client) -> None:  # type: ignore[no-untyped-def]
+def test_lookup_fills_draw_on_the_server_capacity_not_the_callers_budget(
+    app_factory: Callable[..., Flask],
+) -> None:
+    """An anonymous caller (an ``<img>``: it cannot send a key) gets faces made on demand
+    without spending its generation budget; once the server's fill capacity is in use, an
+    unmet lookup answers 503 with Retry-After, never a 429."""
+    from catalog.access.budgets import generation_budget
+    from catalog.access.keys import ANONYMOUS
+
+    app = app_factory(RATELIMIT_ONDEMAND_FILLS="2/minute")
     generator = RobustFakeGenerator(
         mix((0.3, FakeFace(45.0, 0.95)), (0.3, FakeFace(55.0, 0.05)), (0.4, COMMON))
     )
     make_engine(app, generator)
+    client = app.test_client()
     url = "/face/json?gender={}&minimum_age={}&maximum_age={}"
-    assert client.get(url.format("female", 40, 49)).status_code == 200  # anon: 1/minute
-    # Served from the catalog now: no generation, no charge.
-    assert client.get(url.format("female", 40, 49)).status_code == 200
+    assert client.get(url.format("female", 40, 49)).status_code == 200  # one fill
+    assert client.get(url.format("female", 40, 49)).status_code == 200  # stored: no fill
+    # A second fill for the same anonymous caller: its 1/minute generation budget is not used.
+    assert client.get(url.format("male", 50, 59)).status_code == 200
     made = generator.generated
-    throttled = client.get(url.format("male", 50, 59))
-    assert throttled.status_code == 429, throttled.get_json()
-    assert throttled.get_json()["error"] == "throttled" and "Retry-After" in throttled.headers
+    busy = client.get(url.format("female", 40, 44))  # unmet: the stored women are 45
+    assert busy.status_code == 503, busy.get_json()
+    assert busy.get_json()["error"] == "fill_capacity" and "Retry-After" in busy.headers
+    assert "capacity for making faces on demand" in busy.get_json()["detail"]
     assert generator.generated == made  # refused before generating
+    with app.test_request_context():
+        assert [remaining for _, remaining in generation_budget(ANONYMOUS)] == [1, 60]
 
 
 def test_a_strategy_that_fails_to_load_falls_back_to_the_next(app: Flask) -> None:
