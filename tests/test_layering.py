@@ -25,8 +25,9 @@ FORBIDDEN = {
 # Inside catalog: the only catalog modules each room may import (besides its own).
 CATALOG_ROOMS = {
     "catalog/services.py": set(),
-    "catalog/storage": {"catalog.services", "catalog.config"},
-    "catalog/sql": {"catalog.services", "catalog.config"},
+    "catalog/suspicion.py": set(),
+    "catalog/storage": {"catalog.services", "catalog.config", "catalog.suspicion"},
+    "catalog/sql": {"catalog.services", "catalog.config", "catalog.suspicion"},
     "catalog/access": {"catalog.services", "catalog.config", "catalog.errors", "catalog.sql"},
     "catalog/web": {
         "catalog.services",

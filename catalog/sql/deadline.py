@@ -16,16 +16,14 @@ fast path and the slower session engine can differ. SQLAlchemy is told such a
 connection is gone (``watch_silence``), so the pool drops it and the request answers
 503 like any other outage. A silence of None waits as libpq would, forever.
 
-Once a connection of a class went silent, the server is *suspect*: one request at a time
-waits on it as a probe, and the others fail at once instead of each holding a worker
-thread for the whole silence, so requests that need no database still find a free
-thread. The first probe that hears an answer clears the suspicion.
+Once a connection of a class went silent, the server is suspect (``catalog.suspicion``):
+one request at a time waits on it as a probe, and the others fail at once instead of each
+holding a worker thread for the whole silence. The first answer clears the suspicion.
 """
 
 from __future__ import annotations
 
 import select
-import threading
 import weakref
 from typing import Any
 
@@ -34,45 +32,38 @@ import psycopg2.extensions as pg
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from catalog.suspicion import Suspicion
+
 
 class DatabaseSilent(psycopg2.OperationalError):
     """PostgreSQL said nothing for the connection's silence; the connection is dropped."""
-
-
-class ServerHealth:
-    """Whether the server behind one connection class went silent, and who probes it."""
-
-    def __init__(self) -> None:
-        self.suspect = False
-        self.probe = threading.Lock()
 
 
 def _wait(connection: Any) -> None:
     """psycopg2's wait callback: poll until done, waiting at most ``silence`` per step;
     while the server is suspect, only the one request probing it waits."""
     silence = getattr(connection, "silence", None)
-    health: ServerHealth | None = getattr(connection, "health", None)
-    probing = False
-    if health is not None and health.suspect:
-        if not health.probe.acquire(blocking=False):
-            raise DatabaseSilent(
-                "the database did not answer a recent request and another request is "
-                "checking it: not waiting"
-            )
-        probing = True
-    try:
+    health: Suspicion | None = getattr(connection, "health", None)
+    if health is None:
+        _poll_until_done(connection, silence, None)
+        return
+    with health.call(_not_waiting):
         _poll_until_done(connection, silence, health)
-    finally:
-        if probing:
-            health.probe.release()  # type: ignore[union-attr]
 
 
-def _poll_until_done(connection: Any, silence: float | None, health: ServerHealth | None) -> None:
+def _not_waiting() -> DatabaseSilent:
+    return DatabaseSilent(
+        "the database did not answer a recent request and another request is "
+        "checking it: not waiting"
+    )
+
+
+def _poll_until_done(connection: Any, silence: float | None, health: Suspicion | None) -> None:
     while True:
         state = connection.poll()
         if state == pg.POLL_OK:
             if health is not None:
-                health.suspect = False
+                health.answered()
             return
         fd = connection.fileno()
         if state == pg.POLL_READ:
@@ -83,24 +74,24 @@ def _poll_until_done(connection: Any, silence: float | None, health: ServerHealt
             raise psycopg2.OperationalError(f"unexpected poll state {state}")
         if not any(ready):
             if health is not None:
-                health.suspect = True
+                health.silent()
             raise DatabaseSilent(
                 f"the database sent nothing for {silence:g} s; the connection is dropped"
             )
 
 
-_HEALTH: weakref.WeakKeyDictionary[Engine, ServerHealth] = weakref.WeakKeyDictionary()
+_HEALTH: weakref.WeakKeyDictionary[Engine, Suspicion] = weakref.WeakKeyDictionary()
 
 
 def connection_class(silence: float | None) -> type[pg.connection]:
     """A psycopg2 connection class whose waits end after ``silence`` seconds; each class
-    (one per engine) keeps its own ``ServerHealth``."""
+    (one per engine) keeps its own ``Suspicion``."""
     pg.set_wait_callback(_wait)  # process-wide; connections without a silence wait forever
-    attributes = {"silence": silence, "health": ServerHealth()}
+    attributes = {"silence": silence, "health": Suspicion()}
     return type(f"SilenceBound{silence}", (pg.connection,), attributes)
 
 
-def server_health(engine: Engine) -> ServerHealth | None:
+def server_health(engine: Engine) -> Suspicion | None:
     """The health of the server behind ``engine`` (None: not bounded, e.g. SQLite)."""
     return _HEALTH.get(engine)
 

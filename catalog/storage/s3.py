@@ -21,6 +21,7 @@ from catalog.storage import (
     _validate_prefix,
     validate_key,
 )
+from catalog.suspicion import Suspicion
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,13 @@ logger = logging.getLogger(__name__)
 # in well under one; these bound what a hung endpoint can cost one request.
 S3_CONNECT_TIMEOUT = 2.0
 S3_READ_TIMEOUT = 5.0
+
+
+def _not_waiting() -> StorageError:
+    return StorageError(
+        "the S3 endpoint did not answer a recent request and another request is checking "
+        "it: not waiting"
+    )
 
 
 class S3Storage:
@@ -49,8 +57,7 @@ class S3Storage:
         self.bucket = bucket
         self._bucket_ready = False
         self._lock = threading.Lock()
-        self._suspect = False  # the endpoint failed to answer its last call
-        self._probe = threading.Lock()
+        self.suspicion = Suspicion()
 
     @classmethod
     def from_url(cls, url: str) -> S3Storage:
@@ -103,37 +110,26 @@ class S3Storage:
     def _errors(self, key: str | None = None) -> Iterator[None]:
         """Map the SDK's and urllib3's exceptions onto the Protocol's two exceptions.
 
-        After the endpoint failed to answer (a timeout, a refused or dropped connection),
-        it is *suspect*: one call at a time tries it as a probe, and the others raise at
-        once instead of each holding a worker thread for the whole timeout, so requests
-        that need no storage still find a free thread. An answer clears the suspicion.
+        An endpoint that failed to answer (a timeout, a refused or dropped connection) is
+        suspect (``catalog.suspicion``): one call at a time tries it, the others raise at
+        once instead of each holding a worker thread for the whole timeout.
         """
         from minio.error import MinioException, S3Error
         from urllib3.exceptions import HTTPError
 
-        probing = False
-        if self._suspect:
-            if not self._probe.acquire(blocking=False):
-                raise StorageError(
-                    "the S3 endpoint did not answer a recent request and another request "
-                    "is checking it: not waiting"
-                )
-            probing = True
-        try:
-            yield
-            self._suspect = False
-        except S3Error as exc:
-            self._suspect = False  # the endpoint answered
-            if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"):
-                raise ObjectNotFound(key or self.bucket) from None
-            raise StorageError(f"S3 error on {key or self.bucket!r}: {exc.code}") from exc
-        except (MinioException, HTTPError, OSError) as exc:
-            # HTTPError covers urllib3's MaxRetryError when the endpoint is down.
-            self._suspect = True
-            raise StorageError(f"S3 endpoint failed on {key or self.bucket!r}: {exc}") from exc
-        finally:
-            if probing:
-                self._probe.release()
+        with self.suspicion.call(_not_waiting):
+            try:
+                yield
+                self.suspicion.answered()
+            except S3Error as exc:
+                self.suspicion.answered()  # the endpoint answered, with an error
+                if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"):
+                    raise ObjectNotFound(key or self.bucket) from None
+                raise StorageError(f"S3 error on {key or self.bucket!r}: {exc.code}") from exc
+            except (MinioException, HTTPError, OSError) as exc:
+                # HTTPError covers urllib3's MaxRetryError when the endpoint is down.
+                self.suspicion.silent()
+                raise StorageError(f"S3 endpoint failed on {key or self.bucket!r}: {exc}") from exc
 
     def _ensure_bucket(self) -> None:
         if self._bucket_ready:
