@@ -24,10 +24,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from catalog.sql.cells import all_cells, counts_by_band
 from catalog.sql.locking import lock_inserts, object_writes
-from catalog.sql.models import Face, FaceCell, IngestRun, utcnow
+from catalog.sql.models import Face, IngestRun, utcnow
 from catalog.sql.selection import add_face
-from ingest.bands import cell_key
 from ingest.ports import CatalogError, FaceRecord, RunCounts
 
 logger = logging.getLogger(__name__)
@@ -36,13 +36,9 @@ _RECORD_FIELDS = tuple(f.name for f in fields(FaceRecord))
 
 
 def band_counts(session: Session) -> dict[str, int]:
-    """Faces per ``gender:band`` cell now, summed from the per-age ``FaceCell`` counters."""
-    counts: dict[str, int] = {}
-    for gender, age, n in session.execute(select(FaceCell.gender, FaceCell.age, FaceCell.n)):
-        if n:
-            key = cell_key(gender, int(age))
-            counts[key] = counts.get(key, 0) + int(n)
-    return counts
+    """Faces per ``gender:band`` cell now (non-empty cells only), from the per-age
+    ``FaceCell`` counters."""
+    return {f"{g}:{b}": n for (g, b), n in counts_by_band(all_cells(session)).items() if n}
 
 
 def face_from_record(record: FaceRecord) -> Face:

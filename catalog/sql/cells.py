@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from analysis.vocabulary import MAX_AGE, MIN_AGE
+from analysis.vocabulary import BANDS, GENDERS, MAX_AGE, MIN_AGE, band_of
 from catalog.sql.models import Face, FaceCell
 
 Position = tuple[str, int, int]  # (gender, age, slot)
@@ -93,6 +93,15 @@ class CellIndex:
 def all_cells(executor: Executor) -> list[CellCount]:
     """Every non-empty cell (≤ 202 rows), in a fixed order (so a seeded rng replays)."""
     return [CellCount(g, int(a), int(n)) for g, a, n in executor.execute(_CELLS)]
+
+
+def counts_by_band(cells: Iterable[CellCount]) -> dict[tuple[str, str], int]:
+    """Faces per (gender, band label), every gender × band present, zero when empty: the
+    one count /stats, /metrics and curation read."""
+    counts = {(gender, band.label): 0 for gender in GENDERS for band in BANDS}
+    for cell in cells:
+        counts[(cell.gender, band_of(cell.age).label)] += cell.n
+    return counts
 
 
 def select_cells(cells: Iterable[CellCount], filters: Filters) -> list[CellCount]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, request
@@ -38,9 +38,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from analysis.vocabulary import BANDS, GENDERS, band_of
+from catalog.sql.cells import all_cells, counts_by_band
 from catalog.sql.db import serving_read
-from catalog.sql.models import FaceCell, IngestRun
+from catalog.sql.models import IngestRun
 
 logger = logging.getLogger(__name__)
 
@@ -103,38 +103,48 @@ class CatalogCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        by_cell = GaugeMetricFamily(
+        yield _family(
+            GaugeMetricFamily,
             "facecat_catalog_faces",
             "Faces in the catalog, by gender and age band.",
-            labels=["gender", "band"],
+            ["gender", "band"],
+            faces,
         )
-        for (gender, band), n in sorted(faces.items()):
-            by_cell.add_metric([gender, band], n)
-        yield by_cell
-        run_family = CounterMetricFamily(
+        yield _family(
+            CounterMetricFamily,
             "facecat_ingest_runs",
             "Ingest runs recorded, by trigger (cli, worker, ondemand) and status.",
-            labels=["trigger", "status"],
+            ["trigger", "status"],
+            runs,
         )
-        for (trigger, status), n in sorted(runs.items()):
-            run_family.add_metric([trigger, status], n)
-        yield run_family
-        face_family = CounterMetricFamily(
+        yield _family(
+            CounterMetricFamily,
             "facecat_ingest_faces",
             "Faces generated and admitted by ingest runs, by trigger.",
-            labels=["trigger", "outcome"],
+            ["trigger", "outcome"],
+            totals,
         )
-        for (trigger, outcome), n in sorted(totals.items()):
-            face_family.add_metric([trigger, outcome], n)
-        yield face_family
-        speed = GaugeMetricFamily(
+        yield _family(
+            GaugeMetricFamily,
             "facecat_ingest_last_run_faces_per_second",
             "Generated faces per second of the last finished run, by trigger.",
-            labels=["trigger"],
+            ["trigger"],
+            {(trigger,): value for trigger, value in last_speed.items()},
         )
-        for trigger, value in sorted(last_speed.items()):
-            speed.add_metric([trigger], value)
-        yield speed
+
+
+def _family(
+    kind: type[GaugeMetricFamily] | type[CounterMetricFamily],
+    name: str,
+    documentation: str,
+    labels: list[str],
+    values: Mapping[tuple[str, ...], float],
+) -> GaugeMetricFamily | CounterMetricFamily:
+    """One metric family with a sample per label tuple, in a stable order."""
+    family = kind(name, documentation, labels=labels)
+    for label_values, value in sorted(values.items()):
+        family.add_metric(list(label_values), value)
+    return family
 
 
 Counts = dict[tuple[str, str], int]
@@ -142,10 +152,7 @@ Counts = dict[tuple[str, str], int]
 
 def _read_figures(connection: Connection) -> tuple[Counts, Counts, Counts, dict[str, float]]:
     """Faces per cell, runs per (trigger, status), faces per (trigger, outcome), speeds."""
-    faces = {(gender, band.label): 0 for gender in GENDERS for band in BANDS}
-    for gender, age, n in connection.execute(select(FaceCell.gender, FaceCell.age, FaceCell.n)):
-        if n and gender in GENDERS:
-            faces[(gender, band_of(int(age)).label)] += int(n)
+    faces = counts_by_band(all_cells(connection))
     runs: dict[tuple[str, str], int] = {}
     totals: dict[tuple[str, str], int] = {}
     grouped = select(

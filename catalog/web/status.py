@@ -12,11 +12,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from analysis.vocabulary import BANDS, GENDERS, band_of
+from analysis.vocabulary import BANDS, GENDERS
 from catalog.access.limits import Limiter
 from catalog.errors import ApiError
 from catalog.services import find_service
-from catalog.sql.cells import CellCount, all_cells
+from catalog.sql.cells import CellCount, all_cells, counts_by_band
 from catalog.sql.db import current_revision, head_revision, schema_lag, serving_read
 from catalog.storage import BucketMissing, Storage, StorageError
 from catalog.web.params import parse_choice
@@ -34,9 +34,7 @@ def target_composition() -> dict[str, float]:
 
 def catalog_stats(cells: list[CellCount], targets: dict[str, float]) -> dict[str, Any]:
     """Counts per gender × age band with actual and target shares (the /stats JSON)."""
-    counts = {f"{g}:{b.label}": 0 for g in GENDERS for b in BANDS}
-    for cell in cells:
-        counts[f"{cell.gender}:{band_of(cell.age).label}"] += cell.n
+    counts = {f"{g}:{b}": n for (g, b), n in counts_by_band(cells).items()}
     total = sum(counts.values())
     rows = []
     for gender in GENDERS:
