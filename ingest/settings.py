@@ -31,11 +31,6 @@ def from_setting(name: str, convert: Callable[[Any], Any] | None = None) -> Any:
     return field(metadata={_SETTING: name, _CONVERT: convert})
 
 
-def setting_names(cls: type) -> dict[str, str]:
-    """Field name → the setting that feeds it, for a settings dataclass."""
-    return {f.name: f.metadata[_SETTING] for f in fields(cls) if _SETTING in f.metadata}
-
-
 def read_settings(cls: type[T], config: Mapping[str, Any], **overrides: Any) -> T:
     """``cls`` with every setting-fed field read from ``config``; ``overrides`` that are
     not None replace what the config says (command-line options, tests)."""

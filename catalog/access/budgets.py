@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from flask import Flask
 from limits import RateLimitItem
-from limits.strategies import RateLimiter
 
 from catalog.access.keys import Caller, current_caller
 from catalog.access.limits import KEY_PREFIX, Limiter, throttled
@@ -50,34 +50,58 @@ def generation_hint(user_class: str) -> str:
     return f"This is the {user_class} class's generation budget; a higher class raises it."
 
 
+def _take(
+    items: list[RateLimitItem],
+    identifiers: tuple[str, ...],
+    refuse: Callable[[RateLimitItem, float], ApiError],
+    what: str,
+    cost: int = 1,
+) -> None:
+    """Hit ``items`` (shortest window first) for ``identifiers``; ``refuse(item, wait)``
+    is raised for the first that is spent. Each hit is atomic in the storage and the call
+    is admitted only if every hit succeeds, so concurrent calls never exceed a budget,
+    and a refusal by the burst limit never touches the daily one. Fails closed: with the
+    storage unreachable, 503 ``limits_unavailable`` instead of generating unbudgeted."""
+    strategy = find_service(Limiter).generation
+    try:
+        for item in items:
+            if not strategy.hit(item, *identifiers, cost=cost):
+                reset_at, _remaining = strategy.get_window_stats(item, *identifiers)
+                raise refuse(item, reset_at - time.time())
+    except ApiError:
+        raise
+    except Exception:
+        logger.exception("rate-limit storage failed while charging %s", what)
+        raise ApiError(
+            503,
+            "limits_unavailable",
+            "The rate-limit store is not reachable, so no face can be generated; "
+            "try again shortly.",
+            headers={"Retry-After": "10"},
+        ) from None
+
+
 def charge_fill() -> None:
     """Take one on-demand fill from the server's capacity; 503 if it is in use.
 
     :raise ApiError: 503 ``fill_capacity`` with a true ``Retry-After``, or 503
         ``limits_unavailable`` when the limit store cannot be reached.
     """
-    limiter = find_service(Limiter)
-    identifiers = (KEY_PREFIX, SERVER, FILL_SCOPE)
-    try:
-        for item in limiter.fill_limits:
-            if not limiter.generation.hit(item, *identifiers):
-                reset_at, _remaining = limiter.generation.get_window_stats(item, *identifiers)
-                seconds = max(1, math.ceil(reset_at - time.time()))
-                logger.info("on-demand fill capacity %s in use; retry in %d s", item, seconds)
-                raise ApiError(
-                    503,
-                    "fill_capacity",
-                    "No stored face matches these filters, and this server's capacity for "
-                    f"making faces on demand ({item}) is in use; try again in {seconds} "
-                    "seconds.",
-                    headers={"Retry-After": str(seconds)},
-                    retry_after=seconds,
-                )
-    except ApiError:
-        raise
-    except Exception:
-        logger.exception("rate-limit storage failed while charging an on-demand fill")
-        raise _limits_unavailable() from None
+
+    def capacity_in_use(item: RateLimitItem, wait: float) -> ApiError:
+        seconds = max(1, math.ceil(wait))
+        logger.info("on-demand fill capacity %s in use; retry in %d s", item, seconds)
+        return ApiError(
+            503,
+            "fill_capacity",
+            "No stored face matches these filters, and this server's capacity for "
+            f"making faces on demand ({item}) is in use; try again in {seconds} seconds.",
+            headers={"Retry-After": str(seconds)},
+            retry_after=seconds,
+        )
+
+    limits = find_service(Limiter).fill_limits
+    _take(limits, (KEY_PREFIX, SERVER, FILL_SCOPE), capacity_in_use, "an on-demand fill")
 
 
 def generation_limits(user_class: str, app: Flask | None = None) -> list[RateLimitItem]:
@@ -85,61 +109,35 @@ def generation_limits(user_class: str, app: Flask | None = None) -> list[RateLim
     return find_service(Limiter, app).generation_limits[user_class]
 
 
-def generation_limiter(app: Flask | None = None) -> RateLimiter:
-    """The strategy generation is charged through."""
-    return find_service(Limiter, app).generation
-
-
 def charge_generation(caller: Caller | None = None, cost: int = 1) -> None:
     """Take ``cost`` generations from the caller's budget; 429 if it is spent.
 
-    Call it right before generating (``/api/v1/generate`` and the on-demand fill both do),
-    after validating the request. Limits are hit shortest window first, each atomically in
-    the storage, and the request is admitted only if every hit succeeds, so concurrent
-    requests can never exceed a budget; a request refused by the burst limit never touches
-    the daily one.
+    Call it right before generating (``/api/v1/generate`` does), after validating the
+    request, so a 400 never costs budget.
 
-    Generation fails closed: if the limit storage (Redis) is unreachable this raises 503
-    instead of generating without a budget.
-
-    :raise ApiError: 429 ``throttled`` with a true ``Retry-After``, or 503.
+    :raise ApiError: 429 ``throttled`` with a true ``Retry-After``, or 503 when the limit
+        store cannot be reached.
     """
     caller = caller or current_caller()
-    strategy = generation_limiter()
+
+    def spent(item: RateLimitItem, wait: float) -> ApiError:
+        logger.info(
+            "generation limit %s reached for %s (%s); retry in %.0f s",
+            item,
+            caller.key_id or "an anonymous address",
+            caller.user_class,
+            wait,
+        )
+        return throttled(wait, "generation", generation_hint(caller.user_class))
+
     identifiers = (KEY_PREFIX, caller.rate_key, GENERATION_SCOPE)
-    try:
-        for item in generation_limits(caller.user_class):
-            if not strategy.hit(item, *identifiers, cost=cost):
-                reset_at, _remaining = strategy.get_window_stats(item, *identifiers)
-                wait = reset_at - time.time()
-                logger.info(
-                    "generation limit %s reached for %s (%s); retry in %.0f s",
-                    item,
-                    caller.key_id or "an anonymous address",
-                    caller.user_class,
-                    wait,
-                )
-                raise throttled(wait, "generation", generation_hint(caller.user_class))
-    except ApiError:
-        raise
-    except Exception:
-        logger.exception("rate-limit storage failed while charging a generation")
-        raise _limits_unavailable() from None
-
-
-def _limits_unavailable() -> ApiError:
-    return ApiError(
-        503,
-        "limits_unavailable",
-        "The rate-limit store is not reachable, so no face can be generated; try again shortly.",
-        headers={"Retry-After": "10"},
-    )
+    _take(generation_limits(caller.user_class), identifiers, spent, "a generation", cost)
 
 
 def generation_budget(caller: Caller | None = None) -> list[tuple[str, int]]:
     """``(limit, remaining)`` for each generation limit of the caller (for diagnostics)."""
     caller = caller or current_caller()
-    strategy = generation_limiter()
+    strategy = find_service(Limiter).generation
     identifiers = (KEY_PREFIX, caller.rate_key, GENERATION_SCOPE)
     return [
         (str(item), strategy.get_window_stats(item, *identifiers)[1])
