@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import runpy
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,48 @@ def test_docker_compose_config_validates() -> None:
         assert result.returncode == 0, result.stderr
 
 
+@contextlib.contextmanager
+def served_by_gunicorn(
+    tmp_path: Path, *options: str, env: dict[str, str] | None = None, stderr: Any = None
+) -> Iterator[int]:
+    """The real gunicorn with deploy/gunicorn.conf.py on a free port, serving a migrated
+    SQLite catalog in ``tmp_path`` (``options`` added to its command line); its port,
+    once ``/healthz`` answers. Stopped on the way out."""
+    import sys
+
+    from app import create_app
+    from catalog.sql import db
+    from tests.conftest import _free_port, wait_until_answering
+
+    settings = {
+        "FACECAT_DATABASE_URL": f"sqlite:///{tmp_path / 'facecat.db'}",
+        "FACECAT_STORAGE_URL": (tmp_path / "objects").as_uri(),
+        "FACECAT_ONDEMAND_ENABLED": "false",
+    }
+    db.upgrade(create_app({"DATABASE_URL": settings["FACECAT_DATABASE_URL"]}))
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            *("--config", str(DEPLOY / "gunicorn.conf.py")),
+            *("--bind", f"127.0.0.1:{port}"),
+            *("--workers", "1"),
+            *options,
+            "app:create_app()",
+        ],
+        cwd=DEPLOY.parent,
+        env={**os.environ, **settings, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=stderr or subprocess.DEVNULL,
+    )
+    try:
+        wait_until_answering(f"http://127.0.0.1:{port}/healthz")
+        yield port
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def test_gunicorn_trusts_forwarded_headers_only_from_the_proxy_and_logs_the_app(
     tmp_path: Path,
 ) -> None:
@@ -141,51 +185,33 @@ def test_gunicorn_trusts_forwarded_headers_only_from_the_proxy_and_logs_the_app(
     (FORWARDED_ALLOW_IPS): a client's X-Forwarded-Proto and SCRIPT_NAME change nothing
     (trusted from anyone, they made gunicorn answer 500), and the application's INFO lines
     reach the log with time, level and logger."""
-    import os
-    import sys
     import urllib.error
     import urllib.request
 
     from app import create_app
     from catalog.sql import db
-    from tests.conftest import _free_port, wait_until_answering
     from tests.factories import make_face
 
-    env = {
-        **os.environ,
-        "FACECAT_DATABASE_URL": f"sqlite:///{tmp_path / 'facecat.db'}",
-        "FACECAT_STORAGE_URL": (tmp_path / "objects").as_uri(),
-        "FACECAT_ONDEMAND_ENABLED": "false",
-        "FORWARDED_ALLOW_IPS": "192.0.2.1",  # a documentation address: not this client
-    }
     app = create_app(
-        {"DATABASE_URL": env["FACECAT_DATABASE_URL"], "STORAGE_URL": env["FACECAT_STORAGE_URL"]}
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'facecat.db'}",
+            "STORAGE_URL": (tmp_path / "objects").as_uri(),
+        }
     )
     db.upgrade(app)
     with db.session_factory(app)() as session:
         make_face(session, find_service(Storage, app))
-    port = _free_port()
     log = tmp_path / "gunicorn.log"
-    with log.open("w") as err:
-        server = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("gunicorn")),
-                "--config",
-                str(DEPLOY / "gunicorn.conf.py"),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "app:create_app()",
-            ],
-            cwd=DEPLOY.parent,
-            env=env,
-            stdout=subprocess.DEVNULL,
+    with (
+        log.open("w") as err,
+        served_by_gunicorn(
+            tmp_path,
+            # A documentation address: not this client.
+            env={"FORWARDED_ALLOW_IPS": "192.0.2.1"},
             stderr=err,
-        )
-    try:
+        ) as port,
+    ):
         base = f"http://127.0.0.1:{port}"
-        wait_until_answering(f"{base}/healthz")
         hostile = urllib.request.Request(
             f"{base}/face/json",
             headers={"X-Forwarded-Proto": "https", "SCRIPT_NAME": "/evil"},
@@ -199,9 +225,6 @@ def test_gunicorn_trusts_forwarded_headers_only_from_the_proxy_and_logs_the_app(
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(bad_key, timeout=10)
         assert refused.value.code == 401
-    finally:
-        server.terminate()
-        server.wait(30)
     text = log.read_text()
     line = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO catalog\.access\.keys \[\d+\] rejected"
     assert re.search(line, text), text
@@ -225,36 +248,7 @@ def _raw_answer(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
 def test_gunicorn_answers_what_it_cannot_parse_in_json(tmp_path: Path) -> None:
     """Requests gunicorn refuses before the app sees them (not HTTP, a URL or a header
     over its limits) get facecat's JSON error body, not gunicorn's HTML page."""
-    import os
-    import sys
-
-    from tests.conftest import _free_port, wait_until_answering
-
-    env = {
-        **os.environ,
-        "FACECAT_DATABASE_URL": f"sqlite:///{tmp_path / 'facecat.db'}",
-        "FACECAT_STORAGE_URL": (tmp_path / "objects").as_uri(),
-        "FACECAT_ONDEMAND_ENABLED": "false",
-    }
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "--config",
-            str(DEPLOY / "gunicorn.conf.py"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "app:create_app()",
-        ],
-        cwd=DEPLOY.parent,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_answering(f"http://127.0.0.1:{port}/openapi.json")
+    with served_by_gunicorn(tmp_path) as port:
         cases = {
             400: b"THIS IS NOT HTTP\r\n\r\n",
             414: b"GET /face/json?" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -268,61 +262,26 @@ def test_gunicorn_answers_what_it_cannot_parse_in_json(tmp_path: Path) -> None:
             document = json.loads(body)
             assert set(document) == {"error", "detail"} and document["detail"]
         assert json.loads(_raw_answer(port, cases[414])[2])["error"] == "uri_too_long"
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def test_metrics_add_up_every_gunicorn_worker(tmp_path: Path) -> None:
     """Several gunicorn worker processes answer; whichever answers /metrics reports the
     requests of all of them, exited ones included (prometheus_client's multiprocess
     mode, set up by the config)."""
-    import sys
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    from app import create_app
-    from catalog.sql import db
-    from tests.conftest import _free_port, wait_until_answering
-
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    env = {
-        **os.environ,
-        "FACECAT_DATABASE_URL": f"sqlite:///{tmp_path / 'facecat.db'}",
-        "FACECAT_STORAGE_URL": (tmp_path / "objects").as_uri(),
-        "FACECAT_ONDEMAND_ENABLED": "false",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
-    db.upgrade(create_app({"DATABASE_URL": env["FACECAT_DATABASE_URL"]}))
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "--config",
-            str(DEPLOY / "gunicorn.conf.py"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "3",
-            # Each worker exits after 10 requests and a new one takes its place, so the
-            # 30 requests below are answered by several processes whatever the kernel's
-            # choice of acceptor, and the counts of exited workers must still be there.
-            "--max-requests",
-            "10",
-            "--max-requests-jitter",
-            "0",
-            "app:create_app()",
-        ],
-        cwd=DEPLOY.parent,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answering(f"{base}/healthz")
+    # Each worker exits after 10 requests and a new one takes its place, so the 30
+    # requests below are answered by several processes whatever the kernel's choice of
+    # acceptor, and the counts of exited workers must still be there.
+    recycled = ("--workers", "3", "--max-requests", "10", "--max-requests-jitter", "0")
+    with served_by_gunicorn(
+        tmp_path, *recycled, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    ) as port:
+        base = f"http://127.0.0.1:{port}"
         for _ in range(30):
             with urllib.request.urlopen(f"{base}/openapi.json", timeout=10) as response:
                 assert response.status == 200
@@ -339,6 +298,3 @@ def test_metrics_add_up_every_gunicorn_worker(tmp_path: Path) -> None:
                 and sample.labels == {"route": "/openapi.json", "method": "GET", "status": "200"}
             ]
             assert counted == [30.0]
-    finally:
-        server.terminate()
-        server.wait(30)

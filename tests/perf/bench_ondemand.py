@@ -371,6 +371,18 @@ def _draw(rows: list[tuple[str, list[np.ndarray]]], per_row: int, out: Path) -> 
     sheet.save(out)
 
 
+def app_config(models_dir: Any, threads: int, budget: float) -> dict[str, Any]:
+    """The settings every on-demand benchmark app runs with: CPU, ``threads`` torch
+    threads, the given models and budget."""
+    return {
+        "TESTING": True,
+        "MODELS_DIR": models_dir,
+        "DEVICE": "cpu",
+        "TORCH_THREADS": threads,
+        "ONDEMAND_BUDGET_SECONDS": budget,
+    }
+
+
 @click.command()
 @click.option("--yields-db", type=click.Path(exists=True, path_type=Path), default=None)
 @click.option("--models-dir", default=str(REPO_ROOT / "instance" / "models"), show_default=True)
@@ -414,14 +426,7 @@ def main(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    config = {
-        "TESTING": True,
-        "MODELS_DIR": models_dir,
-        "DEVICE": "cpu",
-        "TORCH_THREADS": threads,
-        "ONDEMAND_BUDGET_SECONDS": budget,
-    }
-    catalogs = Catalogs(workdir, yields_db, config)
+    catalogs = Catalogs(workdir, yields_db, app_config(models_dir, threads, budget))
     models = load_model_set({**create_app(catalogs._config(catalogs.template)).config})
     report: dict[str, Any] = {"budget_s": budget}
     table, reachable, refused = yield_report(catalogs, models, budget)

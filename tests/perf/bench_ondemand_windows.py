@@ -63,13 +63,7 @@ def main(
     bench = perf_tool("bench_ondemand")
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    config = {
-        "TESTING": True,
-        "MODELS_DIR": models_dir,
-        "DEVICE": "cpu",
-        "TORCH_THREADS": threads,
-        "ONDEMAND_BUDGET_SECONDS": budget,
-    }
+    config = bench.app_config(models_dir, threads, budget)
     catalogs = bench.Catalogs(workdir, yields_db, config)
     models = load_model_set({**create_app(catalogs._config(catalogs.template)).config})
     rows: dict[str, Any] = {}
