@@ -45,6 +45,21 @@ def stats_command() -> None:
     click.echo("count share (target share)")
 
 
+@catalog_cli.command("collect-avatars")
+def collect_avatars_command() -> None:
+    """Remove the oldest avatar renders beyond FACECAT_AVATAR_STORE_BYTES.
+
+    The ingest worker does this on every run; this is for a deployment without one.
+    Example: ``facecat catalog collect-avatars``.
+    """
+    from catalog.web.avatar import collect_avatars
+
+    try:
+        click.echo(collect_avatars(current_app._get_current_object()).summary())  # type: ignore[attr-defined]
+    except StorageError as exc:
+        raise click.ClickException(f"storage failed: {exc}") from exc
+
+
 @catalog_cli.command("doctor")
 def doctor_command() -> None:
     """Check database, migrations, slot counters, storage and model weights.

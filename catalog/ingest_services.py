@@ -19,6 +19,7 @@ from catalog.services import find_service, provide_service
 from catalog.sql.db import schema_behind_hint
 from catalog.sql.ondemand import SqlOndemandCatalog
 from catalog.storage import Storage
+from catalog.web.avatar import collect_avatars
 from catalog.web.unmet import Supplier, generate_on_demand
 from ingest.ondemand.ports import FaceSupplier
 from ingest.services import IngestServices, register_services
@@ -59,5 +60,6 @@ def init_app(app: Flask) -> None:
             storage=lambda: find_service(Storage, app),
             ondemand=lambda: find_service(FaceSupplier, app),  # type: ignore[arg-type,return-value]
             schema_problem=lambda: schema_behind_hint(app),
+            housekeeping=lambda: collect_avatars(app),
         ),
     )

@@ -232,6 +232,7 @@ def make_worker(
         interval_seconds=interval_seconds,
         is_full=lambda: catalog_is_full(app, settings),
         backfill=backfill,
+        housekeeping=lambda: get_services(app).housekeeping(),
     )
 
 

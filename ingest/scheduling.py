@@ -66,6 +66,8 @@ class IngestWorker:
     ``backfill``, if given, runs first in every job: it fills the filters users asked for
     and did not get (on-demand 404s and slow hits, ``ingest.ondemand``), which matter more
     than the band targets and are served even when every band is full.
+    ``housekeeping``, if given, runs before that: the catalog's upkeep (the avatar cache
+    is kept under its cap), cheap next to a run and needed even while ingest rests.
     """
 
     def __init__(
@@ -75,9 +77,11 @@ class IngestWorker:
         interval_seconds: float,
         is_full: Callable[[], bool] = lambda: False,
         backfill: Callable[[threading.Event], Any] | None = None,
+        housekeeping: Callable[[], Any] | None = None,
     ) -> None:
         self.run_once = run_once
         self.backfill = backfill
+        self.housekeeping = housekeeping
         self.interval_seconds = interval_seconds
         self.is_full = is_full
         self.stop = threading.Event()
@@ -99,6 +103,11 @@ class IngestWorker:
     def _job(self) -> None:
         if self.stop.is_set():
             return
+        if self.housekeeping is not None:
+            try:
+                self.housekeeping()
+            except Exception:
+                logger.exception("housekeeping failed; ingest goes on")
         if self.backfill is not None:
             try:
                 self.backfill(self.stop)

@@ -122,13 +122,9 @@ class SeededStudio:
         quality: int = 90,
     ) -> SeededFace:
         """One face for ``seed`` as ``gender`` at ``age`` (None: the seed's own)."""
-        if gender is not None and gender not in GENDERS:
-            raise ValueError(f"gender must be one of {GENDERS}, got {gender!r}")
-        if image_format not in CONTENT_TYPES:
-            raise ValueError(f"image_format must be jpeg or webp, got {image_format!r}")
+        _check_options(gender, image_format)
         models = self.models
-        latents, gender, age = _steered(models, seed, gender, age)
-        pixels = models.generator.generate(latents, batch_size=1)[0].cpu().numpy()
+        pixels, gender, age = self._pixels(seed, gender, age)
         crops = models.generator.analysis_view(pixels[None]).crops
         verdict = robust_predict(models.estimator, crops)
         data = encode(resize(pixels, resolution), image_format, quality)
@@ -141,9 +137,52 @@ class SeededStudio:
             estimated_p_female=float(verdict.p_female[0]),
         )
 
+    def portrait(
+        self,
+        seed: int,
+        *,
+        gender: str | None = None,
+        age: float | None = None,
+        resolution: int = 1024,
+        image_format: str = "jpeg",
+        quality: int = 90,
+        nearest_age: bool = False,
+    ) -> bytes:
+        """The face ``render`` makes, encoded, without asking the estimator about it:
+        avatars need the person, not a verdict, and skip the augmented predictions.
+
+        ``nearest_age`` picks, among the seed's candidates of the gender, the one nearest
+        ``age`` before the edit, instead of the first: the edit then has less to do, so a
+        child or an old person still looks it (an avatar's seed names a person per
+        filter, so it need not be one person across ages as a lifetime strip must).
+        """
+        _check_options(gender, image_format)
+        pixels, _gender, _age = self._pixels(seed, gender, age, nearest_age)
+        return encode(resize(pixels, resolution), image_format, quality)
+
+    def _pixels(
+        self, seed: int, gender: str | None, age: float | None, nearest_age: bool = False
+    ) -> tuple[Any, str, float]:
+        """The steered face as an HxWx3 uint8 array, with the gender and age it was given."""
+        models = self.models
+        latents, gender, age = _steered(models, seed, gender, age, nearest_age)
+        return models.generator.generate(latents, batch_size=1)[0].cpu().numpy(), gender, age
+
+
+def _check_options(gender: str | None, image_format: str) -> None:
+    """A ValueError for a gender or format the renderers do not know."""
+    if gender is not None and gender not in GENDERS:
+        raise ValueError(f"gender must be one of {GENDERS}, got {gender!r}")
+    if image_format not in CONTENT_TYPES:
+        raise ValueError(f"image_format must be jpeg or webp, got {image_format!r}")
+
 
 def _steered(
-    models: StudioModels, seed: int, gender: str | None, age: float | None
+    models: StudioModels,
+    seed: int,
+    gender: str | None,
+    age: float | None,
+    nearest_age: bool = False,
 ) -> tuple[Any, str, float]:
     """The seed's person as ``gender`` (or their own) at ``age`` (or their own)."""
     import torch
@@ -154,9 +193,11 @@ def _steered(
     steering = models.steering
     candidates = models.generator.candidate_styles(int(seed), STEER_CANDIDATES)
     gender = gender or steering.gender_of(candidates[0])
-    # The person is the first candidate of the gender (not the nearest in age): one seed
-    # and gender name one person at every age.
-    person = candidates[pick_candidate(steering, candidates, gender, 0.0, nearest_age=False)]
+    # By default the person is the first candidate of the gender (not the nearest in
+    # age): one seed and gender name one person at every age.
+    nearest = nearest_age and age is not None
+    chosen = pick_candidate(steering, candidates, gender, age or 0.0, nearest_age=nearest)
+    person = candidates[chosen]
     target = float(steering.age.predict(person[None])[0]) if age is None else float(age)
     style = steering.shift_age(person[None], np.array([target]))
     return torch.from_numpy(style), gender, target

@@ -36,6 +36,8 @@ class IngestServices:
     ondemand: Callable[[], OnDemand]
     # What is wrong with the database's schema (not migrated to head), or None.
     schema_problem: Callable[[], str | None] = lambda: None
+    # The catalog's own upkeep between ingest runs (keeping caches under their caps).
+    housekeeping: Callable[[], object] = lambda: None
 
 
 def register_services(app: Flask, services: IngestServices) -> None:

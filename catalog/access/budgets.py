@@ -81,8 +81,10 @@ def _take(
         ) from None
 
 
-def charge_fill() -> None:
+def charge_fill(need: str = "No stored face matches these filters") -> None:
     """Take one on-demand fill from the server's capacity; 503 if it is in use.
+
+    ``need`` opens the 503's sentence: why a face has to be made for this request.
 
     :raise ApiError: 503 ``fill_capacity`` with a true ``Retry-After``, or 503
         ``limits_unavailable`` when the limit store cannot be reached.
@@ -94,7 +96,7 @@ def charge_fill() -> None:
         return ApiError(
             503,
             "fill_capacity",
-            "No stored face matches these filters, and this server's capacity for "
+            f"{need}, and this server's capacity for "
             f"making faces on demand ({item}) is in use; try again in {seconds} seconds.",
             headers={"Retry-After": str(seconds)},
             retry_after=seconds,

@@ -161,17 +161,27 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "AVATAR_MAX_AGE",
         86400,
-        "Cache-Control max-age (seconds) of /avatar responses: the face for an identifier "
-        "only changes when the catalog changes.",
+        "Cache-Control max-age (seconds) of /avatar responses. An identifier's face never "
+        "changes (it is derived from the identifier), so this only bounds how long clients "
+        "keep a copy without revalidating.",
         int_range(0, 31536000),
         "api",
     ),
     Setting(
-        "AVATAR_CACHE_SIZE",
-        512,
-        "Resized avatars each worker keeps in memory (LRU) in front of the avatars/ "
-        "objects in storage; 0 disables the memory cache.",
-        int_range(0, 100000),
+        "AVATAR_MEMORY_BYTES",
+        32 * 1024 * 1024,
+        "Bytes of resized avatars each web process keeps in memory (LRU) in front of the "
+        "renders in storage; 0 disables the memory cache.",
+        int_range(0, 4 * 1024**3),
+        "api",
+    ),
+    Setting(
+        "AVATAR_STORE_BYTES",
+        512 * 1024 * 1024,
+        "Cap on the avatar renders kept in storage under avatars/ (about 200 KB each). "
+        "The ingest worker removes the oldest beyond it on every run (and `facecat "
+        "avatars collect` on demand); a removed avatar is rendered again, identically.",
+        int_range(1024 * 1024),
         "api",
     ),
     Setting(

@@ -14,6 +14,7 @@ backend by URL scheme; each backend is a module of its own (``local``, ``s3``).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -70,6 +71,15 @@ def _validate_prefix(prefix: str) -> str:
     return prefix
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One listed object: its key, size in bytes and last write (seconds since the epoch)."""
+
+    key: str
+    size: int
+    modified: float
+
+
 @runtime_checkable
 class Storage(Protocol):
     """Where face images live. Every method may raise ``StorageError`` on backend failure."""
@@ -97,6 +107,11 @@ class Storage(Protocol):
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Every stored key starting with ``prefix``, in lexicographic order."""
+        ...
+
+    def objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        """``keys`` with each object's size and modification time: what a bounded cache
+        needs to stay under its cap without a table of its own."""
         ...
 
     def ping(self) -> None:

@@ -14,7 +14,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from catalog.storage import InvalidKey, ObjectNotFound, StorageError, _validate_prefix, validate_key
+from catalog.storage import (
+    InvalidKey,
+    ObjectNotFound,
+    StorageError,
+    StoredObject,
+    _validate_prefix,
+    validate_key,
+)
 
 
 class LocalStorage:
@@ -95,13 +102,16 @@ class LocalStorage:
             raise StorageError(f"cannot delete {key!r}: {exc}") from exc
 
     def keys(self, prefix: str = "") -> Iterator[str]:
+        return (stored.key for stored in self.objects(prefix))
+
+    def objects(self, prefix: str = "") -> Iterator[StoredObject]:
         _validate_prefix(prefix)
         root = self.root.resolve()
         if not root.is_dir():
             return
         # Walk only the subtree the prefix can be in, not the whole catalog.
         start = root / prefix.rpartition("/")[0] if "/" in prefix else root
-        found: list[str] = []
+        found: list[StoredObject] = []
         for dirpath, dirnames, filenames in os.walk(start):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel_dir = Path(dirpath).relative_to(root).as_posix()
@@ -109,9 +119,14 @@ class LocalStorage:
                 if name.startswith("."):
                     continue
                 key = name if rel_dir == "." else f"{rel_dir}/{name}"
-                if key.startswith(prefix):
-                    found.append(key)
-        yield from sorted(found)
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    stat = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue  # deleted while listing
+                found.append(StoredObject(key, stat.st_size, stat.st_mtime))
+        yield from sorted(found, key=lambda stored: stored.key)
 
     def ping(self) -> None:
         try:

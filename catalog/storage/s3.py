@@ -18,6 +18,7 @@ from catalog.storage import (
     BucketMissing,
     ObjectNotFound,
     StorageError,
+    StoredObject,
     _validate_prefix,
     validate_key,
 )
@@ -186,11 +187,15 @@ class S3Storage:
             pass  # S3 deletes are idempotent; a missing bucket holds nothing to delete
 
     def keys(self, prefix: str = "") -> Iterator[str]:
+        return (stored.key for stored in self.objects(prefix))
+
+    def objects(self, prefix: str = "") -> Iterator[StoredObject]:
         _validate_prefix(prefix)
         try:
             with self._errors(prefix or None):
                 for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
-                    yield obj.object_name
+                    modified = obj.last_modified.timestamp() if obj.last_modified else 0.0
+                    yield StoredObject(obj.object_name, int(obj.size or 0), modified)
         except ObjectNotFound:
             return  # no bucket yet: no keys
 

@@ -1,56 +1,43 @@
-"""``/avatar/<identifier>``: a stable, square, cacheable face per identifier (pravatar's ``?u=``).
+"""``/avatar/<identifier>`` and ``/avatar?u=``: the same face for an identifier, forever.
 
-Which face: rendezvous (highest-random-weight) hashing over the matching faces. Every
-face gets a score from a hash of (identifier, filters, face position), and the face with
-the smallest score wins: every face is equally likely, every worker and machine agrees
-(BLAKE2b and SplitMix64, not Python's salted ``hash()``), and when the catalog grows an
-identifier changes face only if one of the *new* faces beats its old one.
+The face is derived from the identifier, never chosen from the catalog: BLAKE2b of
+(identifier, filters) names a person — a seed, the filter's gender or else the seed's
+own, and an age drawn inside the filter's window — and seeded generation
+(``ingest.seeded``, the engine behind ``/api/v1/generate``) renders that person. So neither
+a growing catalog, nor a removed face, nor an evicted cache entry can change an avatar:
+rendering it again gives the same bytes on the same device and thread count (on other
+hardware the same person, with pixels that may differ in the last bit).
 
-Scoring every face would cost O(catalog). Instead, per (gender, age) cell, the minimum
-score over its dense slots 0..n-1 and where it sits are drawn directly by walking the
-records of the running minimum (``cell_minimum``: O(log n) draws, keyed by slot, so a
-cell's walk for n' slots extends its walk for n). So a request costs the random pick's two
-indexed queries (the cell counts and one seek on the unique (gender, age, slot) index)
-plus about 200 cells x log n hash draws, whatever the catalog size.
-
-Stability, measured by ``tests/catalog/test_avatar.py`` and ``tests/perf/bench_avatar.py``
-(docs/benchmarks.md): growing the catalog by 10% changes about 1 avatar in 11 (1 - 1/1.1 = 9.1%),
-the minimum for any scheme that serves new faces at all. Removing a face moves the
-cell's last face into its slot (``remove_face``), which changes the avatars of that
-face's identifiers and, rarely, of the moved face's.
-
-The resized image is made once per (face, size, format) and kept in storage under
-``avatars/<face filename stem>/<size>.<ext>`` (content-named, so a reused row id can never
-serve a stale image), with a per-worker LRU in front. Responses carry
-``Cache-Control: public, max-age=FACECAT_AVATAR_MAX_AGE`` and a strong ETag computed
-without reading any image, so a revalidation is answered 304 after the two queries.
+Cost and bounds. The first request for a person renders one 1024 px face, charged to the
+server-wide on-demand capacity (``RATELIMIT_ONDEMAND_FILLS``), so anonymous traffic cannot
+make the server render without limit. The render is kept at ``avatars/<identity>.jpg``
+in a bounded cache: the ingest worker removes the oldest renders beyond
+``AVATAR_STORE_BYTES`` (``catalog.storage.bounded``). Resized copies are never stored:
+each web process keeps recent ones in a memory LRU bounded in bytes
+(``AVATAR_MEMORY_BYTES``), and clients keep them by ``Cache-Control`` and a strong ETag
+computed from the identity alone, so a revalidation is a 304 without any render.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import logging
-import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from pathlib import PurePosixPath
+from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, current_app, request
 from PIL import Image
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from analysis.vocabulary import MAX_AGE, MIN_AGE
+from catalog.access.budgets import charge_fill
 from catalog.access.limits import IMAGES, limited
-from catalog.errors import ApiError
 from catalog.services import find_service, install_service
-from catalog.sql.cells import CellCount, Filters, Position, matching_cells
-from catalog.sql.db import get_session
-from catalog.sql.models import Face
-from catalog.storage import ObjectNotFound, Storage
-from catalog.web import unmet
+from catalog.sql.cells import Filters
+from catalog.storage import ObjectNotFound, Storage, StorageError
+from catalog.storage.bounded import Collection, collect_prefix
+from catalog.web.generate import Studio, models_ready
 from catalog.web.params import invalid, parse_choice, parse_filters, parse_int
 from ingest.imaging import encode
 
@@ -62,105 +49,54 @@ MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 16, 1024, 128
 MAX_IDENTIFIER = 256
 AVATARS_PREFIX = "avatars/"
 FORMATS = ("jpeg", "webp")
-_EXTENSIONS = {"jpeg": "jpg", "webp": "webp"}
-_TWO_64 = float(2**64)
+# The kept render: the largest size served, at a quality resizing cannot make worse.
+RENDER_SIZE, RENDER_QUALITY = 1024, 95
+# Ages an open-ended window is drawn from: the generator's people stay photographs here
+# (docs/photoreal.md); a window entirely outside it is used as asked.
+USUAL_AGES = (1, 80)
+# Bump to re-derive every avatar (a new generator): part of the identity, so of the ETag.
+DERIVATION = "avatar-v1"
+_RENDER_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
-# --- choosing the face: pure functions, no Flask, no database ------------------------------
+@dataclass(frozen=True)
+class Person:
+    """Who an (identifier, filters) pair shows: what seeded generation needs, and a token
+    naming it in storage keys and ETags."""
+
+    token: str
+    seed: int
+    gender: str | None  # None: the seed's own
+    age: int | None  # None: the seed's own (no age filter)
 
 
-def identity_hash(identifier: str, filters: Filters) -> bytes:
-    """16 bytes naming (identifier, filters): everything that decides the face."""
-    text = "\x1f".join(
-        (identifier, filters.gender or "", str(filters.minimum_age), str(filters.maximum_age))
-    )
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-
-
-_MASK = 0xFFFFFFFFFFFFFFFF
-
-
-def _mix(z: int) -> int:
-    """SplitMix64's finaliser: a bijection of 64-bit ints that scrambles every bit."""
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
-
-
-def _cell_base(seed: bytes, gender: str, age: int) -> int:
-    """A 64-bit hash of (identity, cell) that all of the cell's draws derive from."""
-    cell = (0 if gender == "female" else 1) * 1024 + age + 1
-    identity = int.from_bytes(seed[:8], "big") ^ _mix(int.from_bytes(seed[8:16], "big"))
-    return _mix((identity + cell * 0x9E3779B97F4A7C15) & _MASK)
-
-
-def _uniform(base: int, slot: int, stream: int) -> float:
-    """A uniform in (0, 1) for (cell, slot, stream): SplitMix64 of the mixed counter."""
-    z = _mix((base + slot * 0xD1B54A32D192ED03 + stream * 0x9E3779B97F4A7C15) & _MASK)
-    return (z + 0.5) / _TWO_64
-
-
-def cell_minimum(seed: bytes, gender: str, age: int, n: int) -> tuple[float, int]:
-    """(smallest score, its slot) over slots 0..n-1 of a cell, in O(log n) draws.
-
-    Every slot conceptually has an independent Exp(1) score. Instead of drawing n of them,
-    walk the *records* of the running minimum: after a record of value v, each later slot
-    beats it with probability p = 1 - e^-v, so the next record is a geometric gap away
-    and its value is Exp(1) conditioned below v. Draws are keyed by slot, so the walk for
-    n' > n repeats the walk for n and continues: the prefix property that makes growth
-    move only the identities a new face beats.
-    """
-    base = _cell_base(seed, gender, age)
-    slot = 0
-    value = -math.log(_uniform(base, 0, 0))
-    while True:
-        p = -math.expm1(-value)  # P(Exp(1) < value)
-        if p <= 0.0:
-            break
-        gap = 1 if p >= 1.0 else 1 + int(math.log(_uniform(base, slot, 1)) / math.log1p(-p))
-        following = slot + gap
-        if following >= n:
-            break
-        slot = following
-        value = -math.log1p(-_uniform(base, slot, 0) * p)  # inverse CDF below v
-    return value, slot
-
-
-def choose_position(seed: bytes, cells: Sequence[CellCount]) -> Position | None:
-    """The (gender, age, slot) an identity maps to, or None when no cell has faces.
-
-    The face with the smallest score over the whole filter wins (rendezvous hashing over
-    faces, computed per cell with ``cell_minimum``), so every face is equally likely and a
-    grown catalog changes an identity's face only when one of the new faces beats it.
-    """
-    best: Position | None = None
-    best_score = math.inf
-    for cell in cells:
-        if cell.n <= 0:
-            continue
-        score, slot = cell_minimum(seed, cell.gender, cell.age, cell.n)
-        if score < best_score:
-            best, best_score = (cell.gender, cell.age, slot), score
-    return best
-
-
-@functools.lru_cache(maxsize=8192)
-def _choose_cached(seed: bytes, cells: tuple[CellCount, ...]) -> Position | None:
-    """``choose_position`` remembered per (identity, counts): a repeat visit or a 304
-    revalidation skips the ~1 ms walk until the matching counts change."""
-    return choose_position(seed, cells)
-
-
-# --- serving -------------------------------------------------------------------------------
+def person_for(identifier: str, filters: Filters) -> Person:
+    """The person an identifier shows under ``filters``: a pure function of both."""
+    window = f"{filters.minimum_age}-{filters.maximum_age}"
+    text = "\x1f".join((DERIVATION, identifier, filters.gender or "", window))
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    seed = 1 + int.from_bytes(digest[:4], "big")  # 1..2^32, as /api/v1/generate takes
+    age: int | None = None
+    if (filters.minimum_age, filters.maximum_age) != (MIN_AGE, MAX_AGE):
+        low = max(filters.minimum_age, USUAL_AGES[0])
+        high = min(filters.maximum_age, USUAL_AGES[1])
+        if low > high:
+            low, high = filters.minimum_age, filters.maximum_age
+        age = low + int.from_bytes(digest[4:8], "big") % (high - low + 1)
+    return Person(digest.hex(), seed, filters.gender, age)
 
 
 class AvatarCache:
-    """A per-worker LRU of encoded avatars by storage key (bounded by entry count)."""
+    """A per-process LRU of encoded avatars, bounded by the bytes it holds."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._items: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
@@ -170,24 +106,25 @@ class AvatarCache:
             return data
 
     def put(self, key: str, data: bytes) -> None:
-        if self.size <= 0:
+        if len(data) > self.max_bytes:
             return
         with self._lock:
+            previous = self._items.pop(key, None)
+            self.bytes += len(data) - (len(previous) if previous is not None else 0)
             self._items[key] = data
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            while self.bytes > self.max_bytes:
+                _key, evicted = self._items.popitem(last=False)
+                self.bytes -= len(evicted)
 
 
-def avatar_key(face: Face, size: int, image_format: str) -> str:
-    """Where the resized image of ``face`` is kept: named by the face's content hash."""
-    stem = PurePosixPath(face.filename).stem
-    return f"{AVATARS_PREFIX}{stem}/{size}.{_EXTENSIONS[image_format]}"
+def render_key(person: Person) -> str:
+    """Where the person's full-size render is kept (in the bounded avatars/ cache)."""
+    return f"{AVATARS_PREFIX}{person.token}.jpg"
 
 
-def render_avatar(original: bytes, size: int, image_format: str, quality: int) -> bytes:
-    """The stored original as a ``size``-pixel square (centre-cropped if not square)."""
-    with Image.open(io.BytesIO(original)) as picture:
+def resize_avatar(render: bytes, size: int, image_format: str, quality: int) -> bytes:
+    """The kept render as a ``size``-pixel square (centre-cropped if it is not square)."""
+    with Image.open(io.BytesIO(render)) as picture:
         picture = picture.convert("RGB")
         width, height = picture.size
         edge = min(width, height)
@@ -199,71 +136,63 @@ def render_avatar(original: bytes, size: int, image_format: str, quality: int) -
         return encode(picture, image_format, quality)
 
 
-def avatar_bytes(face: Face, size: int, image_format: str) -> bytes:
-    """The resized image: memory LRU, else storage, else made once and stored."""
-    key = avatar_key(face, size, image_format)
-    cache = find_service(AvatarCache)
-    data = cache.get(key)
-    if data is not None:
-        return data
+def stored_render(person: Person) -> bytes:
+    """The person's render from storage, or rendered now (once per process at a time),
+    charged to the fill capacity and kept for the next request.
+
+    A render that cannot be kept (storage failing) is still served: the avatar is the same
+    either way, and the next request renders it again.
+    """
     storage = find_service(Storage)
+    key = render_key(person)
     try:
-        data = storage.get(key)
+        return storage.get(key)
     except ObjectNotFound:
+        pass
+    with _RENDER_LOCKS[int(person.token[:8], 16) % len(_RENDER_LOCKS)]:
         try:
-            original = storage.get(face.image_key)
+            return storage.get(key)  # another thread of this process just made it
         except ObjectNotFound:
-            raise ApiError(
-                404, "not_found", "The chosen face's image is missing from storage."
-            ) from None
-        data = render_avatar(original, size, image_format, current_app.config["JPEG_QUALITY"])
-        # Same inputs give the same bytes, so racing workers write identical objects.
-        storage.put(key, data, f"image/{image_format}")
-        logger.debug("made avatar %s", key)
-    cache.put(key, data)
+            pass
+        studio = find_service(Studio)
+        models_ready(studio)
+        charge_fill("This avatar is not in the cache yet")
+        data = studio.portrait(
+            person.seed,
+            gender=person.gender,
+            age=person.age,
+            resolution=RENDER_SIZE,
+            image_format="jpeg",
+            quality=RENDER_QUALITY,
+            nearest_age=person.age is not None,
+        )
+        try:
+            storage.put(key, data, "image/jpeg")
+        except StorageError as exc:
+            logger.warning("avatar render %s not kept: %s", key, exc)
+        return data
+
+
+def avatar_bytes(person: Person, size: int, image_format: str) -> bytes:
+    """The avatar at ``size`` in ``image_format``: from memory, else resized from the render."""
+    memory_key = f"{person.token}/{size}.{image_format}"
+    cache = find_service(AvatarCache)
+    data = cache.get(memory_key)
+    if data is None:
+        quality = current_app.config["JPEG_QUALITY"]
+        data = resize_avatar(stored_render(person), size, image_format, quality)
+        cache.put(memory_key, data)
     return data
 
 
-def find_face(session: Session, position: Position) -> Face | None:
-    """The face stored at ``position`` (one seek on the unique slot index)."""
-    gender, age, slot = position
-    return session.scalar(
-        select(Face).where(Face.gender == gender, Face.age == age, Face.slot == slot)
-    )
-
-
-def pick_avatar_face(identifier: str, filters: Filters) -> Face:
-    """The identifier's face under ``filters``; on-demand generation when none is stored.
-
-    A slot can vanish between reading the counts and the seek (a concurrent removal moved
-    it); then the counts are read again, at most three times.
-    """
-    seed = identity_hash(identifier, filters)
-    session = get_session()
-    for _ in range(3):
-        position = _choose_cached(seed, tuple(matching_cells(session, filters)))
-        if position is None:
-            break
-        face = find_face(session, position)
-        if face is not None:
-            return face
-    supplied = unmet.supply_unmet(filters)
-    if supplied is None:
-        raise unmet.no_match(filters)
-    return supplied
-
-
-@bp.get("/avatar/<identifier>")
-@limited(IMAGES)
-def avatar(identifier: str) -> Response:
-    """A square image of the identifier's face, the same on every call and every worker."""
+def serve_avatar(identifier: str, parameter: str) -> Response:
+    """The response both routes give: a 304 for a current ETag, else the image."""
     if not 1 <= len(identifier) <= MAX_IDENTIFIER:
-        raise invalid("identifier", f"identifier must be 1 to {MAX_IDENTIFIER} characters.")
+        raise invalid(parameter, f"{parameter} must be 1 to {MAX_IDENTIFIER} characters.")
     size = parse_int(request.args, "size", DEFAULT_SIZE, MIN_SIZE, MAX_SIZE)
     image_format = parse_choice(request.args, "image_format", FORMATS) or "jpeg"
-    filters = parse_filters(request.args)
-    face = pick_avatar_face(identifier, filters)
-    etag = f"{PurePosixPath(face.filename).stem[-40:]}-{size}-{image_format}"
+    person = person_for(identifier, parse_filters(request.args))
+    etag = f"{person.token}-{size}-{image_format}"
     response = Response(mimetype=f"image/{image_format}")
     response.set_etag(etag)
     response.cache_control.public = True
@@ -271,11 +200,33 @@ def avatar(identifier: str) -> Response:
     if request.if_none_match.contains(etag):
         response.status_code = 304
         return response
-    response.set_data(avatar_bytes(face, size, image_format))
-    response.headers["X-Face-Id"] = str(face.id)
+    response.set_data(avatar_bytes(person, size, image_format))
     return response
 
 
+@bp.get("/avatar/<identifier>")
+@limited(IMAGES)
+def avatar(identifier: str) -> Response:
+    """The identifier's avatar (the identifier in the path)."""
+    return serve_avatar(identifier, "identifier")
+
+
+@bp.get("/avatar")
+@limited(IMAGES)
+def avatar_by_query() -> Response:
+    """pravatar's form, ``/avatar?u=<identifier>&size=<px>``."""
+    identifier = request.args.get("u")
+    if identifier is None:
+        raise invalid("u", "u is required: the identifier whose avatar to show.")
+    return serve_avatar(identifier, "u")
+
+
+def collect_avatars(app: Flask) -> Collection:
+    """Keep the kept renders under ``AVATAR_STORE_BYTES`` (the ingest worker runs this)."""
+    storage = find_service(Storage, app)
+    return collect_prefix(storage, AVATARS_PREFIX, int(app.config["AVATAR_STORE_BYTES"]))
+
+
 def init_app(app: Flask) -> None:
-    """The per-worker avatar LRU, sized by ``FACECAT_AVATAR_CACHE_SIZE``."""
-    install_service(app, AvatarCache, AvatarCache(int(app.config["AVATAR_CACHE_SIZE"])))
+    """The per-process avatar LRU, bounded by ``FACECAT_AVATAR_MEMORY_BYTES``."""
+    install_service(app, AvatarCache, AvatarCache(int(app.config["AVATAR_MEMORY_BYTES"])))

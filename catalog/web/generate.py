@@ -66,6 +66,9 @@ class Studio(Protocol):
     def render(self, seed: int, **options: Any) -> Any:
         """One seeded face: bytes, content type, estimated age and gender."""
 
+    def portrait(self, seed: int, **options: Any) -> bytes:
+        """The same face as encoded bytes only, without the estimator's verdict."""
+
 
 def _provide_studio(state: BlueprintSetupState) -> None:
     """Make the app's studio on first use, importing torch only then."""
@@ -82,7 +85,7 @@ def _provide_studio(state: BlueprintSetupState) -> None:
 bp.record_once(_provide_studio)
 
 
-def _models_ready(studio: Any) -> None:
+def models_ready(studio: Any) -> None:
     """Load the models (once) or answer 503 naming what is missing; nothing is charged."""
     try:
         studio.models  # noqa: B018 - the property loads them
@@ -115,7 +118,7 @@ def generate() -> Response:
         response.cache_control.no_store = True
         return response
     studio = find_service(Studio)
-    _models_ready(studio)
+    models_ready(studio)
     charge_generation()
     face = studio.render(
         seed if seed is not None else MIN_SEED + secrets.randbelow(MAX_SEED),

@@ -46,6 +46,48 @@ def _redirect_operation(what: str, anything: bool) -> dict[str, Any]:
     }
 
 
+def _avatar_operation(identifier: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "summary": "A stable avatar for an identifier",
+        "description": "A square photo of a generated person derived from the identifier "
+        "and the filters (seeded generation, not a catalog pick): the same face on every "
+        "call, every server and forever, whatever the catalog holds. The first request "
+        "for an identifier renders it (about a second on a CPU, charged to the server's "
+        "on-demand capacity: 503 with Retry-After when that is in use); later ones resize "
+        "the kept render. `Cache-Control: public, max-age=FACECAT_AVATAR_MAX_AGE`, a strong "
+        "ETag, 304 on `If-None-Match`. Counted against the image-fetch limit.",
+        "tags": ["images"],
+        "parameters": [
+            identifier,
+            {
+                "name": "size",
+                "in": "query",
+                "required": False,
+                "description": "Edge of the square image in pixels.",
+                "schema": {"type": "integer", "minimum": 16, "maximum": 1024, "default": 128},
+            },
+            *FILTERS,
+            _ref("parameters", "image_format"),
+        ],
+        "responses": {
+            "200": {
+                "description": "The avatar.",
+                "headers": {
+                    "ETag": {"schema": {"type": "string"}},
+                    "Cache-Control": {"schema": {"type": "string"}},
+                },
+                "content": {
+                    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                    "image/webp": {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+            "304": {"description": "Not modified (If-None-Match matched the ETag)."},
+            "400": _ref("responses", "InvalidParameter"),
+            "503": _ref("responses", "Unavailable"),
+        },
+    }
+
+
 PATHS: dict[str, Any] = {
     "/face/json": {
         "get": {
@@ -146,53 +188,26 @@ PATHS: dict[str, Any] = {
         }
     },
     "/avatar/{identifier}": {
-        "get": {
-            "summary": "A stable avatar for an identifier",
-            "description": "A square image of a catalog face chosen by hashing the "
-            "identifier and the filters (rendezvous hashing over the matching faces): the "
-            "same face on every call and every server, and when the catalog grows by 10% "
-            "about 9% of identifiers change face (only to new faces). "
-            "`Cache-Control: public, max-age=FACECAT_AVATAR_MAX_AGE`, a strong ETag, 304 on "
-            "`If-None-Match`. Counted against the image-fetch limit.",
-            "tags": ["images"],
-            "parameters": [
-                {
-                    "name": "identifier",
-                    "in": "path",
-                    "required": True,
-                    "description": "Any string naming the user (an e-mail, a user id).",
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-                },
-                {
-                    "name": "size",
-                    "in": "query",
-                    "required": False,
-                    "description": "Edge of the square image in pixels.",
-                    "schema": {"type": "integer", "minimum": 16, "maximum": 1024, "default": 128},
-                },
-                *FILTERS,
-                _ref("parameters", "image_format"),
-            ],
-            "responses": {
-                "200": {
-                    "description": "The avatar.",
-                    "headers": {
-                        "ETag": {"schema": {"type": "string"}},
-                        "Cache-Control": {"schema": {"type": "string"}},
-                        "X-Face-Id": {
-                            "description": "Id of the catalog face shown.",
-                            "schema": {"type": "string", "pattern": "^[0-9]+$"},
-                        },
-                    },
-                    "content": {
-                        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                        "image/webp": {"schema": {"type": "string", "format": "binary"}},
-                    },
-                },
-                "304": {"description": "Not modified (If-None-Match matched the ETag)."},
-                **_pick_errors(),
-            },
-        }
+        "get": _avatar_operation(
+            {
+                "name": "identifier",
+                "in": "path",
+                "required": True,
+                "description": "Any string naming the user (an e-mail, a user id).",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+            }
+        )
+    },
+    "/avatar": {
+        "get": _avatar_operation(
+            {
+                "name": "u",
+                "in": "query",
+                "required": True,
+                "description": "Any string naming the user (pravatar's `?u=`).",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+            }
+        )
     },
     "/api/v1/generate": {
         "get": {

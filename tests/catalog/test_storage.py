@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +92,18 @@ def test_keys_lists_by_prefix_in_order(storage: Storage) -> None:
     assert list(storage.keys("faces/")) == ["faces/a.jpg", "faces/b.jpg", "faces/sub/c.jpg"]
     assert list(storage.keys("faces/b")) == ["faces/b.jpg"]
     assert list(storage.keys("nothing/")) == []
+
+
+def test_objects_list_sizes_and_write_times(storage: Storage) -> None:
+    before = time.time()
+    storage.put("avatars/a.jpg", b"x" * 10, "image/jpeg")
+    storage.put("avatars/b.jpg", b"y" * 3, "image/jpeg")
+    storage.put("faces/c.jpg", b"z", "image/jpeg")
+    listed = list(storage.objects("avatars/"))
+    assert [(o.key, o.size) for o in listed] == [("avatars/a.jpg", 10), ("avatars/b.jpg", 3)]
+    # S3 keeps whole seconds; the clocks of this machine and the endpoint are one clock.
+    assert all(before - 2 <= o.modified <= time.time() + 2 for o in listed)
+    assert list(storage.objects("nothing/")) == []
 
 
 def test_keys_of_empty_storage(storage: Storage) -> None:

@@ -221,6 +221,41 @@ def test_make_worker_uses_the_settings(app) -> None:  # type: ignore[no-untyped-
     assert report.trigger == "worker" and report.generated == 8 and report.admitted == 8
 
 
+def test_the_workers_housekeeping_keeps_the_avatar_cache_under_its_cap(app_factory) -> None:  # type: ignore[no-untyped-def]
+    app = app_factory(AVATAR_STORE_BYTES=1024 * 1024)
+    storage = find_service(Storage, app)
+    for i in range(3):
+        storage.put(f"avatars/{i}.jpg", bytes(600 * 1024), "image/jpeg")
+    settings = IngestSettings.from_config(app.config, batch_size=4, robust=False)
+    worker = ingest.cli.make_worker(
+        app,
+        generator=FakeGenerator(),
+        estimator=FakeEstimator(),
+        count=1,
+        interval_seconds=60,
+        settings=settings,
+    )
+    assert worker.housekeeping is not None
+    worker.housekeeping()
+    assert list(storage.keys("avatars/")) == ["avatars/2.jpg"]  # 600 KB <= 0.8 MiB
+
+
+def test_failing_housekeeping_does_not_stop_ingest() -> None:
+    calls: list[str] = []
+
+    def housekeeping() -> None:
+        calls.append("housekeeping")
+        raise RuntimeError("storage unreachable")
+
+    def run_once(stop: threading.Event) -> IngestReport:
+        calls.append("run")
+        return _report()
+
+    worker = IngestWorker(run_once, interval_seconds=60, housekeeping=housekeeping)
+    worker.job()
+    assert calls == ["housekeeping", "run"] and worker.runs == 1
+
+
 @pytest.mark.parametrize(
     "args",
     [
