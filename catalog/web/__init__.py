@@ -14,6 +14,15 @@ if TYPE_CHECKING:
 
 def blueprints() -> list[Blueprint]:
     """Every blueprint of the service, in registration order (``create_app`` registers them)."""
-    from catalog.web import api, avatar, generate, images, metrics, openapi, status
+    from catalog.web import api, avatar, generate, images, metrics, openapi, page, status
 
-    return [api.bp, images.bp, avatar.bp, generate.bp, status.bp, openapi.bp, metrics.bp]
+    return [
+        api.bp,
+        images.bp,
+        avatar.bp,
+        generate.bp,
+        status.bp,
+        openapi.bp,
+        metrics.bp,
+        page.bp,
+    ]

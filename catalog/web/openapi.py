@@ -2,7 +2,8 @@
 
 Written as Python data rather than a JSON file so shared pieces (the filter parameters,
 the error body, the face object) are defined once and referenced: they are in
-``openapi_schemas``, the operations in ``openapi_paths``; this module assembles and serves
+``openapi_schemas``, the operations in ``openapi_paths`` (the web page's in
+``openapi_page``); this module assembles and serves
 the document. Two tests keep it true: ``tests/catalog/test_openapi.py`` checks that every
 route in ``app.url_map`` is documented and nothing else is, and runs schemathesis against
 the live app, failing on any 5xx or any response that contradicts this document.
@@ -15,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from catalog.web.openapi_page import PAGE_PATHS
 from catalog.web.openapi_paths import PATHS
 from catalog.web.openapi_schemas import COMPONENTS, _ref
 
@@ -38,7 +40,7 @@ def document(max_random_count: int = 100) -> dict[str, Any]:
     doc = {
         "openapi": "3.1.0",
         "info": INFO,
-        "paths": copy.deepcopy(PATHS),
+        "paths": copy.deepcopy({**PATHS, **PAGE_PATHS}),
         "components": COMPONENTS,
         # Optional authentication: anonymous ({}) or a token key.
         "security": [{}, {"Token": []}],
