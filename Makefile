@@ -46,7 +46,8 @@ run: weights  ## migrate, serve on http://$(HOST):$(PORT) at once, seed and grow
 	# SIGTERM: a seeding run stops (rows are written last, so nothing is half-stored),
 	# the worker finishes its batch and stops.
 	# (setsid is util-linux's; where it is missing, e.g. macOS, the job runs without one.)
-	$$(command -v setsid || true) bash -c '$(FACECAT) ingest run --if-empty && exec $(FACECAT) ingest worker' & \
+	# The facegen worker runs look-alike jobs (/api/v6/image_editing/face_gen) beside it.
+	$$(command -v setsid || true) bash -c '$(FACECAT) facegen worker & $(FACECAT) ingest run --if-empty && exec $(FACECAT) ingest worker' & \
 	worker=$$!; \
 	trap 'kill -TERM -- -$$worker 2>/dev/null || kill -TERM $$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
 	$(FACECAT) run --host $(HOST) --port $(PORT)

@@ -21,6 +21,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from catalog import config, errors, ingest_services, storage
     from catalog.access import keys, limits
     from catalog.cli import init_app as init_cli
+    from catalog.facegen import queue as facegen_queue
     from catalog.sql import db, serving
     from catalog.web import avatar, blueprints, metrics
 
@@ -47,6 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     keys.init_app(app)
     limits.init_app(app)
     avatar.init_app(app)
+    facegen_queue.init_app(app)
     for blueprint in blueprints():
         app.register_blueprint(blueprint)
     init_cli(app)

@@ -80,3 +80,10 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(
         LazyCommand("ingest", "ingest.cli:ingest_cli", "Generate, gate and store faces.")
     )
+    app.cli.add_command(
+        LazyCommand(
+            "facegen",
+            "catalog.facegen.commands:facegen_cli",
+            "Run look-alike (face_gen) jobs and expire their outputs.",
+        )
+    )

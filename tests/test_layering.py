@@ -29,6 +29,13 @@ CATALOG_ROOMS = {
     "catalog/storage": {"catalog.services", "catalog.config", "catalog.suspicion"},
     "catalog/sql": {"catalog.services", "catalog.config", "catalog.suspicion"},
     "catalog/access": {"catalog.services", "catalog.config", "catalog.errors", "catalog.sql"},
+    "catalog/facegen": {
+        "catalog.services",
+        "catalog.config",
+        "catalog.errors",
+        "catalog.sql",
+        "catalog.storage",
+    },
     "catalog/web": {
         "catalog.services",
         "catalog.config",
@@ -36,6 +43,7 @@ CATALOG_ROOMS = {
         "catalog.sql",
         "catalog.storage",
         "catalog.access",
+        "catalog.facegen",
     },
 }
 RUNTIME = ("app.py", "catalog", "ingest", "analysis")

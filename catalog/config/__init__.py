@@ -13,15 +13,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from catalog.config.facegen_settings import FACEGEN_SETTINGS
 from catalog.config.generation_settings import GENERATION_SETTINGS
 from catalog.config.service_settings import SERVICE_SETTINGS
 from catalog.config.setting import ConfigError, Setting
 
-# The order of the generated docs: storage, models, images, ingest, on-demand, API.
+# The order of the generated docs: storage, models, images, ingest, on-demand, API,
+# look-alikes.
 SETTINGS: tuple[Setting, ...] = (
     *(s for s in SERVICE_SETTINGS if s.group == "storage"),
     *GENERATION_SETTINGS,
     *(s for s in SERVICE_SETTINGS if s.group != "storage"),
+    *FACEGEN_SETTINGS,
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -253,3 +253,32 @@ class BackfillRequest(Base):
     first_requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     fulfilled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class FacegenJob(Base):
+    """One look-alike job (``POST /api/v6/image_editing/face_gen``) and its outcome.
+
+    The id is a random token: it is the capability to fetch the job's outputs, so it must
+    not be guessable. ``request`` holds the validated parameters (never the photo, which
+    lives in storage under ``facegen/uploads/`` only until the job ends); ``outputs`` the
+    storage keys of the results, removed by the worker at ``expires_at``.
+    """
+
+    __tablename__ = "facegen_job"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # queued|processing|success|error|expired
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    track_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    outputs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    webhook_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    webhook_error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def blueprints() -> list[Blueprint]:
     """Every blueprint of the service, in registration order (``create_app`` registers them)."""
-    from catalog.web import api, avatar, generate, images, metrics, openapi, page, status
+    from catalog.web import api, avatar, facegen, generate, images, metrics, openapi, page, status
 
     return [
         api.bp,
@@ -25,4 +25,5 @@ def blueprints() -> list[Blueprint]:
         openapi.bp,
         metrics.bp,
         page.bp,
+        facegen.bp,
     ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from catalog.web.openapi_facegen import FACEGEN_PATHS
 from catalog.web.openapi_page import PAGE_PATHS
 from catalog.web.openapi_paths import PATHS
 from catalog.web.openapi_schemas import COMPONENTS, _ref
@@ -40,7 +41,7 @@ def document(max_random_count: int = 100) -> dict[str, Any]:
     doc = {
         "openapi": "3.1.0",
         "info": INFO,
-        "paths": copy.deepcopy({**PATHS, **PAGE_PATHS}),
+        "paths": copy.deepcopy({**PATHS, **FACEGEN_PATHS, **PAGE_PATHS}),
         "components": COMPONENTS,
         # Optional authentication: anonymous ({}) or a token key.
         "security": [{}, {"Token": []}],
