@@ -552,3 +552,52 @@ def test_the_queue_runs_on_redis(
         assert fetched.get_json()["status"] == "success"
     finally:
         find_service(FacegenQueue, web).huey.flush()
+
+
+def test_the_facegen_worker_command_consumes_the_queue(
+    make_app: Callable[..., Flask], face_photo: bytes, tmp_path: Path
+) -> None:
+    """``facecat facegen worker`` as its own process, on the web's SQLite queue file.
+
+    The upload is removed before the worker starts, so the job ends (as an error naming
+    what happened) before any model would load: this checks the consumer's wiring, not
+    the model, and stays fast.
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    queue_url = f"sqlite:///{tmp_path / 'queue.db'}"
+    web = make_app(FACEGEN_QUEUE_URL=queue_url)
+    key = make_key(web)
+    client = web.test_client()
+    job_id = client.post(FACE_GEN, json=body(key, face_photo)).get_json()["id"]
+    find_service(Storage, web).delete(f"{UPLOADS_PREFIX}{job_id}")
+    env = {
+        **os.environ,
+        "FACECAT_DATABASE_URL": web.config["DATABASE_URL"],
+        "FACECAT_STORAGE_URL": web.config["STORAGE_URL"],
+        "FACECAT_FACEGEN_QUEUE_URL": queue_url,
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "app:create_app", "facegen", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        answer: dict[str, Any] = {}
+        for _ in range(600):  # up to a minute on a loaded machine; done in about a second
+            answer = client.post(
+                f"/api/v6/image_editing/fetch/{job_id}", json={"key": key}
+            ).get_json()
+            if answer["status"] != "processing":
+                break
+            time.sleep(0.1)
+        assert answer["status"] == "error" and "ObjectNotFound" in answer["message"]
+    finally:
+        worker.send_signal(signal.SIGINT)
+        output, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, output
