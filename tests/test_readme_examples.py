@@ -2,12 +2,13 @@
 requested from a real app holding faces that match them, and must answer as the README
 says (the JSON it shows, a redirect or an image), not with an error.
 
-Only what cannot run here is left out: the seeded-generation call needs a key the README
-writes as ``fc_...``, so it is checked to be refused as a bad key, not run.
+Only what cannot run here is left out: the seeded-generation and look-alike calls need a
+key the README writes as ``fc_...``, so they are checked to be refused as a bad key.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -55,6 +56,13 @@ def test_each_readme_example_answers_as_shown(stocked_app: Flask, path: str) -> 
     client = stocked_app.test_client()
     response = client.get(path)
     route = urlsplit(path).path
+    if route == "/api/v6/image_editing/face_gen":
+        # The README posts a body with a placeholder key: refused as a bad key, after the
+        # body itself was read as valid (a bad field would be a 400 first).
+        (sent,) = re.findall(r"-d '(\{.*?\})'", README.read_text(encoding="utf-8"), re.S)
+        response = client.post(path, json=json.loads(sent))
+        assert response.status_code == 401 and response.get_json()["status"] == "error"
+        return
     if route.startswith("/api/v1/generate"):
         response = client.get(path, headers={"Authorization": "Token fc_..."})
         assert response.status_code == 401 and response.is_json  # the placeholder key

@@ -48,7 +48,11 @@ FIRST_ETA_SECONDS_PER_STEP = 1.5
 def _caller(body_key: str | None) -> Caller:
     """The header's caller, or the body's ``key`` (ModelsLab's way) when no header came."""
     if body_key is not None and request.headers.get("Authorization") is None:
-        g.caller = authenticate(f"Token {body_key}")
+        try:
+            g.caller = authenticate(f"Token {body_key}")
+        except ApiError as error:  # answered in ModelsLab's shape too, as every error here
+            error.extra.update(status="error", message=error.detail)
+            raise
     return current_caller()
 
 
