@@ -51,6 +51,10 @@ def seeded_app(
             # The catalog's contract, not generation's: an unmet filter answers no_match
             # at once instead of running the models for every generated example.
             "ONDEMAND_ENABLED": False,
+            # Each new avatar renders once, charged to the server's fill capacity: the two
+            # avatar operations' 50 examples would spend its default 30 a minute, and its
+            # 503 is tested in test_avatar.py.
+            "RATELIMIT_ONDEMAND_FILLS": "10000/minute",
         }
     )
     with db.session_scope(app) as session:
