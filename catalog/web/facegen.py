@@ -148,6 +148,11 @@ def _queue_job(params: FacegenParams, photo: bytes, caller: Caller, meta: dict[s
 @limited(LOOKUPS)
 def face_gen() -> Response:
     """Queue a look-alike job and answer its outcome, or ``processing`` after the wait."""
+    # The largest photo as base64, plus room for the other fields: a bigger body is a 413
+    # before it is read into memory (also when it comes chunked, without a length).
+    request.max_content_length = int(current_app.config["FACEGEN_MAX_PHOTO_BYTES"]) * 4 // 3 + (
+        64 * 1024
+    )
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         detail = "The body must be a JSON object (Content-Type: application/json)."

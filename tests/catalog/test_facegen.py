@@ -601,3 +601,14 @@ def test_the_facegen_worker_command_consumes_the_queue(
         worker.send_signal(signal.SIGINT)
         output, _ = worker.communicate(timeout=60)
     assert worker.returncode == 0, output
+
+
+def test_a_body_over_the_photo_cap_is_a_413_before_it_is_read(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(FACEGEN_MAX_PHOTO_BYTES=10_000)
+    key = make_key(app)
+    huge = {"key": key, "face_image": "data:image/jpeg;base64," + "A" * 200_000}
+    response = app.test_client().post(FACE_GEN, json=huge)
+    assert response.status_code == 413 and response.get_json()["error"] == "payload_too_large"
+    assert jobs(app) == []
