@@ -6,14 +6,19 @@ few iterations: on a 2-core CPU one forward and backward pass through the 1024 p
 network costs 1.5-3 s, so a job gets tens of Adam steps, not the thousand a GPU
 inversion takes. To make them count:
 
-- the start is the best of a few fixed candidate styles (the mean style and
-  ``CANDIDATES - 1`` seeded samples, scored by the same loss), so the optimiser starts
-  near the right gender, pose and colouring;
+- the start is the encoder's style for the photo (``ingest.facegen.encoder``: a ridge
+  regression from face-api's descriptor and the estimator's age and gender to a style,
+  fitted on this generator's own faces), moved to the photo's gender when it reads
+  otherwise; without an encoder, the best of a few fixed candidate styles;
+- the first ``W_SHARE`` of the iterations move one style shared by every layer (W: the
+  face stays a face of the generator's while it moves far), the rest each layer's (W+);
 - the pixel loss is compared at ``LOSS_SIZE`` (256 px, area-pooled) plus a 64 px term for
   the overall shape, only where the frame shows the photo (``align_face``'s mask);
 - an identity term, face-api's descriptor distance between the aligned photo's face crop
   and the rendered one (``analysis.recognition`` is differentiable), pulls toward the
   person rather than just the colours;
+- an optional ``keep`` penalty on the mean style (lookalikes passes a hinge on the fitted
+  gender score, so the optimisation does not drift to the other gender);
 - a small regulariser keeps the layers near their common mean and that mean near the
   generator's distribution (far-off W+ codes render well but edit and mix badly).
 """
@@ -30,9 +35,10 @@ from analysis.recognition import descriptor_distance
 from ingest.facegen.align import face_crop_box
 
 LOSS_SIZE = 256
-CANDIDATES = 8
+CANDIDATES = 8  # only without an encoder start
 CANDIDATE_SEED = 24  # fixed: the same photo inverts the same way whatever the job's seed
 LEARNING_RATE = 0.04  # in units of the styles' per-dimension spread
+W_SHARE = 0.4  # the first 40% of the iterations optimise one style for all layers
 PIXEL_WEIGHT, COARSE_WEIGHT, IDENTITY_WEIGHT = 1.0, 1.0, 0.6
 LAYER_WEIGHT, MEAN_WEIGHT = 0.02, 0.002
 
@@ -51,7 +57,7 @@ def iterations_for(steps: int) -> int:
 class Inverter:
     """Fits W+ to one aligned photo with one generator and one descriptor network."""
 
-    def __init__(self, generator, descriptor) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, generator, descriptor, candidates: int = CANDIDATES) -> None:  # type: ignore[no-untyped-def]
         self.generator = generator
         self.descriptor = descriptor
         self.size = min(LOSS_SIZE, generator.native_size)
@@ -59,7 +65,7 @@ class Inverter:
         z = np.random.default_rng(CANDIDATE_SEED).standard_normal((256, 512))
         styles = generator.styles(torch.from_numpy(z.astype(np.float32)))
         self.spread = styles.std(0, keepdim=True).to(generator.device)
-        self.candidates = torch.cat([generator.style_mean.cpu(), styles[: CANDIDATES - 1]])
+        self.candidates = torch.cat([generator.style_mean.cpu(), styles[: max(0, candidates - 1)]])
 
     def to_loss_size(self, images: torch.Tensor) -> torch.Tensor:
         """Generator output (N, 3, S, S) in -1..1 → (N, 3, size, size), area-pooled."""
@@ -84,37 +90,52 @@ class Inverter:
         identity = descriptor_distance(self.embed(frames), wanted)
         return PIXEL_WEIGHT * pixel + COARSE_WEIGHT * coarse, identity
 
+    def best_candidate(
+        self, target: torch.Tensor, weights: torch.Tensor, wanted: torch.Tensor
+    ) -> torch.Tensor:
+        """The fixed candidate style (512,) whose render is closest (one render each)."""
+        device = self.generator.device
+        scores = []
+        with torch.no_grad():
+            for style in self.candidates:
+                rendered = self.to_loss_size(self.generator.synthesis(style[None].to(device)))
+                pixel, identity = self.losses(rendered, target, weights, wanted)
+                scores.append(float(pixel + IDENTITY_WEIGHT * identity))
+        return self.candidates[int(np.argmin(scores))]
+
     def invert(
         self,
         frame: np.ndarray,
         mask: np.ndarray,
         iterations: int,
         progress: Callable[[float], None] | None = None,
+        start: torch.Tensor | None = None,
+        keep: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """W+ ``(1, layers, 512)`` on the CPU whose render matches ``frame``.
 
         ``frame`` is the aligned photo at ``self.size`` px (uint8), ``mask`` where it
-        shows the photo; ``progress`` gets the fraction of iterations done.
+        shows the photo; ``start`` the style (512,) to start from (else the best
+        candidate); ``keep`` a penalty on the mean style (1, 512); ``progress`` gets the
+        fraction of iterations done.
         """
         device = self.generator.device
         target = torch.from_numpy(frame).to(device).permute(2, 0, 1)[None].float() / 127.5 - 1
         weights = torch.from_numpy(mask).to(device)[None, None]
         with torch.no_grad():
             wanted = self.embed(target)
-            scores = []
-            for style in self.candidates:
-                rendered = self.to_loss_size(self.generator.synthesis(style[None].to(device)))
-                pixel, identity = self.losses(rendered, target, weights, wanted)
-                scores.append(float(pixel + IDENTITY_WEIGHT * identity))
-        start = self.candidates[int(np.argmin(scores))].to(device)
-        base = start[None, None].expand(1, self.layers, -1).clone()
-        delta = torch.zeros_like(base, requires_grad=True)
-        optimiser = torch.optim.Adam([delta], lr=LEARNING_RATE)
+        if start is None:
+            start = self.best_candidate(target, weights, wanted)
+        base = start.reshape(1, 1, -1).to(device).expand(1, self.layers, -1).clone()
+        shared = torch.zeros(1, 1, base.shape[-1], device=device, requires_grad=True)
+        per_layer = torch.zeros_like(base, requires_grad=True)
+        optimiser = torch.optim.Adam([shared, per_layer], lr=LEARNING_RATE)
         mean = self.generator.style_mean.to(device)
+        w_iterations = round(iterations * W_SHARE) if iterations > 2 else 0
         for i in range(iterations):
             for group in optimiser.param_groups:  # cosine decay: settle at the end
                 group["lr"] = LEARNING_RATE * 0.5 * (1 + np.cos(np.pi * i / iterations))
-            styles = base + delta * self.spread
+            styles = base + (shared + per_layer) * self.spread
             rendered = self.to_loss_size(self.generator.synthesis(styles))
             pixel, identity = self.losses(rendered, target, weights, wanted)
             centre = styles.mean(1, keepdim=True)
@@ -122,9 +143,13 @@ class Inverter:
                 MEAN_WEIGHT * ((centre[:, 0] - mean) / self.spread[0]).square().mean()
             )
             loss = (pixel + IDENTITY_WEIGHT * identity).sum() + regular
+            if keep is not None:
+                loss = loss + keep(centre[:, 0]).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if i < w_iterations:
+                per_layer.grad = None  # W phase: Adam skips the per-layer offsets
             optimiser.step()
             if progress is not None:
                 progress((i + 1) / iterations)
-        return (base + delta * self.spread).detach().cpu()
+        return (base + (shared + per_layer) * self.spread).detach().cpu()

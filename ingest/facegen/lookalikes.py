@@ -3,15 +3,20 @@
 How, in four steps (docs/models.md, "Look-alikes (face_gen)", has the figures):
 1. **Align**: the one face in the photo (``photo.find_one_face``) is framed as the
    generator frames its faces (``align.align_face``).
-2. **Invert**: W+ styles whose render matches the aligned photo (``invert.Inverter``):
-   pixels at 256 px plus face-api's descriptor distance, tens of Adam steps.
-3. **Mix**: each sample takes its coarse layers (pose, face shape: who it is) mostly from
-   the inversion and its fine layers (colour, skin, light) mostly from a seeded random
-   style of the same gender and a similar age; ``s_scale`` sets how much of each group
-   comes from the inversion (``layer_weights``). Each sample also gets its own fresh
+2. **Invert**: W+ styles whose render matches the aligned photo (``invert.Inverter``),
+   started from the encoder's style for the photo's descriptor and the estimator's age
+   and gender (``encoder.Encoder``), moved to the gender the estimator reads; pixels at
+   256 px plus face-api's descriptor distance, tens of Adam steps.
+3. **Mix**: each sample is a per-layer blend of the inversion and a seeded random style
+   of the same gender and a similar age; ``s_scale`` sets the inversion's share per layer
+   group (``layer_weights``): at 1 about two thirds, so the samples are other people of
+   the same look rather than recoloured copies. Each sample also gets its own fresh
    noise maps (hair strands, pores), so no two are the same picture.
-4. **Edit**: the prompt's gender and age move every layer along ``ingest.steering``'s
-   directions, sized as seeded generation sizes them.
+4. **Edit**: every sample is moved along ``ingest.steering``'s gender direction until it
+   reads as the wanted gender (the prompt's, else the one the estimator sees in the
+   photo), and along the age direction to the prompt's age (else back to the photo's
+   when the blend drifted); a sample the estimator still reads as the other gender is
+   pushed further and rendered once more.
 
 The reported distances are face-api descriptor distances between the aligned photo's
 face crop and each output's (below about 0.6 is dlib's "same person").
@@ -42,9 +47,13 @@ logger = logging.getLogger(__name__)
 # How much of each layer group comes from the inversion, at s_scale 0, 1 and 2 (linear in
 # between). Groups by position in the W+ stack (coarse to fine): up to 32 px, 64-128 px,
 # 256 px up and the colour head (for MobileStyleGAN's 16 layers: 0-6, 7-10, 11-15).
-MIX_TABLE = {"coarse": (0.5, 0.9, 1.0), "middle": (0.1, 0.5, 0.9), "fine": (0.0, 0.1, 0.8)}
+MIX_TABLE = {"coarse": (0.3, 0.7, 0.95), "middle": (0.2, 0.6, 0.9), "fine": (0.1, 0.5, 0.85)}
 GENDER_MARGIN = 2.0  # a gender edit goes until the fitted logit reads this clearly
+RETRY_MARGIN = 4.0  # ... and this far for a sample the estimator read as the other gender
 MAX_GENDER_STEP = 4.5  # style units, as far as age edits go
+START_MARGIN = 1.5  # the inversion's start is moved until its gender logit reads this
+KEEP_MARGIN, KEEP_WEIGHT = 1.0, 0.05  # hinge on the inversion's gender logit while fitting
+AGE_TOLERANCE = 10.0  # years a blend may drift from the photo's age before it is moved back
 CANDIDATES_PER_SAMPLE = 16
 QUALITY = 90
 
@@ -73,6 +82,11 @@ class LookalikeOutput:
     seconds: float
     styles: list[np.ndarray] = field(default_factory=list, repr=False, compare=False)
     inversion_style: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # The estimator's reading of the photo and of each output (None without an estimator).
+    input_female: float | None = None
+    input_age: float | None = None
+    output_female: list[float] = field(default_factory=list)
+    output_age: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,8 @@ class Inversion:
     styles: torch.Tensor
     wanted: torch.Tensor
     frame: np.ndarray
+    female: float | None = None  # the estimator's p(female) of the photo's face
+    age: float | None = None  # and its age
 
 
 @dataclass
@@ -92,12 +108,16 @@ class FacegenModels:
     steering: Any  # ingest.steering.Steering
     descriptor: Any  # analysis.recognition.FaceDescriptorNet
     find_face: Callable[[np.ndarray], tuple[int, int, int, int]] = find_one_face
+    estimator: Any = None  # analysis.estimators.FaceApiEstimator: gender and age
+    encoder: Any = None  # ingest.facegen.encoder.Encoder: the inversion's start
 
 
 def load_facegen_models(config: Mapping[str, Any]) -> FacegenModels:
     """The models ``ingest.seeded.load_studio_models`` loads, the descriptor for the estimator."""
     from analysis.device import configure_threads
+    from analysis.estimators import load_estimator
     from analysis.recognition import FaceDescriptorNet
+    from ingest.facegen.encoder import load_encoder
     from ingest.generators import load_generator
     from ingest.steering import load_steering
 
@@ -113,7 +133,17 @@ def load_facegen_models(config: Mapping[str, Any]) -> FacegenModels:
             "`facecat ingest fit-directions` and `facecat ingest calibrate-steering`"
         )
     descriptor = FaceDescriptorNet.from_models_dir(config["MODELS_DIR"], device=generator.device)
-    return FacegenModels(generator, steering, descriptor)
+    estimator = load_estimator(
+        config.get("ESTIMATOR", "faceapi"), config["MODELS_DIR"], device=generator.device,
+        batch_size=16,
+    )  # fmt: skip
+    try:
+        encoder = load_encoder(generator)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
+    if encoder is None:
+        logger.warning("no look-alike encoder: inversions start from fixed candidates")
+    return FacegenModels(generator, steering, descriptor, estimator=estimator, encoder=encoder)
 
 
 def layer_weights(s_scale: float, layers: int) -> np.ndarray:
@@ -131,8 +161,9 @@ def layer_weights(s_scale: float, layers: int) -> np.ndarray:
 class LookalikeStudio:
     """Makes look-alikes; loads its models once, lazily, thread-safely (as SeededStudio)."""
 
-    def __init__(self, loader: Callable[[], Any]) -> None:
+    def __init__(self, loader: Callable[[], Any], candidates: int | None = None) -> None:
         self._loader = loader
+        self._candidates = candidates  # start candidates without an encoder (tests: fewer)
         self._models: Any = None
         self._inverter: Inverter | None = None
         self._lock = threading.Lock()
@@ -145,7 +176,8 @@ class LookalikeStudio:
             with self._lock:
                 if self._models is None:
                     models = self._loader()
-                    self._inverter = Inverter(models.generator, models.descriptor)
+                    extra = {} if self._candidates is None else {"candidates": self._candidates}
+                    self._inverter = Inverter(models.generator, models.descriptor, **extra)
                     self._models = models
                     logger.info("look-alike models loaded")
         return self._models
@@ -177,8 +209,17 @@ class LookalikeStudio:
         with self._run:
             with torch.no_grad():
                 wanted = inverter.embed(_to_tensor(frame, models.generator.device))
-            styles = inverter.invert(frame, mask, iterations_for(steps), progress)
-        return Inversion(styles, wanted, frame)
+            female, age = _estimate(models.estimator, frame[None])
+            start, keep = None, None
+            if models.encoder is not None:
+                start = start_style(models, wanted, female, age, frame)
+            if female is not None:
+                keep = _gender_keep(models.steering, 1.0 if female[0] > 0.5 else -1.0)
+            styles = inverter.invert(frame, mask, iterations_for(steps), progress, start, keep)
+        return Inversion(
+            styles, wanted, frame,
+            None if female is None else float(female[0]), None if age is None else float(age[0]),
+        )  # fmt: skip
 
     def lookalikes(self, inversion: Inversion, job: LookalikeJob) -> LookalikeOutput:
         """Steps 3 and 4: ``job.samples`` look-alikes of an inversion, encoded and measured."""
@@ -188,11 +229,29 @@ class LookalikeStudio:
         assert inverter is not None
         inverted = inversion.styles
         with self._run, torch.no_grad():
-            styles = mix(models, inverted, job)
+            sign = _wanted_sign(job.plan.gender, models.steering, inverted, inversion.female)
+            known = job.plan.gender is not None or inversion.female is not None
+            styles = mix(models, inverted, job, sign if known else None, inversion.age)
             renders = [_render(models.generator, inverted, None)]
-            noise = torch.Generator().manual_seed(int(job.seed))
-            renders += [_render(models.generator, s[None], noise) for s in styles]
+            renders += [
+                _render(models.generator, s[None], _noise(job.seed, i))
+                for i, s in enumerate(styles)
+            ]
             frames = torch.cat([inverter.to_loss_size(r) for r in renders])
+            female, age = _estimate(models.estimator, _uint8_all(frames))
+            if female is not None:  # the held-out check: re-render a sample read wrongly
+                for i in range(len(styles)):
+                    if sign * (female[i + 1] - 0.5) < 0:
+                        moved = models.steering.gender.shift_to(
+                            styles[i : i + 1].mean(1).numpy(), np.array([sign * RETRY_MARGIN]),
+                            MAX_GENDER_STEP,
+                        )  # fmt: skip
+                        styles[i] += torch.from_numpy(moved) - styles[i].mean(0, keepdim=True)
+                        renders[i + 1] = _render(
+                            models.generator, styles[i : i + 1], _noise(job.seed, i)
+                        )
+                        frames[i + 1] = inverter.to_loss_size(renders[i + 1])[0]
+                female, age = _estimate(models.estimator, _uint8_all(frames))
             distances = descriptor_distance(inverter.embed(frames), inversion.wanted)
         images = [_uint8(r) for r in renders]
         encoded = [encode(resize(image, job.size), "jpeg", QUALITY) for image in images]
@@ -204,18 +263,37 @@ class LookalikeStudio:
             seconds=time.monotonic() - started,
             styles=[s.numpy() for s in styles],
             inversion_style=inverted[0].numpy(),
+            input_female=inversion.female,
+            input_age=inversion.age,
+            output_female=[] if female is None else [float(v) for v in female[1:]],
+            output_age=[] if age is None else [float(v) for v in age[1:]],
         )
 
 
-def mix(models: Any, inverted: torch.Tensor, job: LookalikeJob) -> torch.Tensor:
-    """``(samples, layers, 512)``: the inversion mixed with seeded random styles, edited."""
+def mix(
+    models: Any,
+    inverted: torch.Tensor,
+    job: LookalikeJob,
+    sign: float | None = None,
+    photo_age: float | None = None,
+) -> torch.Tensor:
+    """``(samples, layers, 512)``: the inversion mixed with seeded random styles, edited.
+
+    ``sign``: +1 female, -1 male, what every sample is steered to (default: the prompt's,
+    else only the partners follow the inversion's fitted gender); ``photo_age``: the
+    estimator's age of the photo (default: the inversion's fitted age), what the samples
+    keep when the prompt names no age.
+    """
     steering = models.steering
     layers = inverted.shape[1]
     own = inverted[0].numpy().astype(np.float64)
     centre = own.mean(0)
-    sign = _gender_sign(job.plan.gender, steering, centre)
-    own_age = float(steering.age.predict(centre[None])[0])
+    steer = sign is not None or job.plan.gender is not None
+    if sign is None:
+        sign = _wanted_sign(job.plan.gender, steering, inverted, None)
+    own_age = float(steering.age.predict(centre[None])[0]) if photo_age is None else photo_age
     aim = (job.plan.age if job.plan.age is not None else own_age) + job.plan.age_shift
+    asked_age = job.plan.age is not None or bool(job.plan.age_shift)
     # Random partners of the wanted gender and nearest in age, so mixing does not drift.
     rng = np.random.default_rng(int(job.seed))
     z = rng.standard_normal((CANDIDATES_PER_SAMPLE * job.samples, 512)).astype(np.float32)
@@ -228,23 +306,87 @@ def mix(models: Any, inverted: torch.Tensor, job: LookalikeJob) -> torch.Tensor:
     for i in range(job.samples):
         mean = mixed[i].mean(0)
         score = float(steering.female_score(mean[None])[0])
-        if sign * score < GENDER_MARGIN and job.plan.gender is not None:
+        if steer and sign * score < GENDER_MARGIN:
             moved = steering.gender.shift_to(
                 mean[None], np.array([sign * GENDER_MARGIN]), MAX_GENDER_STEP
             )[0]
             mixed[i] += moved - mean
             mean = moved.astype(np.float64)
-        if job.plan.age is not None or job.plan.age_shift:
+        drift = abs(float(steering.age.predict(mean[None])[0]) - aim)
+        if asked_age or drift > AGE_TOLERANCE:
             aged = steering.shift_age(mean[None], np.array([aim]))[0]
             mixed[i] += aged - mean
     return torch.from_numpy(mixed.astype(np.float32))
 
 
-def _gender_sign(gender: str | None, steering: Any, centre: np.ndarray) -> float:
-    """+1 female, -1 male: asked for, else what the inversion reads as."""
-    if gender is None:
-        return 1.0 if float(steering.female_score(centre[None])[0]) > 0 else -1.0
-    return 1.0 if gender == "female" else -1.0
+def _wanted_sign(
+    gender: str | None, steering: Any, inverted: torch.Tensor, female: float | None
+) -> float:
+    """+1 female, -1 male: asked for, else what the estimator saw in the photo, else what
+    the inversion reads as by the fitted score."""
+    if gender is not None:
+        return 1.0 if gender == "female" else -1.0
+    if female is not None:
+        return 1.0 if female > 0.5 else -1.0
+    centre = inverted[0].numpy().astype(np.float64).mean(0)
+    return 1.0 if float(steering.female_score(centre[None])[0]) > 0 else -1.0
+
+
+def start_style(
+    models: Any,
+    wanted: torch.Tensor,
+    female: np.ndarray | None,
+    age: np.ndarray | None,
+    frame: np.ndarray,
+) -> torch.Tensor:
+    """``(512,)``: the encoder's style for the photo, moved to the estimator's gender."""
+    features = (
+        wanted.cpu().numpy(),
+        np.array([30.0]) if age is None else age,
+        np.array([0.5]) if female is None else female,
+        frame[None],
+    )
+    style = models.encoder.predict(*features).astype(np.float64)
+    if female is not None:
+        sign = 1.0 if female[0] > 0.5 else -1.0
+        if sign * float(models.steering.female_score(style)[0]) < START_MARGIN:
+            style = models.steering.gender.shift_to(
+                style, np.array([sign * START_MARGIN]), MAX_GENDER_STEP
+            )
+    return torch.from_numpy(np.asarray(style, np.float32)[0])
+
+
+def _gender_keep(steering: Any, sign: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A hinge on the fitted gender logit of a mean style (N, 512): zero while it reads
+    ``sign``'s gender by ``KEEP_MARGIN``, rising as it drifts to the other."""
+    d = steering.gender
+    coef = torch.from_numpy(np.asarray(d.coef, np.float32))
+    centre = torch.from_numpy(np.asarray(d.centre, np.float32))
+    a, b = float(d.stretch[0]), float(d.stretch[1])
+
+    def keep(style: torch.Tensor) -> torch.Tensor:
+        score = a * ((style - centre.to(style.device)) @ coef.to(style.device) + d.intercept) + b
+        return KEEP_WEIGHT * torch.relu(KEEP_MARGIN - sign * score)
+
+    return keep
+
+
+def _estimate(estimator: Any, frames: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The estimator's p(female) and age of aligned frames' face crops (None without one)."""
+    if estimator is None:
+        return None, None
+    x0, y0, x1, y1 = face_crop_box(frames.shape[1])
+    found = estimator.predict(np.ascontiguousarray(frames[:, y0:y1, x0:x1]))
+    return np.asarray(found.p_female, np.float64), np.asarray(found.age, np.float64)
+
+
+def _noise(seed: int, sample: int) -> torch.Generator:
+    """Each sample's own noise maps, from the job's seed and its index."""
+    return torch.Generator().manual_seed(int(seed) * 16 + sample)
+
+
+def _uint8_all(frames: torch.Tensor) -> np.ndarray:
+    return (frames * 127.5 + 127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _check(job: LookalikeJob) -> None:

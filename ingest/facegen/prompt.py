@@ -26,12 +26,14 @@ from dataclasses import dataclass
 OLDER, MUCH_OLDER = 15.0, 30.0
 # Absolute ages named by a word (the middle of the band a person would mean).
 AGE_WORDS = {"child": 8.0, "kid": 8.0, "teenager": 16.0, "teen": 16.0, "elderly": 75.0}
-FEMALE = {"woman", "women", "female", "girl", "lady", "feminine"}
-MALE = {"man", "men", "male", "boy", "guy", "gentleman", "masculine"}
+# Pronouns count: "make him older" asks for a man as plainly as "an older man" does.
+FEMALE = {"woman", "women", "female", "girl", "lady", "feminine", "she", "her", "hers", "herself"}
+MALE = {"man", "men", "male", "boy", "guy", "gentleman", "masculine", "he", "him", "his", "himself"}
 MIN_AGE, MAX_AGE = 0, 100  # as analysis.vocabulary (kept import-free for the web process)
 
 VOCABULARY = (
-    "gender: woman/female/girl/lady or man/male/boy/guy; "
+    "gender: woman/female/girl/lady/she/her/hers/herself or "
+    "man/male/boy/guy/he/him/his/himself; "
     "age: 'at 60', 'aged 60', 'age 60', '60 years old', 'a 60-year-old', '60 yo', "
     "or child/kid (8), teenager/teen (16), elderly (75); "
     f"relative age: older (+{OLDER:g} years), much older (+{MUCH_OLDER:g}), "

@@ -39,6 +39,31 @@ def test_genders(word: str, gender: str) -> None:
     assert read_prompt(f"a photo of a {word}").gender == gender
 
 
+@pytest.mark.parametrize(
+    ("prompt", "gender"),
+    [
+        ("make him older", "male"),
+        ("He at 60", "male"),
+        ("his look, younger", "male"),
+        ("as himself", "male"),
+        ("make her older", "female"),
+        ("She at 60", "female"),
+        ("hers, younger", "female"),
+        ("as herself", "female"),
+    ],
+)
+def test_pronouns_name_a_gender(prompt: str, gender: str) -> None:
+    plan = read_prompt(prompt)
+    assert plan.gender == gender
+    assert plan.used[0].lower() in {"he", "him", "his", "himself", "she", "her", "hers", "herself"}
+
+
+def test_a_later_pronoun_of_the_other_gender_is_unused() -> None:
+    plan = read_prompt("a woman, make him older")
+    assert plan.gender == "female" and "him" in plan.unused
+    assert "he/him/his/himself" in VOCABULARY and "she/her/hers/herself" in VOCABULARY
+
+
 def test_used_words_keep_their_spelling_and_the_rest_is_unused_in_order() -> None:
     plan = read_prompt("A photo of a smiling Woman aged 60, much Older", "blurry, man")
     assert plan.used == ("Woman", "aged 60", "much Older")

@@ -1,18 +1,24 @@
 """Look-alikes (face_gen) measured: descriptor distances per s_scale, time per steps.
 
-Run by hand (minutes per face on a 2-core CPU)::
+Run by hand (about a minute per face on a 2-core CPU)::
 
-    .venv/bin/python tests/perf/bench_facegen.py --faces 10 --sheet-dir /tmp/facegen
+    .venv/bin/python tests/perf/bench_facegen.py --generated-sheet 12 --faces 20 \
+        --timing-steps 21,41 --sheet-dir /tmp/facegen
 
 - the face finder on 200 UTKFace photos (how many have exactly one face found);
-- ``--faces`` UTKFace photos spread over genders and age bands, each inverted *once* at
-  steps=21, then 4 look-alikes per s_scale in (0, 0.5, 1, 1.5, 2) from that inversion:
-  descriptor distance photo -> inversion and photo -> outputs;
 - the baseline: distances between the face crops of 50 unrelated UTKFace photos;
-- time per whole job (samples=4, size=512) at steps 21, 31, 41 on ``--timing-faces``;
-- with ``--generated-sheet``, docs/facegen/contact_sheet.jpg from 12 *generated* faces
+- with ``--generated-sheet``, 12 *generated* faces (steered to a gender and age,
+  rescaled, shifted, JPEG), each inverted once at steps 21, then 4 look-alikes at
+  s_scale 0, 1 and 2: docs/facegen/contact_sheet.jpg (input, inversion, 4 outputs at
+  s_scale 1 per row) and docs/facegen/s_scale_sheet.jpg (the first 4 inputs: input,
+  inversion, 2 outputs at s_scale 0, 2 at s_scale 2);
+- ``--faces`` UTKFace photos spread over genders and age bands, the same per face
   (UTKFace is non-commercial: its images never go into the repository; its sheet is
-  written under ``--sheet-dir`` only).
+  written under ``--sheet-dir`` only);
+- per s_scale: descriptor distance photo -> outputs (the loss optimises this descriptor,
+  so it flatters) and a judge nothing optimises: the estimator's gender of each output
+  against the photo's (and, for UTKFace, against the label) and the age difference;
+- time per whole job (samples=4, size=512) at ``--timing-steps`` on one UTKFace face.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from ingest.facegen.prompt import read_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "utkface-dev"
-S_SCALES = (0.0, 0.5, 1.0, 1.5, 2.0)
+S_SCALES = (0.0, 1.0, 2.0)
 BANDS = ((0, 12), (13, 19), (20, 39), (40, 59), (60, 90))
 CELLS = [(g, lo, hi) for lo, hi in BANDS for g in (True, False)]
 GENERATED = [("female", 10), ("male", 70), ("female", 28), ("male", 40), ("female", 55),
@@ -113,8 +119,8 @@ def save(path: Path, report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--faces", type=int, default=50)
-    parser.add_argument("--timing-faces", type=int, default=1)
+    parser.add_argument("--faces", type=int, default=20)
+    parser.add_argument("--timing-steps", default="21,31,41")
     parser.add_argument("--sheet-dir", type=Path, default=Path("/tmp/facegen"))
     parser.add_argument("--generated-sheet", type=int, default=0, help="rows (up to 12)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/facegen/bench_facegen.json")
@@ -153,49 +159,95 @@ def main() -> None:
     print("unrelated", report["unrelated_real_pairs"], flush=True)
 
     if args.generated_sheet:
-        rows, distances, seconds = [], [], []
-        for seed, (gender, age) in enumerate(GENERATED[: args.generated_sheet], start=300):
-            data = generated_input(studio, seed, gender, age)
-            out = studio.make(LookalikeJob(data, 4, 21, 1.0, seed, plan))
-            rows.append([data, out.inversion, *out.outputs])
-            distances.append([out.inversion_distance, *out.distances])
-            seconds.append(out.seconds)
-            print("generated", seed, gender, age, [round(d, 3) for d in distances[-1]], flush=True)
-        sheet(rows, ROOT / "docs/facegen/contact_sheet.jpg", 160)
-        report["generated_sheet"] = {"inputs": GENERATED[: args.generated_sheet], "seeds_from": 300,
-                                     "distances_inversion_then_outputs": distances,
-                                     "seconds_per_job_steps_21": stats(seconds)}  # fmt: skip
-    save(args.out, report)
-
-    per_scale: dict[str, list[float]] = {str(s): [] for s in S_SCALES}
-    inversion, times, rows = [], {"invert_21": []}, []
-    for n, face in enumerate(spread_faces(np.random.default_rng(7), args.faces)):
-        data = (DATA / "images" / face.file).read_bytes()
-        started = time.monotonic()
-        inverted = studio.invert(data, 21)
-        times["invert_21"].append(time.monotonic() - started)
-        for s in S_SCALES:
-            out = studio.lookalikes(inverted, LookalikeJob(data, 4, 21, s, n, plan))
-            per_scale[str(s)] += out.distances
-            if s == 1.0:
-                rows.append([data, out.inversion, *out.outputs])
-        inversion.append(out.inversion_distance)
-        print(n, face.file[:12], round(out.inversion_distance, 3), flush=True)
-    report["faces"] = args.faces
-    report["inversion_distance"] = stats(inversion)
-    report["output_distance_by_s_scale"] = {s: stats(v) for s, v in per_scale.items()}
-    if rows:
-        sheet(rows[:12], args.sheet_dir / "utkface_sheet.jpg", 192)
-    save(args.out, report)
-
-    for steps in (21, 31, 41):
-        times[f"job_{steps}"] = []
-        for face in spread_faces(np.random.default_rng(11), args.timing_faces):
-            job = LookalikeJob((DATA / "images" / face.file).read_bytes(), 4, steps, 1.0, 0, plan)
-            times[f"job_{steps}"].append(studio.make(job).seconds)
-        print("steps", steps, times[f"job_{steps}"], flush=True)
-        report["seconds"] = {k: stats(v) for k, v in times.items()}
+        chosen = GENERATED[: args.generated_sheet]
+        made = [(g == "female", a, generated_input(studio, seed, g, a))
+                for seed, (g, a) in enumerate(chosen, 300)]  # fmt: skip
+        judged = judge_faces(studio, made, plan, "generated")
+        sheet(judged.pop("rows"), ROOT / "docs/facegen/contact_sheet.jpg", 144)
+        sheet(judged.pop("scale_rows")[:4], ROOT / "docs/facegen/s_scale_sheet.jpg", 144)
+        report["generated"] = {"inputs": chosen, "seeds_from": 300,
+                               **judged}  # fmt: skip
         save(args.out, report)
+
+    if args.faces:
+        faces = spread_faces(np.random.default_rng(7), args.faces)
+        inputs = [(f.female, f.age, (DATA / "images" / f.file).read_bytes()) for f in faces]
+        judged = judge_faces(studio, inputs, plan, "utkface", args.out, report)
+        sheet(judged.pop("rows"), args.sheet_dir / "utkface_sheet.jpg", 144)
+        judged.pop("scale_rows")
+        report["utkface"] = {"faces": args.faces, **judged}
+        save(args.out, report)
+
+    times: dict[str, list[float]] = {}
+    for steps in [int(s) for s in args.timing_steps.split(",") if s]:
+        face = spread_faces(np.random.default_rng(11), 1)[0]
+        job = LookalikeJob((DATA / "images" / face.file).read_bytes(), 4, steps, 1.0, 0, plan)
+        times[f"job_{steps}"] = [studio.make(job).seconds]
+        print("steps", steps, times[f"job_{steps}"], flush=True)
+        report["seconds_per_job_samples_4_size_512"] = {k: stats(v) for k, v in times.items()}
+        save(args.out, report)
+
+
+def judge_faces(
+    studio: LookalikeStudio, inputs: list, plan, name: str, out: Path | None = None,
+    report: dict | None = None,
+) -> dict:  # fmt: skip
+    """Invert each (female label, age label, photo) once at steps 21, then 4 look-alikes
+    per s_scale; the distances and the estimator's judgement, per s_scale."""
+    per_scale = {str(s): {"distance": [], "gender_agrees_with_photo": [],
+                          "gender_agrees_with_label": [], "age_gap_to_photo": []}
+                 for s in S_SCALES}  # fmt: skip
+    rows, scale_rows, seconds, inversion, photo_gender_right, per_face = [], [], [], [], [], []
+    for n, (female, age, data) in enumerate(inputs):
+        started = time.monotonic()
+        try:
+            inverted = studio.invert(data, 21)
+        except PhotoRejected as exc:
+            print(name, n, "rejected", exc, flush=True)
+            continue
+        outs = {}
+        for s in S_SCALES:
+            outs[s] = studio.lookalikes(inverted, LookalikeJob(data, 4, 21, s, n, plan))
+            if s == 1.0:
+                seconds.append(time.monotonic() - started)
+        photo_female = inverted.female is not None and inverted.female > 0.5
+        photo_gender_right.append(photo_female == female)
+        for s, o in outs.items():
+            cell = per_scale[str(s)]
+            cell["distance"] += o.distances
+            cell["gender_agrees_with_photo"] += [(p > 0.5) == photo_female for p in o.output_female]
+            cell["gender_agrees_with_label"] += [(p > 0.5) == female for p in o.output_female]
+            cell["age_gap_to_photo"] += [abs(a - (inverted.age or 0)) for a in o.output_age]
+        one = outs[1.0]
+        inversion.append(one.inversion_distance)
+        rows.append([data, one.inversion, *one.outputs])
+        scale_rows.append([data, one.inversion, *outs[0.0].outputs[:2], *outs[2.0].outputs[:2]])
+        per_face.append({"label": ["female" if female else "male", int(age)],
+                         "photo_estimate": [round(inverted.female or 0, 2),
+                                            round(inverted.age or 0, 1)],
+                         "inversion_distance": round(one.inversion_distance, 3),
+                         "s1_distances": [round(d, 3) for d in one.distances],
+                         "s1_p_female": [round(p, 2) for p in one.output_female],
+                         "s1_age": [round(a, 1) for a in one.output_age]})  # fmt: skip
+        print(name, n, per_face[-1], round(seconds[-1], 1), flush=True)
+        if out is not None and report is not None:  # a long run that is stopped keeps its figures
+            report[name + "_so_far"] = per_face
+            save(out, report)
+    if report is not None:
+        report.pop(name + "_so_far", None)
+    mean = lambda values: float(np.mean(values))  # noqa: E731
+    summary = {
+        "inversion_distance": stats(inversion),
+        "photo_gender_estimate_matches_label": int(sum(photo_gender_right)),
+        "by_s_scale": {s: {"distance": stats(c["distance"]),
+                           "gender_agrees_with_photo": mean(c["gender_agrees_with_photo"]),
+                           "gender_agrees_with_label": mean(c["gender_agrees_with_label"]),
+                           "age_gap_to_photo": stats(c["age_gap_to_photo"])}
+                       for s, c in per_scale.items() if c["distance"]},
+        "seconds_invert_plus_s1_lookalikes": stats(seconds),
+        "per_face": per_face,
+    }  # fmt: skip
+    return {**summary, "rows": rows, "scale_rows": scale_rows}
 
 
 if __name__ == "__main__":
