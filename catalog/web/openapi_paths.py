@@ -46,6 +46,18 @@ def _redirect_operation(what: str, anything: bool) -> dict[str, Any]:
     }
 
 
+def _cacheable_image(description: str, *types: str) -> dict[str, Any]:
+    """A 200 of image bytes with an ETag and Cache-Control."""
+    return {
+        "description": description,
+        "headers": {
+            "ETag": {"schema": {"type": "string"}},
+            "Cache-Control": {"schema": {"type": "string"}},
+        },
+        "content": {kind: {"schema": {"type": "string", "format": "binary"}} for kind in types},
+    }
+
+
 def _avatar_operation(identifier: dict[str, Any]) -> dict[str, Any]:
     return {
         "summary": "A stable avatar for an identifier",
@@ -70,17 +82,7 @@ def _avatar_operation(identifier: dict[str, Any]) -> dict[str, Any]:
             _ref("parameters", "image_format"),
         ],
         "responses": {
-            "200": {
-                "description": "The avatar.",
-                "headers": {
-                    "ETag": {"schema": {"type": "string"}},
-                    "Cache-Control": {"schema": {"type": "string"}},
-                },
-                "content": {
-                    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                    "image/webp": {"schema": {"type": "string", "format": "binary"}},
-                },
-            },
+            "200": _cacheable_image("The avatar.", "image/jpeg", "image/webp"),
             "304": {"description": "Not modified (If-None-Match matched the ETag)."},
             "400": _ref("responses", "InvalidParameter"),
             "503": _ref("responses", "Unavailable"),
@@ -168,18 +170,7 @@ PATHS: dict[str, Any] = {
                 }
             ],
             "responses": {
-                "200": {
-                    "description": "The image.",
-                    "headers": {
-                        "ETag": {"schema": {"type": "string"}},
-                        "Cache-Control": {"schema": {"type": "string"}},
-                    },
-                    "content": {
-                        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                        "image/webp": {"schema": {"type": "string", "format": "binary"}},
-                        "image/png": {"schema": {"type": "string", "format": "binary"}},
-                    },
-                },
+                "200": _cacheable_image("The image.", "image/jpeg", "image/webp", "image/png"),
                 "304": {"description": "Not modified (If-None-Match matched the ETag)."},
                 "400": _json(_ref("schemas", "Error"), "The key is not a safe object name."),
                 "404": _ref("responses", "NotFound"),
