@@ -3,8 +3,8 @@
 Why W+ and not one style: a real face is rarely exactly on the generator's manifold, and
 one 512-d style per layer reconstructs far closer (Abdal et al., Image2StyleGAN). Why so
 few iterations: on a 2-core CPU one forward and backward pass through the 1024 px
-network costs 1.5-3 s, so a job gets tens of Adam steps, not the thousand a GPU
-inversion takes. To make them count:
+network costs 0.5 s when idle and 1.5-4.7 s when the cores are shared, so a job gets
+tens of Adam steps, not the thousand a GPU inversion takes. To make them count:
 
 - the start is the encoder's style for the photo (``ingest.facegen.encoder``: a ridge
   regression from face-api's descriptor and the estimator's age and gender to a style,
@@ -46,8 +46,9 @@ LAYER_WEIGHT, MEAN_WEIGHT = 0.02, 0.002
 def iterations_for(steps: int) -> int:
     """Adam iterations for ModelsLab's ``num_inference_steps`` (21, 31, 41 → 12, 18, 24).
 
-    ``(steps - 1) · 0.6``: 21 steps, the default, is about 30 s of optimisation on two
-    CPU cores; each further 10 steps adds 6 iterations (see docs/models.md).
+    ``(steps - 1) · 0.6``: 21 steps, the default, is a whole job of about 8 s on two idle
+    CPU cores (45-55 s when they are shared); each further 10 steps adds 6 iterations
+    (see docs/models.md).
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
