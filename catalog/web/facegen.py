@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("facegen", __name__)
 
 POLL_SECONDS = 0.25
-# Until jobs have run: seconds per optimisation-sized step on a CPU, for a first eta.
-FIRST_ETA_SECONDS_PER_STEP = 1.5
+# Until jobs have run: seconds per inference step of a whole 4-sample job on a 2-core CPU
+# (docs/models.md: 7.6 s at 21 steps idle, about 50 s when the cores are shared).
+FIRST_ETA_SECONDS_PER_STEP = 1.0
 
 
 def _caller(body_key: str | None) -> Caller:
@@ -80,9 +81,11 @@ def _eta(job: FacegenJob) -> float:
     if mean is None:
         mean = steps * FIRST_ETA_SECONDS_PER_STEP
     try:
-        ahead = find_service(FacegenQueue).pending()
+        pending = find_service(FacegenQueue).pending()
     except Exception:  # the eta is a hint; a queue hiccup must not fail the answer
-        ahead = 0
+        pending = 0
+    # A queued job is itself among the pending messages; a running one is not.
+    ahead = max(0, pending - 1) if job.status == "queued" else pending
     return mean * (1 + ahead)
 
 
