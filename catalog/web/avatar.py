@@ -98,6 +98,12 @@ class AvatarCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def clear(self) -> None:
+        """Forget every entry (benchmarks and tests that start from nothing)."""
+        with self._lock:
+            self._items.clear()
+            self.bytes = 0
+
     def get(self, key: str) -> bytes | None:
         with self._lock:
             data = self._items.get(key)

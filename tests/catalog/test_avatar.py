@@ -166,7 +166,7 @@ def test_the_catalog_never_changes_an_avatar(
     # Evicted from both caches: rendered again from nothing.
     for key in kept_renders(app):
         find_service(Storage, app).delete(key)
-    find_service(avatar.AvatarCache, app).__init__(0)
+    find_service(avatar.AvatarCache, app).clear()
     after = {i: client.get(f"/avatar/user{i}?size=64").data for i in range(6)}
     assert after == before
     assert len(studio.portraits) == 12
@@ -216,6 +216,8 @@ def test_memory_cache_is_bounded_in_bytes() -> None:
     assert cache.get("huge") is None and cache.bytes == 900
     cache.put("k49", bytes(100))  # replacing an entry counts its new size only
     assert cache.bytes == 700
+    cache.clear()
+    assert (cache.bytes, len(cache), cache.get("k49")) == (0, 0, None)
 
 
 def test_a_render_that_cannot_be_kept_is_still_served(
@@ -302,7 +304,7 @@ def test_collect_avatars_keeps_the_store_under_its_cap(make_app: Callable[..., F
     assert 0 < collection.kept_bytes <= 0.8 * sum(sizes) // 2
     assert collection.removed_objects + collection.kept_objects == 12
     # A collected avatar comes back the same.
-    find_service(avatar.AvatarCache, app).__init__(0)
+    find_service(avatar.AvatarCache, app).clear()
     again = client.get("/avatar/user0")
     assert again.status_code == 200
 

@@ -85,7 +85,7 @@ def forget_avatars(app: Flask) -> int:
     keys = list(storage.keys(avatar.AVATARS_PREFIX))
     for key in keys:
         storage.delete(key)
-    find_service(avatar.AvatarCache, app).__init__(app.config["AVATAR_MEMORY_BYTES"])
+    find_service(avatar.AvatarCache, app).clear()
     return len(keys)
 
 
