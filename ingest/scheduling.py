@@ -57,6 +57,14 @@ def build_scheduler(job: Callable[[], Any], interval_seconds: float) -> BaseSche
     return scheduler
 
 
+def _before_ingest(what: str, step: Callable[..., Any], *args: Any) -> None:
+    """Run a step that precedes the ingest run; its failure is logged, never fatal."""
+    try:
+        step(*args)
+    except Exception:
+        logger.exception("%s failed; ingest goes on", what)
+
+
 class IngestWorker:
     """Runs ``run_once(stop)`` on an interval until told to stop.
 
@@ -104,15 +112,9 @@ class IngestWorker:
         if self.stop.is_set():
             return
         if self.housekeeping is not None:
-            try:
-                self.housekeeping()
-            except Exception:
-                logger.exception("housekeeping failed; ingest goes on")
+            _before_ingest("housekeeping", self.housekeeping)
         if self.backfill is not None:
-            try:
-                self.backfill(self.stop)
-            except Exception:
-                logger.exception("backfill failed; ingest goes on")
+            _before_ingest("backfill", self.backfill, self.stop)
         try:
             if self.is_full():
                 logger.info("every band is at its target; skipping this run")
