@@ -24,8 +24,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import certifi
@@ -69,6 +70,15 @@ class FetchPolicy:
     max_bytes: int = 8 * 1024 * 1024
     max_redirects: int = 3
     resolver: Resolver = field(default=resolve)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FetchPolicy:
+        """The policy the ``FACEGEN_*`` settings describe (face_image fetches, webhooks)."""
+        return cls(
+            allowed_networks=parse_networks(config["FACEGEN_FETCH_ALLOWED_NETWORKS"]),
+            timeout=float(config["FACEGEN_FETCH_TIMEOUT_SECONDS"]),
+            max_bytes=int(config["FACEGEN_MAX_PHOTO_BYTES"]),
+        )
 
     def check_address(self, address: str) -> None:
         """Refuse an address that is not public and not in an allowed network."""

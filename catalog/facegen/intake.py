@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from catalog.errors import ApiError
-from catalog.facegen.fetch import FetchRefused, request
+from catalog.facegen.fetch import FetchPolicy, FetchRefused, request
 from catalog.facegen.responses import modelslab_error
-from catalog.facegen.tasks import fetch_policy
 
 
 def photo_refused(code: str, detail: str) -> ApiError:
@@ -52,7 +51,7 @@ def photo_bytes(face_image: str, is_base64: bool, config: Mapping[str, Any]) -> 
             "the photo as base64 with base64 set to true.",
         )
     try:
-        answer = request(face_image, fetch_policy(config))
+        answer = request(face_image, FetchPolicy.from_config(config))
     except FetchRefused as exc:
         raise photo_refused("face_image_refused", exc.detail) from None
     if answer.status != 200:

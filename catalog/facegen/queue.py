@@ -78,7 +78,7 @@ class FacegenQueue:
     def drain(self) -> int:
         """Run every queued task in this process, as a consumer would; return how many.
 
-        For tests and for ``facecat facegen run-pending``: no threads, no signals.
+        For tests and benchmarks: no threads, no signals.
         """
         done = 0
         while (task := self.huey.dequeue()) is not None:

@@ -17,12 +17,16 @@ from catalog.sql.models import FacegenJob
 PROCESSING_TIP = "The job is queued or running; fetch the result at fetch_result."
 
 
-def modelslab_error(http_status: int, code: str, detail: str, **extra: Any) -> ApiError:
-    """An ApiError whose body also reads as ModelsLab's: ``status: "error"`` and ``message``
-    beside facecat's ``error`` and ``detail``."""
-    error = ApiError(http_status, code, detail, **extra)
-    error.extra.update(status="error", message=detail)
+def as_modelslab(error: ApiError) -> ApiError:
+    """``error`` with a body that also reads as ModelsLab's: ``status: "error"`` and
+    ``message`` beside facecat's ``error`` and ``detail``."""
+    error.extra.update(status="error", message=error.detail)
     return error
+
+
+def modelslab_error(http_status: int, code: str, detail: str, **extra: Any) -> ApiError:
+    """A new ApiError in both shapes (``as_modelslab``)."""
+    return as_modelslab(ApiError(http_status, code, detail, **extra))
 
 
 def output_urls(job: FacegenJob, count: int | None = None) -> list[str]:

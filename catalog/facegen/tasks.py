@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from flask import current_app
 
 from catalog.facegen import OUTPUTS_PREFIX, output_key, upload_key
-from catalog.facegen.fetch import FetchPolicy, FetchRefused, parse_networks, request
+from catalog.facegen.fetch import FetchPolicy, FetchRefused, request
 from catalog.facegen.responses import job_body
 from catalog.services import find_service
 from catalog.sql import facegen_jobs
@@ -42,15 +42,6 @@ class Lookalikes(Protocol):
         """Outputs for one ``LookalikeJob``; raises ``PhotoRejected`` for a bad photo."""
 
 
-def fetch_policy(config: Mapping[str, Any]) -> FetchPolicy:
-    """The URL policy the settings describe (face_image fetches and webhooks)."""
-    return FetchPolicy(
-        allowed_networks=parse_networks(config["FACEGEN_FETCH_ALLOWED_NETWORKS"]),
-        timeout=float(config["FACEGEN_FETCH_TIMEOUT_SECONDS"]),
-        max_bytes=int(config["FACEGEN_MAX_PHOTO_BYTES"]),
-    )
-
-
 def _delete(storage: Storage, keys: list[str], job_id: str) -> None:
     for key in keys:
         try:
@@ -61,7 +52,6 @@ def _delete(storage: Storage, keys: list[str], job_id: str) -> None:
 
 def _lookalike_job(photo: bytes, params: Mapping[str, Any]) -> Any:
     from ingest.facegen.lookalikes import LookalikeJob
-
     from ingest.facegen.prompt import read_prompt
 
     return LookalikeJob(
@@ -146,7 +136,7 @@ def deliver_webhook(job_id: str, attempt: int, schedule_webhook: ScheduleWebhook
     try:
         answer = request(
             url,
-            fetch_policy(config),
+            FetchPolicy.from_config(config),
             method="POST",
             body=json.dumps(body).encode("utf-8"),
             headers={"Content-Type": "application/json"},

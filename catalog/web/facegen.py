@@ -28,7 +28,7 @@ from catalog.errors import ApiError
 from catalog.facegen import upload_key
 from catalog.facegen.intake import check_photo, photo_bytes
 from catalog.facegen.queue import FacegenQueue
-from catalog.facegen.responses import job_body, modelslab_error
+from catalog.facegen.responses import as_modelslab, job_body, modelslab_error
 from catalog.services import find_service
 from catalog.sql import facegen_jobs
 from catalog.sql.db import session_scope
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("facegen", __name__)
 
 POLL_SECONDS = 0.25
+# Ids are 32 hex digits (the facegen_job key holds 32); a longer one is never looked up.
+MAX_JOB_ID = 32
 # Until jobs have run: seconds per inference step of a whole 4-sample job on a 2-core CPU
 # (docs/models.md: 7.6 s at 21 steps idle, about 50 s when the cores are shared).
 FIRST_ETA_SECONDS_PER_STEP = 1.0
@@ -52,8 +54,7 @@ def _caller(body_key: str | None) -> Caller:
         try:
             g.caller = authenticate(f"Token {body_key}")
         except ApiError as error:  # answered in ModelsLab's shape too, as every error here
-            error.extra.update(status="error", message=error.detail)
-            raise
+            raise as_modelslab(error) from None
     return current_caller()
 
 
@@ -90,6 +91,9 @@ def _eta(job: FacegenJob) -> float:
 
 
 def _read_job(job_id: str) -> FacegenJob | None:
+    """The job detached from its session, or None (also for an id no job can have)."""
+    if len(job_id) > MAX_JOB_ID:
+        return None
     with session_scope() as session:
         job = session.get(FacegenJob, job_id)
         if job is not None:
@@ -117,7 +121,8 @@ def _queue_job(params: FacegenParams, photo: bytes, caller: Caller, meta: dict[s
                 session,
                 job_id,
                 key_id=caller.key_id,
-                request=params.record(request.host_url),
+                # base_url: the worker builds output URLs (for webhooks) without a request.
+                request={**params.record(), "base_url": request.host_url},
                 track_id=params.track_id,
                 webhook=params.webhook,
                 meta=meta,
@@ -171,12 +176,11 @@ def face_gen() -> Response:
     check_photo(photo)
     charge_generation(caller, cost=params.samples)
     meta = {
-        **params.record(request.host_url),
+        **params.record(),
         "used_words": list(plan.used),
         "unused_words": list(plan.unused),
         "not_used": ["guidance_scale"],
     }
-    del meta["base_url"]
     job_id = _queue_job(params, photo, caller, meta)
     deadline = time.monotonic() + float(config["FACEGEN_WAIT_SECONDS"])
     while True:
@@ -191,7 +195,7 @@ def _owned_job(job_id: str) -> FacegenJob:
     """The job, if this caller may see it (its key, or no key at submission)."""
     body = request.get_json(silent=True)
     caller = _caller(body.get("key") if isinstance(body, dict) else None)
-    job = _read_job(job_id) if len(job_id) <= 64 else None
+    job = _read_job(job_id)
     if job is None or (job.key_id is not None and job.key_id != caller.key_id):
         detail = "No job with this id (for this key)."
         raise modelslab_error(404, "not_found", detail)
@@ -220,7 +224,7 @@ def fetch(job_id: str) -> Response:
 @limited(IMAGES)
 def output(job_id: str, index: int) -> Response:
     """One output image until it expires (410 afterwards)."""
-    job = _read_job(job_id) if len(job_id) <= 64 else None
+    job = _read_job(job_id)
     if job is None or job.status not in ("success", "expired"):
         raise ApiError(404, "not_found", "No such output.")
     if job.status == "expired" or job.expires_at <= utcnow():

@@ -73,11 +73,12 @@ class FacegenParams:
     webhook: str | None
     track_id: str | None
 
-    def record(self, base_url: str) -> dict[str, Any]:
-        """What the job row keeps: every parameter but the key and the photo itself."""
+    def record(self) -> dict[str, Any]:
+        """Every parameter but the key and the photo itself: what the job keeps and
+        ``meta`` shows."""
         kept = asdict(self)
         del kept["key"], kept["face_image"]
-        return {**kept, "height": self.width, "base_url": base_url}
+        return {**kept, "height": self.width}
 
 
 def _integer(body: Mapping[str, Any], field: str, default: int, low: int, high: int) -> int:
